@@ -1,0 +1,271 @@
+//! `enclave bench generate`: streaming chat load through the real HTTP path, reported as JSON.
+//! It speaks the OpenAI protocol, so `--url` can point it at any compatible server (llama.cpp's
+//! `llama-server` included) and both are measured by the same client.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use clap::{Args, Subcommand};
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+use crate::EngineArgs;
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Concurrent streaming chat completions at each concurrency level.
+    Generate(GenerateArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    /// Model to load (or, with --url, the model name to send).
+    #[arg(long, default_value = enclave_engine::catalog::TEST_MODEL)]
+    pub model: String,
+    /// Benchmark a running server instead of starting one in-process.
+    #[arg(long)]
+    pub url: Option<String>,
+    #[arg(long, env = "ENCLAVE_API_KEY", default_value = "bench")]
+    pub api_key: String,
+    #[arg(long, default_value_t = 512)]
+    pub prompt_tokens: u32,
+    #[arg(long, default_value_t = 128)]
+    pub gen_tokens: u32,
+    /// Comma-separated concurrency levels.
+    #[arg(long, default_value = "1,4,8", value_delimiter = ',')]
+    pub concurrency: Vec<usize>,
+    /// Requests each concurrent stream sends per level.
+    #[arg(long, default_value_t = 2)]
+    pub rounds: usize,
+    /// Print JSON only (the default prints JSON too, with a one-line summary per level on stderr).
+    #[arg(long)]
+    pub json: bool,
+    /// A label for the report (e.g. "enclave" or "llama-server").
+    #[arg(long, default_value = "enclave")]
+    pub label: String,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+pub fn run(command: BenchCommand) -> Result<()> {
+    match command {
+        BenchCommand::Generate(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let report = runtime.block_on(generate(args))?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+    }
+}
+
+/// One streamed request's timings.
+struct Sample {
+    ttft: Duration,
+    total: Duration,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+}
+
+async fn generate(args: GenerateArgs) -> Result<Value> {
+    let (base, _server) = match &args.url {
+        Some(url) => (url.trim_end_matches('/').to_string(), None),
+        None => {
+            let (base, handle) = start_local(&args).await?;
+            (base, Some(handle))
+        }
+    };
+    let client = reqwest::Client::builder().build()?;
+    let prompt = calibrate_prompt(&client, &base, &args).await?;
+    let mut levels = Vec::new();
+    for &concurrency in &args.concurrency {
+        let started = Instant::now();
+        let workers = (0..concurrency).map(|worker| {
+            let client = client.clone();
+            let base = base.clone();
+            // Distinct prompts per stream, as real traffic has, so no server can share a cache.
+            let prompt = format!("[{worker}] {prompt}");
+            let args = &args;
+            async move {
+                let mut samples = Vec::new();
+                for _ in 0..args.rounds {
+                    samples.push(one_request(&client, &base, args, &prompt, args.gen_tokens).await?);
+                }
+                Ok::<_, anyhow::Error>(samples)
+            }
+        });
+        let results = futures::future::join_all(workers).await;
+        let wall = started.elapsed();
+        let mut samples = Vec::new();
+        for result in results {
+            samples.extend(result?);
+        }
+        let level = summarize(concurrency, &samples, wall);
+        if !args.json {
+            eprintln!("{}", level);
+        }
+        levels.push(level);
+    }
+    Ok(json!({
+        "benchmark": "generate",
+        "label": args.label,
+        "model": args.model,
+        "url": args.url,
+        "prompt_tokens_target": args.prompt_tokens,
+        "gen_tokens": args.gen_tokens,
+        "rounds": args.rounds,
+        "levels": levels,
+    }))
+}
+
+async fn start_local(args: &GenerateArgs) -> Result<(String, tokio::task::JoinHandle<()>)> {
+    let mut config = args.engine.config();
+    let needed = args.prompt_tokens + args.gen_tokens + 64;
+    if config.context_per_sequence == 0 {
+        config.context_per_sequence = needed.max(1024);
+    }
+    let spec = args.model.clone();
+    let models = tokio::task::spawn_blocking(move || crate::serve::load_models(&[spec], &config)).await??;
+    let state = enclave_server::AppState::new(
+        enclave_server::ServerConfig {
+            api_key: args.api_key.clone(),
+            ..Default::default()
+        },
+        models,
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let handle = tokio::spawn(async move {
+        let _ = enclave_server::serve(listener, enclave_server::router(state), std::future::pending()).await;
+    });
+    Ok((base, handle))
+}
+
+/// Deterministic filler text whose token count is tuned to the target with the server's own
+/// usage report (so the same prompt length holds for any server).
+async fn calibrate_prompt(client: &reqwest::Client, base: &str, args: &GenerateArgs) -> Result<String> {
+    const WORDS: [&str; 12] = [
+        "river", "granite", "lantern", "orchard", "signal", "harbor", "meadow", "copper", "violet",
+        "summit", "thunder", "willow",
+    ];
+    let text = |n: usize| -> String {
+        (0..n).map(|i| WORDS[(i * 7 + i / 12) % WORDS.len()]).collect::<Vec<_>>().join(" ")
+    };
+    let mut words = args.prompt_tokens as usize;
+    for _ in 0..3 {
+        let sample = one_request(client, base, args, &text(words), 1).await?;
+        let got = sample.prompt_tokens.max(1) as f64;
+        if (got - f64::from(args.prompt_tokens)).abs() <= 2.0 {
+            break;
+        }
+        words = ((words as f64) * f64::from(args.prompt_tokens) / got).round().max(1.0) as usize;
+    }
+    Ok(text(words))
+}
+
+async fn one_request(
+    client: &reqwest::Client,
+    base: &str,
+    args: &GenerateArgs,
+    prompt: &str,
+    max_tokens: u32,
+) -> Result<Sample> {
+    let body = json!({
+        "model": args.model,
+        "messages": [{ "role": "user", "content": prompt }],
+        "max_tokens": max_tokens,
+        "temperature": 0.0,
+        "stream": true,
+        "stream_options": { "include_usage": true },
+        "ignore_eos": true,
+    });
+    let started = Instant::now();
+    let response = client
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth(&args.api_key)
+        .json(&body)
+        .send()
+        .await
+        .context("sending the request")?;
+    if !response.status().is_success() {
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        return Err(anyhow!("server answered {status}: {text}"));
+    }
+    let mut ttft = None;
+    let mut chunks = 0u64;
+    let mut usage = None;
+    let mut buffer = String::new();
+    let mut stream = response.bytes_stream();
+    while let Some(bytes) = stream.next().await {
+        buffer.push_str(&String::from_utf8_lossy(&bytes?));
+        while let Some(end) = buffer.find('\n') {
+            let line: String = buffer.drain(..=end).collect();
+            let Some(data) = line.trim().strip_prefix("data:") else { continue };
+            let data = data.trim();
+            if data == "[DONE]" {
+                continue;
+            }
+            let Ok(value) = serde_json::from_str::<Value>(data) else { continue };
+            if value["usage"].is_object() {
+                usage = Some(value["usage"].clone());
+            }
+            let content = value["choices"][0]["delta"]["content"].as_str().unwrap_or("");
+            if !content.is_empty() {
+                chunks += 1;
+                ttft.get_or_insert_with(|| started.elapsed());
+            }
+        }
+    }
+    let total = started.elapsed();
+    let usage = usage.unwrap_or(Value::Null);
+    Ok(Sample {
+        ttft: ttft.unwrap_or(total),
+        total,
+        prompt_tokens: usage["prompt_tokens"].as_u64().unwrap_or(0),
+        completion_tokens: usage["completion_tokens"].as_u64().unwrap_or(chunks),
+    })
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn summarize(concurrency: usize, samples: &[Sample], wall: Duration) -> Value {
+    let mut ttfts: Vec<f64> = samples.iter().map(|s| s.ttft.as_secs_f64() * 1000.0).collect();
+    ttfts.sort_by(f64::total_cmp);
+    let n = samples.len().max(1) as f64;
+    let generated: u64 = samples.iter().map(|s| s.completion_tokens).sum();
+    let prompt_tokens = samples.iter().map(|s| s.prompt_tokens).sum::<u64>() as f64 / n;
+    let prefill = samples
+        .iter()
+        .map(|s| s.prompt_tokens as f64 / s.ttft.as_secs_f64().max(1e-9))
+        .sum::<f64>()
+        / n;
+    let decode_per_stream = samples
+        .iter()
+        .map(|s| {
+            let decode_time = (s.total - s.ttft).as_secs_f64().max(1e-9);
+            s.completion_tokens.saturating_sub(1) as f64 / decode_time
+        })
+        .sum::<f64>()
+        / n;
+    let round2 = |x: f64| (x * 100.0).round() / 100.0;
+    json!({
+        "concurrency": concurrency,
+        "requests": samples.len(),
+        "prompt_tokens": round2(prompt_tokens),
+        "generated_tokens": generated,
+        "wall_s": round2(wall.as_secs_f64()),
+        "ttft_ms_p50": round2(percentile(&ttfts, 0.5)),
+        "ttft_ms_p99": round2(percentile(&ttfts, 0.99)),
+        "prefill_tok_s": round2(prefill),
+        "decode_tok_s_per_stream": round2(decode_per_stream),
+        "aggregate_tok_s": round2(generated as f64 / wall.as_secs_f64().max(1e-9)),
+    })
+}

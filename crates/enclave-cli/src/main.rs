@@ -1,0 +1,118 @@
+//! The `enclave` binary: serve the API, pull models, chat in the terminal, run benchmarks.
+
+mod bench;
+mod chat;
+mod serve;
+
+use std::io::IsTerminal;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use enclave_engine::catalog::{self, CATALOG};
+use enclave_engine::pull;
+use enclave_engine::EngineConfig;
+
+#[derive(Parser)]
+#[command(name = "enclave", version, about = "Enclave: a private AI platform (Cohere- and OpenAI-compatible API)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API (pulls missing models first).
+    Serve(serve::ServeArgs),
+    /// Fetch a catalog model into ENCLAVE_HOME and verify it.
+    Pull {
+        /// Catalog name (see `enclave models`).
+        name: String,
+    },
+    /// List the catalog and which models are already pulled.
+    Models,
+    /// Chat with a model in the terminal (interactive when no prompt is given).
+    Chat(chat::ChatArgs),
+    /// Benchmarks that print JSON.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+/// Engine settings shared by every command that loads a model.
+#[derive(Args, Debug, Clone)]
+pub struct EngineArgs {
+    /// Sequences generated together per model (continuous-batching slots).
+    #[arg(long, env = "ENCLAVE_PARALLEL", default_value_t = 8)]
+    pub parallel: u32,
+    /// Tokens per sequence (prompt + answer); 0 = the model's own, at most 4096.
+    #[arg(long, env = "ENCLAVE_CTX_SIZE", default_value_t = 0)]
+    pub ctx_size: u32,
+    /// CPU threads for inference; 0 = all cores.
+    #[arg(long, env = "ENCLAVE_THREADS", default_value_t = 0)]
+    pub threads: u32,
+    /// Most tokens per forward pass.
+    #[arg(long, env = "ENCLAVE_BATCH_TOKENS", default_value_t = 512)]
+    pub batch_tokens: u32,
+    /// Requests that may wait for a free slot before the server answers 429.
+    #[arg(long, env = "ENCLAVE_MAX_QUEUE", default_value_t = 64)]
+    pub max_queue: usize,
+}
+
+impl EngineArgs {
+    pub fn config(&self) -> EngineConfig {
+        EngineConfig {
+            parallel: self.parallel,
+            context_per_sequence: self.ctx_size,
+            threads: self.threads,
+            batch_tokens: self.batch_tokens,
+            queue_capacity: self.max_queue,
+        }
+    }
+}
+
+/// Progress bars only where a person is watching.
+pub fn show_progress() -> bool {
+    std::io::stderr().is_terminal()
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("ENCLAVE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if std::io::stderr().is_terminal() {
+        builder.init();
+    } else {
+        builder.json().init();
+    }
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Pull { name } => {
+            let home = pull::enclave_home();
+            let model = pull::resolve(&home, &name, show_progress())?;
+            println!("{} ready at {}", model.name, model.path.display());
+            Ok(())
+        }
+        Command::Models => {
+            let home = pull::enclave_home();
+            for entry in CATALOG {
+                let state = if pull::is_pulled(&home, entry) { "pulled" } else { "not pulled" };
+                let default = if entry.name == catalog::DEFAULT_CHAT_MODEL { " (default)" } else { "" };
+                println!(
+                    "{:<30} {:>6} MB  {:<10} {:?}{}",
+                    entry.name,
+                    entry.size / 1_000_000,
+                    state,
+                    entry.kind,
+                    default
+                );
+            }
+            Ok(())
+        }
+        Command::Chat(args) => chat::run(args),
+        Command::Bench(command) => bench::run(command),
+    }
+}

@@ -1,0 +1,147 @@
+//! `enclave serve`: pull and load the models, then serve the API until Ctrl-C / SIGTERM.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use enclave_engine::catalog::DEFAULT_CHAT_MODEL;
+use enclave_engine::pull::{self, LocalModel};
+use enclave_engine::{EngineConfig, LlamaGenerator, TextGenerator};
+use enclave_server::{AppState, ServerConfig};
+
+use crate::EngineArgs;
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[arg(long, env = "ENCLAVE_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    /// 0 picks a free port (the chosen address is printed).
+    #[arg(long, env = "ENCLAVE_PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// Catalog name or path to a GGUF file; repeat to serve several. The first is the default.
+    #[arg(long = "model", env = "ENCLAVE_MODELS", value_delimiter = ',')]
+    pub models: Vec<String>,
+    /// The key clients must send as `Authorization: Bearer`. Without it, a key is generated on
+    /// first start and kept in ENCLAVE_HOME/api-key.
+    #[arg(long, env = "ENCLAVE_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Largest request body accepted, in bytes (larger ones get 413).
+    #[arg(long, env = "ENCLAVE_MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+/// Loads each model (pulling it first when needed) into its own engine.
+pub fn load_models(specs: &[String], config: &EngineConfig) -> Result<Vec<Arc<dyn TextGenerator>>> {
+    let home = pull::enclave_home();
+    let mut loaded: Vec<Arc<dyn TextGenerator>> = Vec::new();
+    for spec in specs {
+        let LocalModel { name, path, kind } = pull::resolve(&home, spec, crate::show_progress())
+            .with_context(|| format!("getting model {spec}"))?;
+        tracing::info!(model = %name, path = %path.display(), "loading model");
+        let generator = LlamaGenerator::load(&name, kind, &path, config)
+            .with_context(|| format!("loading model {name}"))?;
+        loaded.push(Arc::new(generator));
+    }
+    Ok(loaded)
+}
+
+/// The configured key, or the one kept under ENCLAVE_HOME (created and printed on first start).
+fn api_key(given: Option<String>, home: &Path) -> Result<String> {
+    if let Some(key) = given.filter(|k| !k.is_empty()) {
+        return Ok(key);
+    }
+    let path = home.join("api-key");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        if !existing.trim().is_empty() {
+            eprintln!("Using the API key stored in {}", path.display());
+            return Ok(existing.trim().to_string());
+        }
+    }
+    let key = format!("enc-{}", random_hex(24));
+    std::fs::create_dir_all(home).context("creating ENCLAVE_HOME")?;
+    write_private(&path, &key)?;
+    eprintln!("Generated an API key (shown once, stored in {}):\n  {key}", path.display());
+    Ok(key)
+}
+
+fn write_private(path: &Path, contents: &str) -> Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path).with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(contents.as_bytes())?;
+    Ok(())
+}
+
+fn random_hex(bytes: usize) -> String {
+    use rand::RngCore;
+    let mut buf = vec![0u8; bytes];
+    rand::rngs::OsRng.fill_bytes(&mut buf);
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn run(args: ServeArgs) -> Result<()> {
+    let home = pull::enclave_home();
+    let specs = if args.models.is_empty() {
+        vec![DEFAULT_CHAT_MODEL.to_string()]
+    } else {
+        args.models.clone()
+    };
+    let api_key = api_key(args.api_key.clone(), &home)?;
+    let models = load_models(&specs, &args.engine.config())?;
+    let state = AppState::new(
+        ServerConfig {
+            api_key,
+            max_body_bytes: args.max_body_bytes,
+        },
+        models,
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let addr: SocketAddr = format!("{}:{}", args.host, args.port)
+            .parse()
+            .with_context(|| format!("invalid address {}:{}", args.host, args.port))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        let bound = listener.local_addr()?;
+        println!("Enclave listening on http://{bound}");
+        std::io::stdout().flush()?;
+        enclave_server::serve(listener, enclave_server::router(state), shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,109 @@
+//! The seam between the API layer and whatever runs a decoder model. Services call a
+//! [`TextGenerator`]; they never learn which engine sits underneath.
+
+use tokio::sync::mpsc;
+
+use crate::catalog::ModelKind;
+use crate::sampling::SamplingParams;
+
+/// One chat turn, with a role the model's chat template understands
+/// (`system`, `user`, `assistant`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
+}
+
+impl ChatMessage {
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
+        Self {
+            role: role.into(),
+            content: content.into(),
+        }
+    }
+}
+
+/// Why a generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// The model produced an end-of-generation token.
+    Complete,
+    /// A stop sequence was produced (and cut from the text).
+    StopSequence,
+    /// `max_tokens` was reached.
+    MaxTokens,
+}
+
+/// What a running generation sends back.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GenEvent {
+    /// Newly generated text (whole characters, never part of a stop sequence).
+    Text(String),
+    Done {
+        reason: FinishReason,
+        prompt_tokens: u32,
+        completion_tokens: u32,
+    },
+    /// The engine failed mid-generation; no more events follow.
+    Error(String),
+}
+
+/// The receiving end of one generation; dropping it cancels the generation and frees its slot.
+pub type GenerationStream = mpsc::UnboundedReceiver<GenEvent>;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum GeneratorError {
+    #[error("the request queue is full ({0} waiting); retry shortly")]
+    QueueFull(usize),
+    #[error("the engine has stopped")]
+    Stopped,
+    #[error("too many tokens: prompt of {prompt} tokens plus max_tokens {max_tokens} exceeds the context of {context} tokens")]
+    ContextExceeded {
+        prompt: usize,
+        max_tokens: u32,
+        context: u32,
+    },
+    #[error("empty prompt")]
+    EmptyPrompt,
+    #[error("token id {0} is outside the vocabulary")]
+    InvalidToken(i64),
+    #[error("chat template failed: {0}")]
+    Template(String),
+}
+
+/// Facts about a loaded model that the API layer reports or validates against.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    pub name: String,
+    pub kind: ModelKind,
+    /// Tokens one sequence may hold (prompt + generated).
+    pub context_per_sequence: u32,
+    /// Context the model was trained with.
+    pub context_train: u32,
+    pub vocab_size: u32,
+    /// Sequences generated together in one batch.
+    pub parallel_sequences: u32,
+    /// Requests that may wait for a free sequence before callers get `QueueFull`.
+    pub queue_capacity: usize,
+}
+
+/// A decoder model served with continuous batching.
+pub trait TextGenerator: Send + Sync {
+    fn info(&self) -> &ModelInfo;
+    /// Token ids of `text`; `with_special` adds the model's BOS and parses special tokens.
+    fn tokenize(&self, text: &str, with_special: bool) -> Vec<u32>;
+    /// Text of `tokens`, rejecting ids outside the vocabulary.
+    fn detokenize(&self, tokens: &[i64]) -> Result<String, GeneratorError>;
+    /// The model's text piece for each token (for token strings in API responses).
+    fn token_pieces(&self, tokens: &[u32]) -> Vec<String>;
+    /// Renders messages through the model's own chat template, ending with the assistant's turn.
+    fn render_chat(&self, messages: &[ChatMessage]) -> Result<String, GeneratorError>;
+    /// Queues a generation. Fails at once when the queue is full or the request cannot fit.
+    fn submit(
+        &self,
+        prompt: Vec<u32>,
+        params: SamplingParams,
+    ) -> Result<GenerationStream, GeneratorError>;
+    /// Sequences generating now and requests waiting (for `/ready` and metrics).
+    fn load(&self) -> (usize, usize);
+}

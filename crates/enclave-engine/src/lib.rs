@@ -1,0 +1,22 @@
+//! Enclave's engine: which models exist and how to fetch them (catalog, pull), and how to run them
+//! (a continuous-batching scheduler over llama.cpp behind the [`TextGenerator`] seam).
+//!
+//! It knows nothing about HTTP, tenants or API shapes: callers hand it token ids and sampling
+//! parameters and get a stream of text back.
+
+pub mod catalog;
+pub mod generator;
+pub mod llama;
+pub mod pull;
+pub mod sampling;
+mod scheduler;
+pub mod testing;
+pub mod text;
+
+pub use catalog::{CatalogEntry, CATALOG};
+pub use generator::{
+    ChatMessage, FinishReason, GenEvent, GenerationStream, GeneratorError, ModelInfo,
+    TextGenerator,
+};
+pub use llama::{EngineConfig, LlamaGenerator};
+pub use sampling::SamplingParams;

@@ -1,0 +1,266 @@
+//! [`TextGenerator`] on llama.cpp: loads a GGUF (mmap), owns its chat template and vocabulary, and
+//! runs one scheduler thread per model that batches every active sequence (see `scheduler`).
+
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
+use llama_cpp_2::token::LlamaToken;
+use tokio::sync::mpsc;
+
+use crate::catalog::ModelKind;
+use crate::generator::{
+    ChatMessage, GenerationStream, GeneratorError, ModelInfo, TextGenerator,
+};
+use crate::sampling::SamplingParams;
+use crate::scheduler::{self, Job, SchedulerSetup};
+
+/// How a model is run. Zero values mean "pick for me".
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Sequences decoded together (slots).
+    pub parallel: u32,
+    /// Tokens each sequence may hold; 0 = the model's training context, capped at 4096.
+    pub context_per_sequence: u32,
+    /// CPU threads; 0 = all available cores.
+    pub threads: u32,
+    /// Most tokens in one forward pass (prefill chunks and decode steps together).
+    pub batch_tokens: u32,
+    /// Requests allowed to wait for a free slot.
+    pub queue_capacity: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            parallel: 8,
+            context_per_sequence: 0,
+            threads: 0,
+            batch_tokens: 512,
+            queue_capacity: 64,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("llama.cpp backend: {0}")]
+    Backend(String),
+    #[error("loading {path}: {reason}")]
+    Model { path: String, reason: String },
+    #[error("creating the context: {0}")]
+    Context(String),
+}
+
+static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
+
+/// llama.cpp's process-wide backend, initialised once.
+pub(crate) fn backend() -> Result<&'static LlamaBackend, LoadError> {
+    BACKEND
+        .get_or_init(|| {
+            let mut backend = LlamaBackend::init().map_err(|e| e.to_string())?;
+            if std::env::var_os("ENCLAVE_LLAMA_LOG").is_none() {
+                backend.void_logs();
+            }
+            Ok(backend)
+        })
+        .as_ref()
+        .map_err(|e| LoadError::Backend(e.clone()))
+}
+
+pub struct LlamaGenerator {
+    model: Arc<LlamaModel>,
+    template: LlamaChatTemplate,
+    info: ModelInfo,
+    queue: mpsc::Sender<Job>,
+    active: Arc<AtomicUsize>,
+}
+
+/// llama.cpp's name for the template used when a GGUF carries none.
+const FALLBACK_TEMPLATE: &str = "chatml";
+const DEFAULT_MAX_CONTEXT: u32 = 4096;
+
+impl LlamaGenerator {
+    /// Loads the model and starts its scheduler thread.
+    pub fn load(
+        name: &str,
+        kind: ModelKind,
+        path: &Path,
+        config: &EngineConfig,
+    ) -> Result<Self, LoadError> {
+        let backend = backend()?;
+        let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default())
+            .map_err(|e| LoadError::Model {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        let model = Arc::new(model);
+        let template = model
+            .chat_template(None)
+            .or_else(|_| LlamaChatTemplate::new(FALLBACK_TEMPLATE))
+            .map_err(|e| LoadError::Model {
+                path: path.display().to_string(),
+                reason: format!("chat template: {e}"),
+            })?;
+
+        let context_train = model.n_ctx_train();
+        let parallel = config.parallel.max(1);
+        let context_per_sequence = match config.context_per_sequence {
+            0 => context_train.min(DEFAULT_MAX_CONTEXT),
+            n => n.min(context_train),
+        };
+        let threads = match config.threads {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get() as u32),
+            n => n,
+        };
+        let threads = i32::try_from(threads).unwrap_or(2);
+        let batch_tokens = config.batch_tokens.max(parallel).max(32);
+        let total_context = NonZeroU32::new(context_per_sequence * parallel)
+            .ok_or_else(|| LoadError::Context("zero context".into()))?;
+        let ctx_params = LlamaContextParams::default()
+            .with_n_ctx(Some(total_context))
+            .with_n_batch(batch_tokens)
+            .with_n_ubatch(batch_tokens)
+            .with_n_seq_max(parallel)
+            .with_n_threads(threads)
+            .with_n_threads_batch(threads)
+            .with_kv_unified(true);
+
+        let vocab = model.vocab();
+        let vocab_size = u32::try_from(vocab.n_tokens()).unwrap_or(0);
+        let eog_tokens: Vec<LlamaToken> = vocab.tokens().filter(|&t| vocab.is_eog(t)).collect();
+
+        let queue_capacity = config.queue_capacity.max(1);
+        let (queue, jobs) = mpsc::channel(queue_capacity);
+        let active = Arc::new(AtomicUsize::new(0));
+        let setup = SchedulerSetup {
+            model: Arc::clone(&model),
+            ctx_params,
+            parallel,
+            context_per_sequence,
+            batch_tokens,
+            eog_tokens,
+            active: Arc::clone(&active),
+        };
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name(format!("engine-{name}"))
+            .spawn(move || scheduler::run(setup, jobs, ready_tx))
+            .map_err(|e| LoadError::Context(e.to_string()))?;
+        ready_rx
+            .recv()
+            .map_err(|_| LoadError::Context("engine thread exited".into()))?
+            .map_err(LoadError::Context)?;
+
+        Ok(Self {
+            model,
+            template,
+            info: ModelInfo {
+                name: name.to_string(),
+                kind,
+                context_per_sequence,
+                context_train,
+                vocab_size,
+                parallel_sequences: parallel,
+                queue_capacity,
+            },
+            queue,
+            active,
+        })
+    }
+}
+
+impl TextGenerator for LlamaGenerator {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn tokenize(&self, text: &str, with_special: bool) -> Vec<u32> {
+        self.model
+            .vocab()
+            .tokenize(text.as_bytes(), with_special, with_special)
+            .into_iter()
+            .map(|t| t.0 as u32)
+            .collect()
+    }
+
+    fn detokenize(&self, tokens: &[i64]) -> Result<String, GeneratorError> {
+        let vocab_size = i64::from(self.info.vocab_size);
+        let tokens = tokens
+            .iter()
+            .map(|&t| {
+                if (0..vocab_size).contains(&t) {
+                    Ok(LlamaToken(t as i32))
+                } else {
+                    Err(GeneratorError::InvalidToken(t))
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let bytes = self.model.vocab().detokenize(&tokens, false, true);
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    fn token_pieces(&self, tokens: &[u32]) -> Vec<String> {
+        let vocab = self.model.vocab();
+        tokens
+            .iter()
+            .map(|&t| {
+                let bytes = vocab.token_to_piece(LlamaToken(t as i32), true, None);
+                String::from_utf8_lossy(&bytes).into_owned()
+            })
+            .collect()
+    }
+
+    fn render_chat(&self, messages: &[ChatMessage]) -> Result<String, GeneratorError> {
+        let messages = messages
+            .iter()
+            .map(|m| LlamaChatMessage::new(m.role.clone(), m.content.clone()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| GeneratorError::Template(e.to_string()))?;
+        self.model
+            .apply_chat_template(&self.template, &messages, true)
+            .map_err(|e| GeneratorError::Template(e.to_string()))
+    }
+
+    fn submit(
+        &self,
+        prompt: Vec<u32>,
+        params: SamplingParams,
+    ) -> Result<GenerationStream, GeneratorError> {
+        if prompt.is_empty() {
+            return Err(GeneratorError::EmptyPrompt);
+        }
+        let context = self.info.context_per_sequence;
+        if prompt.len() as u64 + u64::from(params.max_tokens) > u64::from(context) {
+            return Err(GeneratorError::ContextExceeded {
+                prompt: prompt.len(),
+                max_tokens: params.max_tokens,
+                context,
+            });
+        }
+        if let Some(&bad) = prompt.iter().find(|&&t| t >= self.info.vocab_size) {
+            return Err(GeneratorError::InvalidToken(i64::from(bad)));
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let job = Job {
+            prompt: prompt.into_iter().map(|t| LlamaToken(t as i32)).collect(),
+            params,
+            tx,
+        };
+        self.queue.try_send(job).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => GeneratorError::QueueFull(self.info.queue_capacity),
+            mpsc::error::TrySendError::Closed(_) => GeneratorError::Stopped,
+        })?;
+        Ok(rx)
+    }
+
+    fn load(&self) -> (usize, usize) {
+        let waiting = self.info.queue_capacity - self.queue.capacity();
+        (self.active.load(Ordering::Relaxed), waiting)
+    }
+}

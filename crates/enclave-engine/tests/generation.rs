@@ -1,0 +1,173 @@
+//! The engine on the real test model: tokenization, chat template, sampling and batching.
+
+use std::time::Duration;
+
+use enclave_engine::testing::load_test_model;
+use enclave_engine::{
+    ChatMessage, EngineConfig, FinishReason, GenEvent, GenerationStream, GeneratorError, SamplingParams,
+    TextGenerator,
+};
+
+fn config(parallel: u32) -> EngineConfig {
+    EngineConfig {
+        parallel,
+        context_per_sequence: 1024,
+        queue_capacity: 4,
+        ..EngineConfig::default()
+    }
+}
+
+fn greedy(max_tokens: u32) -> SamplingParams {
+    SamplingParams {
+        temperature: 0.0,
+        max_tokens,
+        ..SamplingParams::default()
+    }
+}
+
+/// Drains a generation: (text, reason, completion tokens).
+fn collect(mut stream: GenerationStream) -> (String, FinishReason, u32) {
+    let mut text = String::new();
+    while let Some(event) = stream.blocking_recv() {
+        match event {
+            GenEvent::Text(piece) => text.push_str(&piece),
+            GenEvent::Done {
+                reason,
+                completion_tokens,
+                ..
+            } => return (text, reason, completion_tokens),
+            GenEvent::Error(message) => panic!("generation failed: {message}"),
+        }
+    }
+    panic!("stream ended without Done");
+}
+
+fn chat_prompt(model: &dyn TextGenerator, question: &str) -> Vec<u32> {
+    let rendered = model
+        .render_chat(&[ChatMessage::new("user", question)])
+        .expect("template");
+    model.tokenize(&rendered, true)
+}
+
+#[test]
+fn tokenize_round_trips() {
+    let model = load_test_model(&config(1)).expect("model");
+    let text = "Enclave keeps data on your own hardware.";
+    let tokens = model.tokenize(text, false);
+    assert!(tokens.len() > 3 && tokens.len() < 30, "{tokens:?}");
+    let ids: Vec<i64> = tokens.iter().map(|&t| i64::from(t)).collect();
+    assert_eq!(model.detokenize(&ids).expect("detokenize"), text);
+    assert_eq!(model.token_pieces(&tokens).concat(), text);
+    assert_eq!(
+        model.detokenize(&[i64::from(model.info().vocab_size)]),
+        Err(GeneratorError::InvalidToken(i64::from(model.info().vocab_size)))
+    );
+}
+
+#[test]
+fn chat_template_comes_from_the_gguf() {
+    let model = load_test_model(&config(1)).expect("model");
+    let rendered = model
+        .render_chat(&[ChatMessage::new("system", "Be brief."), ChatMessage::new("user", "Hi")])
+        .expect("template");
+    // SmolLM2 uses ChatML; the rendered prompt ends by opening the assistant's turn.
+    assert!(rendered.contains("<|im_start|>user\nHi<|im_end|>"), "{rendered}");
+    assert!(rendered.trim_end().ends_with("<|im_start|>assistant"), "{rendered}");
+}
+
+#[test]
+fn greedy_answers_are_correct_and_deterministic() {
+    let model = load_test_model(&config(2)).expect("model");
+    let prompt = chat_prompt(&model, "What is the capital of France?");
+    let (first, reason, n) = collect(model.submit(prompt.clone(), greedy(48)).expect("submit"));
+    assert!(first.contains("Paris"), "{first}");
+    assert!(n > 0 && n <= 48);
+    assert!(matches!(reason, FinishReason::Complete | FinishReason::MaxTokens));
+    let (second, _, _) = collect(model.submit(prompt, greedy(48)).expect("submit"));
+    assert_eq!(first, second);
+}
+
+#[test]
+fn max_tokens_and_stop_sequences_end_generation() {
+    let model = load_test_model(&config(2)).expect("model");
+    let prompt = chat_prompt(&model, "Count from 1 to 20, separated by commas.");
+    let (_, reason, n) = collect(model.submit(prompt.clone(), greedy(5)).expect("submit"));
+    assert_eq!((reason, n), (FinishReason::MaxTokens, 5));
+
+    let (full, _, _) = collect(model.submit(prompt.clone(), greedy(60)).expect("submit"));
+    assert!(full.contains('5'), "{full}");
+    let params = SamplingParams {
+        stop: vec!["5".into()],
+        ..greedy(60)
+    };
+    let (cut, reason, _) = collect(model.submit(prompt, params).expect("submit"));
+    assert_eq!(reason, FinishReason::StopSequence);
+    assert!(!cut.contains('5'), "{cut}");
+    assert!(full.starts_with(&cut), "{full:?} vs {cut:?}");
+}
+
+#[test]
+fn requests_that_cannot_fit_are_refused() {
+    let model = load_test_model(&config(1)).expect("model");
+    let prompt = chat_prompt(&model, "Hello");
+    let err = model.submit(prompt, greedy(5000)).expect_err("too long");
+    assert!(matches!(err, GeneratorError::ContextExceeded { .. }), "{err}");
+    assert_eq!(model.submit(Vec::new(), greedy(4)).expect_err("empty"), GeneratorError::EmptyPrompt);
+}
+
+#[test]
+fn concurrent_sequences_match_their_solo_answers() {
+    let model = load_test_model(&config(4)).expect("model");
+    let questions = [
+        "What is the capital of France?",
+        "Name a primary color.",
+        "What is 2 plus 2?",
+        "Say hello in Spanish.",
+    ];
+    let streams: Vec<_> = questions
+        .iter()
+        .map(|q| model.submit(chat_prompt(&model, q), greedy(24)).expect("submit"))
+        .collect();
+    let batched: Vec<_> = streams.into_iter().map(collect).collect();
+    for ((text, _, n), question) in batched.iter().zip(questions) {
+        assert!(!text.is_empty() && *n > 0, "{question}: empty");
+    }
+    // Batched numerics can differ from solo ones in the last bits; the opening must agree.
+    let (solo, _, _) = collect(model.submit(chat_prompt(&model, questions[0]), greedy(24)).expect("submit"));
+    let prefix: String = solo.chars().take(12).collect();
+    assert!(batched[0].0.starts_with(&prefix), "{:?} vs {solo:?}", batched[0].0);
+}
+
+#[test]
+fn a_dropped_stream_frees_its_slot_and_the_queue_bounds_waiting() {
+    let model = load_test_model(&EngineConfig {
+        parallel: 1,
+        context_per_sequence: 1024,
+        queue_capacity: 1,
+        ..EngineConfig::default()
+    })
+    .expect("model");
+    let long = SamplingParams {
+        ignore_eos: true,
+        ..greedy(900)
+    };
+    let prompt = chat_prompt(&model, "Tell me a long story.");
+    let mut running = model.submit(prompt.clone(), long.clone()).expect("first");
+    // Wait until it is generating, so it holds the only slot.
+    assert!(matches!(running.blocking_recv(), Some(GenEvent::Text(_))));
+    let _waiting = model.submit(prompt.clone(), long.clone()).expect("second waits in the queue");
+    assert_eq!(
+        model.submit(prompt.clone(), long.clone()).expect_err("queue is full"),
+        GeneratorError::QueueFull(1)
+    );
+    drop(running);
+    drop(_waiting);
+    // Both freed: the slot goes idle and a new request runs to completion.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while model.load() != (0, 0) {
+        assert!(std::time::Instant::now() < deadline, "slot not freed: {:?}", model.load());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (_, reason, n) = collect(model.submit(prompt, greedy(4)).expect("after"));
+    assert_eq!((reason, n), (FinishReason::MaxTokens, 4));
+}

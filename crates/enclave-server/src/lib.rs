@@ -1,0 +1,68 @@
+//! Enclave's HTTP server: the Cohere (v1, v2) and OpenAI wire protocols over the engine's
+//! [`enclave_engine::TextGenerator`] seam, plus health and readiness. It is a library so other
+//! programs can embed the router; the `enclave` binary is one such program.
+//!
+//! It must not know how models are fetched or which engine runs them.
+
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod generation;
+pub mod routes;
+pub mod state;
+
+use std::future::Future;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{middleware, Router};
+use tower_http::catch_panic::CatchPanicLayer;
+
+pub use error::{ApiError, Family};
+pub use state::{AppState, ServerConfig};
+
+/// The full application: API routes behind the key check, ops routes open.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/v2/chat", post(routes::cohere_v2::chat))
+        .route("/v1/chat", post(routes::cohere_v1::chat))
+        .route("/v1/generate", post(routes::cohere_v1::generate))
+        .route("/v1/tokenize", post(routes::tokens::tokenize))
+        .route("/v1/detokenize", post(routes::tokens::detokenize))
+        .route("/v1/models", get(routes::models::list))
+        .route("/v1/models/{model}", get(routes::models::get))
+        .route("/v1/chat/completions", post(routes::openai::chat_completions))
+        .route("/v1/completions", post(routes::openai::completions))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_key));
+    Router::new()
+        .merge(api)
+        .route("/v1/check-api-key", post(routes::ops::check_api_key))
+        .route("/health", get(routes::ops::health))
+        .route("/ready", get(routes::ops::ready))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(state.config().max_body_bytes))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .with_state(state)
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::not_found(Family::of_path(uri.path()), format!("no route for {}", uri.path()))
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    ApiError::new(Family::Cohere, StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,90 @@
+//! Pieces both Cohere API versions share: message content shapes and the usage block.
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::error::{ApiError, Family};
+use crate::generation::Usage;
+
+/// Message content: a plain string or an array of typed parts (only text parts are served).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Content {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ContentPart {
+    Text { text: String },
+    ImageUrl { image_url: Value },
+    Thinking { thinking: String },
+    Document { document: Value },
+}
+
+impl Content {
+    /// The text of the content; parts this server cannot read yet are a clear 400.
+    pub fn into_text(self, family: Family) -> Result<String, ApiError> {
+        match self {
+            Content::Text(text) => Ok(text),
+            Content::Parts(parts) => {
+                let mut out = String::new();
+                for part in parts {
+                    match part {
+                        ContentPart::Text { text } => out.push_str(&text),
+                        ContentPart::Thinking { .. } => {}
+                        ContentPart::ImageUrl { .. } => {
+                            return Err(ApiError::invalid(family, "image content is not supported by the served models"))
+                        }
+                        ContentPart::Document { .. } => {
+                            return Err(ApiError::invalid(family, "document content parts are not supported yet"))
+                        }
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+/// `billed_units` and `tokens` as Cohere reports them.
+pub fn usage_json(usage: &Usage) -> Value {
+    json!({
+        "billed_units": {
+            "input_tokens": usage.billed_input,
+            "output_tokens": usage.completion_tokens,
+        },
+        "tokens": {
+            "input_tokens": usage.prompt_tokens,
+            "output_tokens": usage.completion_tokens,
+        },
+    })
+}
+
+/// `meta` of v1 responses.
+pub fn v1_meta(usage: Option<&Usage>) -> Value {
+    let mut meta = json!({ "api_version": { "version": "1" } });
+    if let (Some(usage), Some(obj)) = (usage, meta.as_object_mut()) {
+        let u = usage_json(usage);
+        obj.insert("billed_units".into(), u["billed_units"].clone());
+        obj.insert("tokens".into(), u["tokens"].clone());
+    }
+    meta
+}
+
+/// Refuses capabilities the request asks for that this server does not provide yet, instead of
+/// silently ignoring them.
+pub fn refuse_unsupported(family: Family, fields: &[(&str, bool)]) -> Result<(), ApiError> {
+    match fields.iter().find(|(_, present)| *present) {
+        Some((name, _)) => Err(ApiError::invalid(
+            family,
+            format!("'{name}' is not supported by this server yet"),
+        )),
+        None => Ok(()),
+    }
+}
+
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}

@@ -1,0 +1,190 @@
+//! `POST /v2/chat`: Cohere's current chat protocol, JSON or SSE.
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use enclave_engine::ChatMessage;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::error::{ApiError, Family};
+use crate::extract::{ApiJson, CohereJson};
+use crate::generation::{
+    chat_prompt, cohere_finish_reason, prepare, sse_frame, stream_response, SamplingInput, StreamEnd,
+    StreamFormat, COHERE_BOUNDS,
+};
+use crate::routes::cohere_common::{new_id, refuse_unsupported, usage_json, Content};
+use crate::state::AppState;
+
+const FAMILY: Family = Family::Cohere;
+
+#[derive(Debug, Deserialize)]
+pub struct ChatRequest {
+    model: String,
+    messages: Vec<Message>,
+    stream: Option<bool>,
+    max_tokens: Option<i64>,
+    stop_sequences: Option<Vec<String>>,
+    temperature: Option<f64>,
+    seed: Option<u64>,
+    frequency_penalty: Option<f64>,
+    presence_penalty: Option<f64>,
+    k: Option<i64>,
+    p: Option<f64>,
+    tools: Option<Vec<Value>>,
+    documents: Option<Vec<Value>>,
+    response_format: Option<ResponseFormat>,
+    logprobs: Option<bool>,
+    safety_mode: Option<String>,
+    thinking: Option<Value>,
+    priority: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ResponseFormat {
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "role", rename_all = "lowercase")]
+enum Message {
+    System { content: Content },
+    User { content: Content },
+    Assistant { content: Option<Content>, tool_calls: Option<Vec<Value>> },
+    Tool {},
+}
+
+fn to_messages(messages: Vec<Message>) -> Result<Vec<ChatMessage>, ApiError> {
+    messages
+        .into_iter()
+        .map(|message| match message {
+            Message::System { content } => Ok(ChatMessage::new("system", content.into_text(FAMILY)?)),
+            Message::User { content } => Ok(ChatMessage::new("user", content.into_text(FAMILY)?)),
+            Message::Assistant { content, tool_calls } => {
+                if tool_calls.is_some_and(|c| !c.is_empty()) {
+                    return Err(ApiError::invalid(FAMILY, "tool calls are not supported by this server yet"));
+                }
+                let text = content.map(|c| c.into_text(FAMILY)).transpose()?.unwrap_or_default();
+                Ok(ChatMessage::new("assistant", text))
+            }
+            Message::Tool { .. } => Err(ApiError::invalid(FAMILY, "tool messages are not supported by this server yet")),
+        })
+        .collect()
+}
+
+pub async fn chat(State(state): State<AppState>, ApiJson(req, _): CohereJson<ChatRequest>) -> Result<Response, ApiError> {
+    refuse_unsupported(
+        FAMILY,
+        &[
+            ("tools", req.tools.as_ref().is_some_and(|t| !t.is_empty())),
+            ("documents", req.documents.as_ref().is_some_and(|d| !d.is_empty())),
+            ("response_format json_object", req.response_format.as_ref().is_some_and(|f| f.kind != "text")),
+            ("logprobs", req.logprobs == Some(true)),
+        ],
+    )?;
+    if let Some(mode) = req.safety_mode.as_deref() {
+        if !["CONTEXTUAL", "STRICT", "OFF"].contains(&mode) {
+            return Err(ApiError::invalid(FAMILY, format!("safety_mode must be CONTEXTUAL, STRICT or OFF, got {mode}")));
+        }
+    }
+    if let Some(priority) = req.priority {
+        if !(0..=999).contains(&priority) {
+            return Err(ApiError::invalid(FAMILY, "priority must be between 0 and 999"));
+        }
+    }
+    let _ = req.thinking;
+    let generator = state.chat_model(FAMILY, Some(&req.model))?;
+    let messages = to_messages(req.messages)?;
+    let prompt = chat_prompt(FAMILY, &generator, &messages)?;
+    let prepared = prepare(
+        FAMILY,
+        COHERE_BOUNDS,
+        generator,
+        prompt,
+        SamplingInput {
+            temperature: req.temperature,
+            k: req.k,
+            p: req.p,
+            seed: req.seed,
+            frequency_penalty: req.frequency_penalty,
+            presence_penalty: req.presence_penalty,
+            max_tokens: req.max_tokens,
+            stop: req.stop_sequences.unwrap_or_default(),
+            ignore_eos: false,
+        },
+    )?;
+    let id = new_id();
+    if req.stream == Some(true) {
+        let (generation, usage) = prepared.start(FAMILY)?;
+        return Ok(stream_response(generation, usage, V2Stream { id }));
+    }
+    let done = prepared.complete(FAMILY).await?;
+    Ok(Json(json!({
+        "id": id,
+        "finish_reason": cohere_finish_reason(done.reason),
+        "message": {
+            "role": "assistant",
+            "content": [{ "type": "text", "text": done.text }],
+        },
+        "usage": usage_json(&done.usage),
+    }))
+    .into_response())
+}
+
+/// Cohere v2 SSE: message-start, content-start, content-delta…, content-end, message-end, [DONE].
+struct V2Stream {
+    id: String,
+}
+
+fn event(kind: &str, body: Value) -> String {
+    let mut body = body;
+    if let Some(obj) = body.as_object_mut() {
+        obj.insert("type".into(), Value::String(kind.into()));
+    }
+    sse_frame(Some(kind), &body.to_string())
+}
+
+impl StreamFormat for V2Stream {
+    fn content_type(&self) -> &'static str {
+        "text/event-stream"
+    }
+
+    fn start(&mut self) -> String {
+        let mut out = event(
+            "message-start",
+            json!({
+                "id": self.id,
+                "delta": { "message": {
+                    "role": "assistant", "content": [], "tool_plan": "", "tool_calls": [], "citations": []
+                }},
+            }),
+        );
+        out.push_str(&event(
+            "content-start",
+            json!({ "index": 0, "delta": { "message": { "content": { "type": "text", "text": "" } } } }),
+        ));
+        out
+    }
+
+    fn text(&mut self, text: &str) -> String {
+        event(
+            "content-delta",
+            json!({ "index": 0, "delta": { "message": { "content": { "text": text } } } }),
+        )
+    }
+
+    fn end(&mut self, end: &StreamEnd) -> String {
+        let mut out = event("content-end", json!({ "index": 0 }));
+        let delta = match end {
+            StreamEnd::Finished { reason, usage } => json!({
+                "finish_reason": cohere_finish_reason(*reason),
+                "usage": usage_json(usage),
+            }),
+            StreamEnd::Failed(message) => json!({ "finish_reason": "ERROR", "error": message }),
+        };
+        out.push_str(&event("message-end", json!({ "id": self.id, "delta": delta })));
+        out.push_str(&sse_frame(None, "[DONE]"));
+        out
+    }
+}

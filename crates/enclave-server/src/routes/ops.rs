@@ -1,0 +1,41 @@
+//! Operational routes: liveness, readiness with per-model load, and Cohere's key check.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use serde_json::{json, Value};
+
+use crate::auth::{bearer, key_matches};
+use crate::state::AppState;
+
+pub async fn health() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Ready when every model's engine is running; reports active and waiting requests per model.
+pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let models: Vec<Value> = state
+        .models()
+        .iter()
+        .map(|m| {
+            let (active, waiting) = m.load();
+            let info = m.info();
+            json!({
+                "name": info.name,
+                "active": active,
+                "waiting": waiting,
+                "slots": info.parallel_sequences,
+                "queue_capacity": info.queue_capacity,
+            })
+        })
+        .collect();
+    let status = if models.is_empty() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    let label = if status == StatusCode::OK { "ready" } else { "no models loaded" };
+    (status, Json(json!({ "status": label, "models": models })))
+}
+
+/// `{"valid": bool}`: answers for any key rather than rejecting, which is what the check is for.
+pub async fn check_api_key(State(state): State<AppState>, headers: HeaderMap) -> Json<Value> {
+    let valid = bearer(&headers).is_some_and(|k| key_matches(k, &state.config().api_key));
+    Json(json!({ "valid": valid }))
+}

@@ -1,0 +1,95 @@
+//! What every handler can reach: the loaded models and the server's settings.
+
+use std::sync::Arc;
+
+use enclave_engine::catalog::ModelKind;
+use enclave_engine::TextGenerator;
+
+use crate::error::{ApiError, Family};
+
+/// Settings of a running server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The bearer key every API call must carry.
+    pub api_key: String,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            api_key: String::new(),
+            max_body_bytes: 2 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: ServerConfig,
+    /// In the order given at start-up; the first is the default model.
+    models: Vec<Arc<dyn TextGenerator>>,
+}
+
+impl AppState {
+    pub fn new(config: ServerConfig, models: Vec<Arc<dyn TextGenerator>>) -> Self {
+        Self {
+            inner: Arc::new(Inner { config, models }),
+        }
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.inner.config
+    }
+
+    pub fn models(&self) -> &[Arc<dyn TextGenerator>] {
+        &self.inner.models
+    }
+
+    fn served_names(&self) -> String {
+        self.inner
+            .models
+            .iter()
+            .map(|m| m.info().name.clone())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The named model, or the default one when the request may omit it; 404 names what is served.
+    pub fn model(&self, family: Family, name: Option<&str>) -> Result<Arc<dyn TextGenerator>, ApiError> {
+        let found = match name {
+            None | Some("") => self.inner.models.first(),
+            Some(name) => self.inner.models.iter().find(|m| m.info().name == name),
+        };
+        found.cloned().ok_or_else(|| {
+            ApiError::not_found(
+                family,
+                format!(
+                    "model '{}' not found; this server serves: {}",
+                    name.unwrap_or_default(),
+                    self.served_names()
+                ),
+            )
+        })
+    }
+
+    /// Like [`Self::model`], but only models with a chat template may be chatted with.
+    pub fn chat_model(&self, family: Family, name: Option<&str>) -> Result<Arc<dyn TextGenerator>, ApiError> {
+        let model = self.model(family, name)?;
+        if model.info().kind != ModelKind::Chat {
+            return Err(ApiError::bad_request(
+                family,
+                format!(
+                    "model '{}' is a base (completion) model without a chat template; use /v1/generate or /v1/completions",
+                    model.info().name
+                ),
+            ));
+        }
+        Ok(model)
+    }
+}

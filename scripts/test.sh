@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Everything CI runs: build, lint, Rust tests, then the official Python SDKs against a real server.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+
+export ENCLAVE_HOME="${ENCLAVE_HOME:-$HOME/.enclave}"
+cargo build --release --workspace --all-targets
+target/release/enclave pull smollm2-135m-instruct
+
+cargo fmt --all -- --check
+cargo clippy --release --workspace --all-targets -- -D warnings
+
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --release --workspace --test-threads 2
+else
+  cargo test --release --workspace -- --test-threads 2
+fi
+
+# The SDK suites: a virtualenv with the official clients.
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+ENCLAVE_BIN="$PWD/target/release/enclave" .venv/bin/python -m pytest -q tests
