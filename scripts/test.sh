@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Everything CI runs: build, lint, Rust tests, then the official Python SDKs against a real server.
+# Model tests run one at a time: two llama.cpp processes on two cores slow each other ~10x.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -12,9 +13,9 @@ cargo fmt --all -- --check
 cargo clippy --release --workspace --all-targets -- -D warnings
 
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --release --workspace --test-threads 2
+  cargo nextest run --release --workspace --test-threads 1
 else
-  cargo test --release --workspace -- --test-threads 2
+  cargo test --release --workspace -- --test-threads 1
 fi
 
 # The SDK suites: a virtualenv with the official clients.

@@ -90,7 +90,8 @@ async fn generate(args: GenerateArgs) -> Result<Value> {
             async move {
                 let mut samples = Vec::new();
                 for _ in 0..args.rounds {
-                    samples.push(one_request(&client, &base, args, &prompt, args.gen_tokens).await?);
+                    samples
+                        .push(one_request(&client, &base, args, &prompt, args.gen_tokens).await?);
                 }
                 Ok::<_, anyhow::Error>(samples)
             }
@@ -126,7 +127,8 @@ async fn start_local(args: &GenerateArgs) -> Result<(String, tokio::task::JoinHa
         config.context_per_sequence = needed.max(1024);
     }
     let spec = args.model.clone();
-    let models = tokio::task::spawn_blocking(move || crate::serve::load_models(&[spec], &config)).await??;
+    let models =
+        tokio::task::spawn_blocking(move || crate::serve::load_models(&[spec], &config)).await??;
     let state = enclave_server::AppState::new(
         enclave_server::ServerConfig {
             api_key: args.api_key.clone(),
@@ -137,20 +139,32 @@ async fn start_local(args: &GenerateArgs) -> Result<(String, tokio::task::JoinHa
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let handle = tokio::spawn(async move {
-        let _ = enclave_server::serve(listener, enclave_server::router(state), std::future::pending()).await;
+        let _ = enclave_server::serve(
+            listener,
+            enclave_server::router(state),
+            std::future::pending(),
+        )
+        .await;
     });
     Ok((base, handle))
 }
 
 /// Deterministic filler text whose token count is tuned to the target with the server's own
 /// usage report (so the same prompt length holds for any server).
-async fn calibrate_prompt(client: &reqwest::Client, base: &str, args: &GenerateArgs) -> Result<String> {
+async fn calibrate_prompt(
+    client: &reqwest::Client,
+    base: &str,
+    args: &GenerateArgs,
+) -> Result<String> {
     const WORDS: [&str; 12] = [
         "river", "granite", "lantern", "orchard", "signal", "harbor", "meadow", "copper", "violet",
         "summit", "thunder", "willow",
     ];
     let text = |n: usize| -> String {
-        (0..n).map(|i| WORDS[(i * 7 + i / 12) % WORDS.len()]).collect::<Vec<_>>().join(" ")
+        (0..n)
+            .map(|i| WORDS[(i * 7 + i / 12) % WORDS.len()])
+            .collect::<Vec<_>>()
+            .join(" ")
     };
     let mut words = args.prompt_tokens as usize;
     for _ in 0..3 {
@@ -159,7 +173,9 @@ async fn calibrate_prompt(client: &reqwest::Client, base: &str, args: &GenerateA
         if (got - f64::from(args.prompt_tokens)).abs() <= 2.0 {
             break;
         }
-        words = ((words as f64) * f64::from(args.prompt_tokens) / got).round().max(1.0) as usize;
+        words = ((words as f64) * f64::from(args.prompt_tokens) / got)
+            .round()
+            .max(1.0) as usize;
     }
     Ok(text(words))
 }
@@ -202,16 +218,22 @@ async fn one_request(
         buffer.push_str(&String::from_utf8_lossy(&bytes?));
         while let Some(end) = buffer.find('\n') {
             let line: String = buffer.drain(..=end).collect();
-            let Some(data) = line.trim().strip_prefix("data:") else { continue };
+            let Some(data) = line.trim().strip_prefix("data:") else {
+                continue;
+            };
             let data = data.trim();
             if data == "[DONE]" {
                 continue;
             }
-            let Ok(value) = serde_json::from_str::<Value>(data) else { continue };
+            let Ok(value) = serde_json::from_str::<Value>(data) else {
+                continue;
+            };
             if value["usage"].is_object() {
                 usage = Some(value["usage"].clone());
             }
-            let content = value["choices"][0]["delta"]["content"].as_str().unwrap_or("");
+            let content = value["choices"][0]["delta"]["content"]
+                .as_str()
+                .unwrap_or("");
             if !content.is_empty() {
                 chunks += 1;
                 ttft.get_or_insert_with(|| started.elapsed());
@@ -237,7 +259,10 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 }
 
 fn summarize(concurrency: usize, samples: &[Sample], wall: Duration) -> Value {
-    let mut ttfts: Vec<f64> = samples.iter().map(|s| s.ttft.as_secs_f64() * 1000.0).collect();
+    let mut ttfts: Vec<f64> = samples
+        .iter()
+        .map(|s| s.ttft.as_secs_f64() * 1000.0)
+        .collect();
     ttfts.sort_by(f64::total_cmp);
     let n = samples.len().max(1) as f64;
     let generated: u64 = samples.iter().map(|s| s.completion_tokens).sum();

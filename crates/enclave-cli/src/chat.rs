@@ -28,9 +28,14 @@ pub struct ChatArgs {
 fn answer(model: &dyn TextGenerator, history: &[ChatMessage], args: &ChatArgs) -> Result<String> {
     let prompt = model.render_chat(history)?;
     let tokens = model.tokenize(&prompt, true);
-    let room = model.info().context_per_sequence.saturating_sub(tokens.len() as u32);
+    let room = model
+        .info()
+        .context_per_sequence
+        .saturating_sub(tokens.len() as u32);
     if room == 0 {
-        return Err(anyhow!("the conversation no longer fits the model's context; start a new chat"));
+        return Err(anyhow!(
+            "the conversation no longer fits the model's context; start a new chat"
+        ));
     }
     let params = SamplingParams {
         temperature: args.temperature,
@@ -61,10 +66,17 @@ pub fn run(args: ChatArgs) -> Result<()> {
     let models = crate::serve::load_models(std::slice::from_ref(&args.model), &config)?;
     let model = models.first().ok_or_else(|| anyhow!("no model loaded"))?;
     if let Some(prompt) = &args.prompt {
-        answer(model.as_ref(), &[ChatMessage::new("user", prompt.clone())], &args)?;
+        answer(
+            model.as_ref(),
+            &[ChatMessage::new("user", prompt.clone())],
+            &args,
+        )?;
         return Ok(());
     }
-    eprintln!("Chatting with {} (empty line or Ctrl-D to quit)", model.info().name);
+    eprintln!(
+        "Chatting with {} (empty line or Ctrl-D to quit)",
+        model.info().name
+    );
     let mut history = Vec::new();
     let stdin = std::io::stdin();
     loop {

@@ -13,7 +13,11 @@ use enclave_engine::pull;
 use enclave_engine::EngineConfig;
 
 #[derive(Parser)]
-#[command(name = "enclave", version, about = "Enclave: a private AI platform (Cohere- and OpenAI-compatible API)")]
+#[command(
+    name = "enclave",
+    version,
+    about = "Enclave: a private AI platform (Cohere- and OpenAI-compatible API)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -77,7 +81,9 @@ pub fn show_progress() -> bool {
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("ENCLAVE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if std::io::stderr().is_terminal() {
         builder.init();
     } else {
@@ -99,8 +105,16 @@ fn main() -> Result<()> {
         Command::Models => {
             let home = pull::enclave_home();
             for entry in CATALOG {
-                let state = if pull::is_pulled(&home, entry) { "pulled" } else { "not pulled" };
-                let default = if entry.name == catalog::DEFAULT_CHAT_MODEL { " (default)" } else { "" };
+                let state = if pull::is_pulled(&home, entry) {
+                    "pulled"
+                } else {
+                    "not pulled"
+                };
+                let default = if entry.name == catalog::DEFAULT_CHAT_MODEL {
+                    " (default)"
+                } else {
+                    ""
+                };
                 println!(
                     "{:<30} {:>6} MB  {:<10} {:?}{}",
                     entry.name,

@@ -65,7 +65,10 @@ fn api_key(given: Option<String>, home: &Path) -> Result<String> {
     let key = format!("enc-{}", random_hex(24));
     std::fs::create_dir_all(home).context("creating ENCLAVE_HOME")?;
     write_private(&path, &key)?;
-    eprintln!("Generated an API key (shown once, stored in {}):\n  {key}", path.display());
+    eprintln!(
+        "Generated an API key (shown once, stored in {}):\n  {key}",
+        path.display()
+    );
     Ok(key)
 }
 
@@ -77,7 +80,9 @@ fn write_private(path: &Path, contents: &str) -> Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let mut file = options.open(path).with_context(|| format!("writing {}", path.display()))?;
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
     file.write_all(contents.as_bytes())?;
     Ok(())
 }

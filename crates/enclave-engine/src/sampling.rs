@@ -66,13 +66,17 @@ impl SamplingParams {
             return LlamaSampler::chain_simple(chain);
         }
         if self.top_k > 0 {
-            chain.push(LlamaSampler::top_k(i32::try_from(self.top_k).unwrap_or(i32::MAX)));
+            chain.push(LlamaSampler::top_k(
+                i32::try_from(self.top_k).unwrap_or(i32::MAX),
+            ));
         }
         if self.top_p < 1.0 {
             chain.push(LlamaSampler::top_p(self.top_p, 1));
         }
         chain.push(LlamaSampler::temp(self.temperature));
-        let seed = self.seed.map_or_else(rand_seed, |s| (s % u64::from(u32::MAX)) as u32);
+        let seed = self
+            .seed
+            .map_or_else(rand_seed, |s| (s % u64::from(u32::MAX)) as u32);
         chain.push(LlamaSampler::dist(seed));
         LlamaSampler::chain_simple(chain)
     }

@@ -93,7 +93,8 @@ pub(crate) fn run(
     };
     let mut ctx = match setup
         .model
-        .new_context(backend, std::mem::take(&mut setup.ctx_params)) {
+        .new_context(backend, std::mem::take(&mut setup.ctx_params))
+    {
         Ok(ctx) => ctx,
         Err(err) => {
             let _ = ready.send(Err(err.to_string()));
@@ -166,7 +167,9 @@ pub(crate) fn run(
         if let Err(err) = ctx.decode(&mut batch) {
             // A failed forward pass leaves the KV state of every sequence in it unknown.
             for slot in slots.drain(..) {
-                let _ = slot.tx.send(GenEvent::Error(format!("decode failed: {err}")));
+                let _ = slot
+                    .tx
+                    .send(GenEvent::Error(format!("decode failed: {err}")));
                 release(&mut ctx, &mut free_seqs, slot.seq_id);
             }
             continue;
@@ -247,9 +250,7 @@ fn sample_step(
     if outcome.stopped {
         return Some(FinishReason::StopSequence);
     }
-    if slot.generated >= slot.max_tokens
-        || slot.n_past as u32 + 1 >= setup.context_per_sequence
-    {
+    if slot.generated >= slot.max_tokens || slot.n_past as u32 + 1 >= setup.context_per_sequence {
         return Some(FinishReason::MaxTokens);
     }
     slot.next_token = Some(token);

@@ -9,5 +9,6 @@ pub fn load_test_model(config: &EngineConfig) -> Result<LlamaGenerator, String> 
     let home = pull::enclave_home();
     let model = pull::resolve(&home, TEST_MODEL, false).map_err(|e| e.to_string())?;
     let kind = catalog::find(TEST_MODEL).map_or(catalog::ModelKind::Chat, |e| e.kind);
-    LlamaGenerator::load(&model.name, kind, &model.path, config).map_err(|e: LoadError| e.to_string())
+    LlamaGenerator::load(&model.name, kind, &model.path, config)
+        .map_err(|e: LoadError| e.to_string())
 }

@@ -80,7 +80,11 @@ impl StopMatcher {
                 stopped: false,
             };
         }
-        let first_stop = self.stops.iter().filter_map(|s| self.held.find(s.as_str())).min();
+        let first_stop = self
+            .stops
+            .iter()
+            .filter_map(|s| self.held.find(s.as_str()))
+            .min();
         if let Some(at) = first_stop {
             let emit = self.held[..at].to_string();
             self.held.clear();
@@ -143,7 +147,13 @@ mod tests {
         let b = m.push("N");
         assert_eq!(b.emit, "");
         let c = m.push("D and more");
-        assert_eq!(c, StopOutcome { emit: String::new(), stopped: true });
+        assert_eq!(
+            c,
+            StopOutcome {
+                emit: String::new(),
+                stopped: true
+            }
+        );
     }
 
     #[test]

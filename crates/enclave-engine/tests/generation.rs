@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use enclave_engine::testing::load_test_model;
 use enclave_engine::{
-    ChatMessage, EngineConfig, FinishReason, GenEvent, GenerationStream, GeneratorError, SamplingParams,
-    TextGenerator,
+    ChatMessage, EngineConfig, FinishReason, GenEvent, GenerationStream, GeneratorError,
+    SamplingParams, TextGenerator,
 };
 
 fn config(parallel: u32) -> EngineConfig {
@@ -60,7 +60,9 @@ fn tokenize_round_trips() {
     assert_eq!(model.token_pieces(&tokens).concat(), text);
     assert_eq!(
         model.detokenize(&[i64::from(model.info().vocab_size)]),
-        Err(GeneratorError::InvalidToken(i64::from(model.info().vocab_size)))
+        Err(GeneratorError::InvalidToken(i64::from(
+            model.info().vocab_size
+        )))
     );
 }
 
@@ -68,11 +70,20 @@ fn tokenize_round_trips() {
 fn chat_template_comes_from_the_gguf() {
     let model = load_test_model(&config(1)).expect("model");
     let rendered = model
-        .render_chat(&[ChatMessage::new("system", "Be brief."), ChatMessage::new("user", "Hi")])
+        .render_chat(&[
+            ChatMessage::new("system", "Be brief."),
+            ChatMessage::new("user", "Hi"),
+        ])
         .expect("template");
     // SmolLM2 uses ChatML; the rendered prompt ends by opening the assistant's turn.
-    assert!(rendered.contains("<|im_start|>user\nHi<|im_end|>"), "{rendered}");
-    assert!(rendered.trim_end().ends_with("<|im_start|>assistant"), "{rendered}");
+    assert!(
+        rendered.contains("<|im_start|>user\nHi<|im_end|>"),
+        "{rendered}"
+    );
+    assert!(
+        rendered.trim_end().ends_with("<|im_start|>assistant"),
+        "{rendered}"
+    );
 }
 
 #[test]
@@ -82,7 +93,10 @@ fn greedy_answers_are_correct_and_deterministic() {
     let (first, reason, n) = collect(model.submit(prompt.clone(), greedy(48)).expect("submit"));
     assert!(first.contains("Paris"), "{first}");
     assert!(n > 0 && n <= 48);
-    assert!(matches!(reason, FinishReason::Complete | FinishReason::MaxTokens));
+    assert!(matches!(
+        reason,
+        FinishReason::Complete | FinishReason::MaxTokens
+    ));
     let (second, _, _) = collect(model.submit(prompt, greedy(48)).expect("submit"));
     assert_eq!(first, second);
 }
@@ -111,8 +125,14 @@ fn requests_that_cannot_fit_are_refused() {
     let model = load_test_model(&config(1)).expect("model");
     let prompt = chat_prompt(&model, "Hello");
     let err = model.submit(prompt, greedy(5000)).expect_err("too long");
-    assert!(matches!(err, GeneratorError::ContextExceeded { .. }), "{err}");
-    assert_eq!(model.submit(Vec::new(), greedy(4)).expect_err("empty"), GeneratorError::EmptyPrompt);
+    assert!(
+        matches!(err, GeneratorError::ContextExceeded { .. }),
+        "{err}"
+    );
+    assert_eq!(
+        model.submit(Vec::new(), greedy(4)).expect_err("empty"),
+        GeneratorError::EmptyPrompt
+    );
 }
 
 #[test]
@@ -126,16 +146,28 @@ fn concurrent_sequences_match_their_solo_answers() {
     ];
     let streams: Vec<_> = questions
         .iter()
-        .map(|q| model.submit(chat_prompt(&model, q), greedy(24)).expect("submit"))
+        .map(|q| {
+            model
+                .submit(chat_prompt(&model, q), greedy(24))
+                .expect("submit")
+        })
         .collect();
     let batched: Vec<_> = streams.into_iter().map(collect).collect();
     for ((text, _, n), question) in batched.iter().zip(questions) {
         assert!(!text.is_empty() && *n > 0, "{question}: empty");
     }
     // Batched numerics can differ from solo ones in the last bits; the opening must agree.
-    let (solo, _, _) = collect(model.submit(chat_prompt(&model, questions[0]), greedy(24)).expect("submit"));
+    let (solo, _, _) = collect(
+        model
+            .submit(chat_prompt(&model, questions[0]), greedy(24))
+            .expect("submit"),
+    );
     let prefix: String = solo.chars().take(12).collect();
-    assert!(batched[0].0.starts_with(&prefix), "{:?} vs {solo:?}", batched[0].0);
+    assert!(
+        batched[0].0.starts_with(&prefix),
+        "{:?} vs {solo:?}",
+        batched[0].0
+    );
 }
 
 #[test]
@@ -155,9 +187,13 @@ fn a_dropped_stream_frees_its_slot_and_the_queue_bounds_waiting() {
     let mut running = model.submit(prompt.clone(), long.clone()).expect("first");
     // Wait until it is generating, so it holds the only slot.
     assert!(matches!(running.blocking_recv(), Some(GenEvent::Text(_))));
-    let _waiting = model.submit(prompt.clone(), long.clone()).expect("second waits in the queue");
+    let _waiting = model
+        .submit(prompt.clone(), long.clone())
+        .expect("second waits in the queue");
     assert_eq!(
-        model.submit(prompt.clone(), long.clone()).expect_err("queue is full"),
+        model
+            .submit(prompt.clone(), long.clone())
+            .expect_err("queue is full"),
         GeneratorError::QueueFull(1)
     );
     drop(running);
@@ -165,7 +201,11 @@ fn a_dropped_stream_frees_its_slot_and_the_queue_bounds_waiting() {
     // Both freed: the slot goes idle and a new request runs to completion.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while model.load() != (0, 0) {
-        assert!(std::time::Instant::now() < deadline, "slot not freed: {:?}", model.load());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "slot not freed: {:?}",
+            model.load()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let (_, reason, n) = collect(model.submit(prompt, greedy(4)).expect("after"));

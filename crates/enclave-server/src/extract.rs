@@ -52,7 +52,10 @@ where
             }
         })?;
         if bytes.is_empty() {
-            return Err(ApiError::invalid(family, "the request body is empty; send a JSON object"));
+            return Err(ApiError::invalid(
+                family,
+                "the request body is empty; send a JSON object",
+            ));
         }
         let value = serde_json::from_slice(&bytes).map_err(|e| ApiError::invalid(family, e))?;
         Ok(ApiJson(value, PhantomData))

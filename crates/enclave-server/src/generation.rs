@@ -8,7 +8,9 @@ use std::sync::Arc;
 use axum::body::{Body, Bytes};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use enclave_engine::{ChatMessage, FinishReason, GenEvent, GenerationStream, SamplingParams, TextGenerator};
+use enclave_engine::{
+    ChatMessage, FinishReason, GenEvent, GenerationStream, SamplingParams, TextGenerator,
+};
 use futures::stream::{self, Stream};
 
 use crate::error::{ApiError, Family};
@@ -67,7 +69,10 @@ fn in_range(family: Family, name: &str, value: f64, min: f64, max: f64) -> Resul
     if value.is_finite() && (min..=max).contains(&value) {
         Ok(value)
     } else {
-        Err(ApiError::invalid(family, format!("{name} must be between {min} and {max}, got {value}")))
+        Err(ApiError::invalid(
+            family,
+            format!("{name} must be between {min} and {max}, got {value}"),
+        ))
     }
 }
 
@@ -158,26 +163,54 @@ pub fn prepare(
         0.0,
         bounds.temperature_max,
     )?;
-    let top_p = in_range(family, "p (top_p)", input.p.unwrap_or(bounds.default_p), 0.0, 1.0)?;
+    let top_p = in_range(
+        family,
+        "p (top_p)",
+        input.p.unwrap_or(bounds.default_p),
+        0.0,
+        1.0,
+    )?;
     let top_k = match input.k.unwrap_or(0) {
         k @ 0..=500 => k as u32,
-        k => return Err(ApiError::invalid(family, format!("k (top_k) must be between 0 and 500, got {k}"))),
+        k => {
+            return Err(ApiError::invalid(
+                family,
+                format!("k (top_k) must be between 0 and 500, got {k}"),
+            ))
+        }
     };
     let penalty = |name: &str, v: Option<f64>| {
-        in_range(family, name, v.unwrap_or(0.0), bounds.penalty_min, bounds.penalty_max)
+        in_range(
+            family,
+            name,
+            v.unwrap_or(0.0),
+            bounds.penalty_min,
+            bounds.penalty_max,
+        )
     };
     let frequency_penalty = penalty("frequency_penalty", input.frequency_penalty)?;
     let presence_penalty = penalty("presence_penalty", input.presence_penalty)?;
     if input.stop.len() > bounds.max_stops {
         return Err(ApiError::invalid(
             family,
-            format!("at most {} stop sequences are allowed, got {}", bounds.max_stops, input.stop.len()),
+            format!(
+                "at most {} stop sequences are allowed, got {}",
+                bounds.max_stops,
+                input.stop.len()
+            ),
         ));
     }
-    if let Some(bad) = input.stop.iter().find(|s| s.is_empty() || s.len() > MAX_STOP_LEN) {
+    if let Some(bad) = input
+        .stop
+        .iter()
+        .find(|s| s.is_empty() || s.len() > MAX_STOP_LEN)
+    {
         return Err(ApiError::invalid(
             family,
-            format!("stop sequences must be 1 to {MAX_STOP_LEN} bytes long, got {:?}", bad),
+            format!(
+                "stop sequences must be 1 to {MAX_STOP_LEN} bytes long, got {:?}",
+                bad
+            ),
         ));
     }
     Ok(Prepared {
@@ -225,14 +258,24 @@ impl Prepared {
                     ..
                 } => {
                     usage.completion_tokens = completion_tokens;
-                    return Ok(Completion { text, reason, usage });
+                    return Ok(Completion {
+                        text,
+                        reason,
+                        usage,
+                    });
                 }
                 GenEvent::Error(message) => {
-                    return Err(ApiError::internal(family, format!("generation failed: {message}")))
+                    return Err(ApiError::internal(
+                        family,
+                        format!("generation failed: {message}"),
+                    ))
                 }
             }
         }
-        Err(ApiError::internal(family, "the engine stopped before finishing"))
+        Err(ApiError::internal(
+            family,
+            "the engine stopped before finishing",
+        ))
     }
 }
 
@@ -282,7 +325,14 @@ pub fn stream_response<F: StreamFormat>(
 ) -> Response {
     let content_type = format.content_type();
     let body = Body::from_stream(frames(generation, usage, format));
-    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], body).into_response()
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 fn frames<F: StreamFormat>(
@@ -297,12 +347,18 @@ fn frames<F: StreamFormat>(
                 Phase::Done => return None,
                 Phase::Start => {
                     let chunk = format.start();
-                    return Some((Ok(Bytes::from(chunk)), (generation, usage, format, Phase::Streaming)));
+                    return Some((
+                        Ok(Bytes::from(chunk)),
+                        (generation, usage, format, Phase::Streaming),
+                    ));
                 }
                 Phase::Streaming => match generation.recv().await {
                     Some(GenEvent::Text(text)) => {
                         let chunk = format.text(&text);
-                        return Some((Ok(Bytes::from(chunk)), (generation, usage, format, Phase::Streaming)));
+                        return Some((
+                            Ok(Bytes::from(chunk)),
+                            (generation, usage, format, Phase::Streaming),
+                        ));
                     }
                     Some(GenEvent::Done {
                         reason,
@@ -316,7 +372,10 @@ fn frames<F: StreamFormat>(
                     None => format.end(&StreamEnd::Failed("the engine stopped".into())),
                 },
             };
-            Some((Ok(Bytes::from(chunk)), (generation, usage, format, Phase::Done)))
+            Some((
+                Ok(Bytes::from(chunk)),
+                (generation, usage, format, Phase::Done),
+            ))
         },
     )
 }

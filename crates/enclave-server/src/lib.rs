@@ -33,9 +33,15 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/detokenize", post(routes::tokens::detokenize))
         .route("/v1/models", get(routes::models::list))
         .route("/v1/models/{model}", get(routes::models::get))
-        .route("/v1/chat/completions", post(routes::openai::chat_completions))
+        .route(
+            "/v1/chat/completions",
+            post(routes::openai::chat_completions),
+        )
         .route("/v1/completions", post(routes::openai::completions))
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_key));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_key,
+        ));
     Router::new()
         .merge(api)
         .route("/v1/check-api-key", post(routes::ops::check_api_key))
@@ -48,12 +54,20 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn not_found(uri: Uri) -> ApiError {
-    ApiError::not_found(Family::of_path(uri.path()), format!("no route for {}", uri.path()))
+    ApiError::not_found(
+        Family::of_path(uri.path()),
+        format!("no route for {}", uri.path()),
+    )
 }
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("a request handler panicked");
-    ApiError::new(Family::Cohere, StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+    ApiError::new(
+        Family::Cohere,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal error",
+    )
+    .into_response()
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves.

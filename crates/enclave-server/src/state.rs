@@ -61,7 +61,11 @@ impl AppState {
     }
 
     /// The named model, or the default one when the request may omit it; 404 names what is served.
-    pub fn model(&self, family: Family, name: Option<&str>) -> Result<Arc<dyn TextGenerator>, ApiError> {
+    pub fn model(
+        &self,
+        family: Family,
+        name: Option<&str>,
+    ) -> Result<Arc<dyn TextGenerator>, ApiError> {
         let found = match name {
             None | Some("") => self.inner.models.first(),
             Some(name) => self.inner.models.iter().find(|m| m.info().name == name),
@@ -79,7 +83,11 @@ impl AppState {
     }
 
     /// Like [`Self::model`], but only models with a chat template may be chatted with.
-    pub fn chat_model(&self, family: Family, name: Option<&str>) -> Result<Arc<dyn TextGenerator>, ApiError> {
+    pub fn chat_model(
+        &self,
+        family: Family,
+        name: Option<&str>,
+    ) -> Result<Arc<dyn TextGenerator>, ApiError> {
         let model = self.model(family, name)?;
         if model.info().kind != ModelKind::Chat {
             return Err(ApiError::bad_request(

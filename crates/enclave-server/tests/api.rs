@@ -26,11 +26,18 @@ fn start(engine: EngineConfig, max_body_bytes: usize) -> String {
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Runtime::new().expect("runtime");
         runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-            tx.send(format!("http://{}", listener.local_addr().expect("addr"))).expect("send");
-            enclave_server::serve(listener, enclave_server::router(state), std::future::pending())
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
-                .expect("serve");
+                .expect("bind");
+            tx.send(format!("http://{}", listener.local_addr().expect("addr")))
+                .expect("send");
+            enclave_server::serve(
+                listener,
+                enclave_server::router(state),
+                std::future::pending(),
+            )
+            .await
+            .expect("serve");
         });
     });
     rx.recv().expect("server address")
@@ -74,11 +81,15 @@ async fn post_raw(base: &str, path: &str, body: Vec<u8>) -> (u16, Value) {
 }
 
 fn cohere_message(body: &Value) -> &str {
-    body["message"].as_str().unwrap_or_else(|| panic!("not a Cohere error: {body}"))
+    body["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not a Cohere error: {body}"))
 }
 
 fn openai_message(body: &Value) -> &str {
-    body["error"]["message"].as_str().unwrap_or_else(|| panic!("not an OpenAI error: {body}"))
+    body["error"]["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not an OpenAI error: {body}"))
 }
 
 fn v2_chat(content: &str, max_tokens: u32) -> Value {
@@ -88,12 +99,21 @@ fn v2_chat(content: &str, max_tokens: u32) -> Value {
 #[tokio::test]
 async fn v2_chat_answers_with_usage() {
     let base = default_server();
-    let (status, body) = post(&base, "/v2/chat", &v2_chat("What is the capital of France?", 32)).await;
+    let (status, body) = post(
+        &base,
+        "/v2/chat",
+        &v2_chat("What is the capital of France?", 32),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
-    let text = body["message"]["content"][0]["text"].as_str().expect("text");
+    let text = body["message"]["content"][0]["text"]
+        .as_str()
+        .expect("text");
     assert!(text.contains("Paris"), "{text}");
     let usage = &body["usage"];
-    let billed_in = usage["billed_units"]["input_tokens"].as_u64().expect("billed");
+    let billed_in = usage["billed_units"]["input_tokens"]
+        .as_u64()
+        .expect("billed");
     let raw_in = usage["tokens"]["input_tokens"].as_u64().expect("raw");
     assert!(billed_in > 0 && billed_in < raw_in, "{usage}");
     assert!(usage["tokens"]["output_tokens"].as_u64().expect("out") <= 32);
@@ -104,7 +124,10 @@ async fn malformed_bodies_get_400_in_each_family_shape() {
     let base = default_server();
     let (status, body) = post_raw(&base, "/v2/chat", b"{not json".to_vec()).await;
     assert_eq!(status, 400);
-    assert!(cohere_message(&body).starts_with("invalid request"), "{body}");
+    assert!(
+        cohere_message(&body).starts_with("invalid request"),
+        "{body}"
+    );
 
     let (status, body) = post_raw(&base, "/v1/chat/completions", b"[1,2".to_vec()).await;
     assert_eq!(status, 400);
@@ -116,10 +139,15 @@ async fn malformed_bodies_get_400_in_each_family_shape() {
     wrong["temperature"] = json!("hot");
     let (status, body) = post(&base, "/v2/chat", &wrong).await;
     assert_eq!(status, 400);
-    assert!(cohere_message(&body).contains("temperature") || cohere_message(&body).contains("invalid type"), "{body}");
+    assert!(
+        cohere_message(&body).contains("temperature")
+            || cohere_message(&body).contains("invalid type"),
+        "{body}"
+    );
 
     // Bad UTF-8 inside a JSON string.
-    let mut bytes = br#"{"model":"smollm2-135m-instruct","messages":[{"role":"user","content":"a"#.to_vec();
+    let mut bytes =
+        br#"{"model":"smollm2-135m-instruct","messages":[{"role":"user","content":"a"#.to_vec();
     bytes.extend_from_slice(&[0xff, 0xfe]);
     bytes.extend_from_slice(br#""}]}"#);
     let (status, body) = post_raw(&base, "/v2/chat", bytes).await;
@@ -135,7 +163,12 @@ async fn malformed_bodies_get_400_in_each_family_shape() {
 #[tokio::test]
 async fn semantic_errors_name_what_is_wrong() {
     let base = default_server();
-    let (status, body) = post(&base, "/v2/chat", &json!({ "model": MODEL, "messages": [] })).await;
+    let (status, body) = post(
+        &base,
+        "/v2/chat",
+        &json!({ "model": MODEL, "messages": [] }),
+    )
+    .await;
     assert_eq!(status, 400);
     assert!(cohere_message(&body).contains("messages"), "{body}");
 
@@ -162,11 +195,21 @@ async fn semantic_errors_name_what_is_wrong() {
     assert_eq!(status, 400);
     assert!(cohere_message(&body).contains("message"), "{body}");
 
-    let (status, body) = post(&base, "/v1/detokenize", &json!({ "tokens": [-1], "model": MODEL })).await;
+    let (status, body) = post(
+        &base,
+        "/v1/detokenize",
+        &json!({ "tokens": [-1], "model": MODEL }),
+    )
+    .await;
     assert_eq!(status, 400);
     assert!(cohere_message(&body).contains("-1"), "{body}");
 
-    let (status, _) = post(&base, "/v1/tokenize", &json!({ "text": "", "model": MODEL })).await;
+    let (status, _) = post(
+        &base,
+        "/v1/tokenize",
+        &json!({ "text": "", "model": MODEL }),
+    )
+    .await;
     assert_eq!(status, 400);
 }
 
@@ -208,7 +251,12 @@ async fn auth_size_and_route_errors() {
         4 * 1024,
     );
     let client = reqwest::Client::new();
-    let response = client.post(format!("{base}/v2/chat")).json(&v2_chat("hi", 4)).send().await.expect("send");
+    let response = client
+        .post(format!("{base}/v2/chat"))
+        .json(&v2_chat("hi", 4))
+        .send()
+        .await
+        .expect("send");
     assert_eq!(response.status().as_u16(), 401);
     let body: Value = response.json().await.expect("json");
     cohere_message(&body);
@@ -244,14 +292,21 @@ async fn auth_size_and_route_errors() {
         .expect("json");
     assert_eq!(check["valid"], false);
 
-    let health = client.get(format!("{base}/health")).send().await.expect("send");
+    let health = client
+        .get(format!("{base}/health"))
+        .send()
+        .await
+        .expect("send");
     assert_eq!(health.status().as_u16(), 200);
 }
 
 /// Reads an SSE body into its `data:` payloads.
 async fn sse_payloads(response: reqwest::Response) -> Vec<String> {
     let text = response.text().await.expect("body");
-    text.lines().filter_map(|l| l.strip_prefix("data: ")).map(String::from).collect()
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(String::from)
+        .collect()
 }
 
 #[tokio::test]
@@ -314,13 +369,25 @@ async fn v2_stream_events_come_in_order() {
     assert_eq!(payloads.last().map(String::as_str), Some("[DONE]"));
     let types: Vec<String> = payloads[..payloads.len() - 1]
         .iter()
-        .map(|p| serde_json::from_str::<Value>(p).expect("json")["type"].as_str().expect("type").to_string())
+        .map(|p| {
+            serde_json::from_str::<Value>(p).expect("json")["type"]
+                .as_str()
+                .expect("type")
+                .to_string()
+        })
         .collect();
     assert_eq!(&types[..2], ["message-start", "content-start"]);
     assert_eq!(&types[types.len() - 2..], ["content-end", "message-end"]);
-    assert!(types[2..types.len() - 2].iter().all(|t| t == "content-delta"));
+    assert!(types[2..types.len() - 2]
+        .iter()
+        .all(|t| t == "content-delta"));
     let end: Value = serde_json::from_str(&payloads[payloads.len() - 2]).expect("end");
-    assert!(end["delta"]["usage"]["billed_units"]["output_tokens"].as_u64().expect("usage") > 0);
+    assert!(
+        end["delta"]["usage"]["billed_units"]["output_tokens"]
+            .as_u64()
+            .expect("usage")
+            > 0
+    );
 }
 
 #[tokio::test]
@@ -357,7 +424,11 @@ async fn a_disconnected_stream_frees_its_slot_and_a_full_queue_is_429() {
         .send()
         .await
         .expect("send");
-    assert_eq!(second.status().as_u16(), 200, "the second waits in the queue");
+    assert_eq!(
+        second.status().as_u16(),
+        200,
+        "the second waits in the queue"
+    );
     let third = client
         .post(format!("{base}/v1/chat/completions"))
         .bearer_auth(KEY)
@@ -374,7 +445,14 @@ async fn a_disconnected_stream_frees_its_slot_and_a_full_queue_is_429() {
     drop(second);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let ready: Value = client.get(format!("{base}/ready")).send().await.expect("ready").json().await.expect("json");
+        let ready: Value = client
+            .get(format!("{base}/ready"))
+            .send()
+            .await
+            .expect("ready")
+            .json()
+            .await
+            .expect("json");
         let model = &ready["models"][0];
         if model["active"] == 0 && model["waiting"] == 0 {
             break;
@@ -396,14 +474,32 @@ async fn v1_generate_tokenize_and_models() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    assert!(body["generations"][0]["text"].as_str().expect("text").len() > 0);
-    assert!(body["meta"]["billed_units"]["output_tokens"].as_u64().expect("billed") <= 8);
+    assert!(!body["generations"][0]["text"].as_str().expect("text").is_empty());
+    assert!(
+        body["meta"]["billed_units"]["output_tokens"]
+            .as_u64()
+            .expect("billed")
+            <= 8
+    );
 
-    let (status, body) = post(&base, "/v1/tokenize", &json!({ "text": "hello world", "model": MODEL })).await;
+    let (status, body) = post(
+        &base,
+        "/v1/tokenize",
+        &json!({ "text": "hello world", "model": MODEL }),
+    )
+    .await;
     assert_eq!(status, 200);
     let tokens = body["tokens"].clone();
-    assert_eq!(body["token_strings"].as_array().expect("strings").len(), tokens.as_array().expect("tokens").len());
-    let (_, back) = post(&base, "/v1/detokenize", &json!({ "tokens": tokens, "model": MODEL })).await;
+    assert_eq!(
+        body["token_strings"].as_array().expect("strings").len(),
+        tokens.as_array().expect("tokens").len()
+    );
+    let (_, back) = post(
+        &base,
+        "/v1/detokenize",
+        &json!({ "tokens": tokens, "model": MODEL }),
+    )
+    .await;
     assert_eq!(back["text"], "hello world");
 
     let models: Value = reqwest::Client::new()

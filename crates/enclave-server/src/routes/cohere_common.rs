@@ -35,10 +35,16 @@ impl Content {
                         ContentPart::Text { text } => out.push_str(&text),
                         ContentPart::Thinking { .. } => {}
                         ContentPart::ImageUrl { .. } => {
-                            return Err(ApiError::invalid(family, "image content is not supported by the served models"))
+                            return Err(ApiError::invalid(
+                                family,
+                                "image content is not supported by the served models",
+                            ))
                         }
                         ContentPart::Document { .. } => {
-                            return Err(ApiError::invalid(family, "document content parts are not supported yet"))
+                            return Err(ApiError::invalid(
+                                family,
+                                "document content parts are not supported yet",
+                            ))
                         }
                     }
                 }

@@ -11,8 +11,8 @@ use serde_json::{json, Value};
 use crate::error::{ApiError, Family};
 use crate::extract::{ApiJson, CohereJson};
 use crate::generation::{
-    chat_prompt, cohere_finish_reason, prepare, raw_prompt, stream_response, SamplingInput, StreamEnd,
-    StreamFormat, Usage, COHERE_BOUNDS,
+    chat_prompt, cohere_finish_reason, prepare, raw_prompt, stream_response, SamplingInput,
+    StreamEnd, StreamFormat, Usage, COHERE_BOUNDS,
 };
 use crate::routes::cohere_common::{new_id, refuse_unsupported, v1_meta};
 use crate::state::AppState;
@@ -55,8 +55,14 @@ fn history_role(role: &str) -> Result<&'static str, ApiError> {
         "USER" => Ok("user"),
         "CHATBOT" => Ok("assistant"),
         "SYSTEM" => Ok("system"),
-        "TOOL" => Err(ApiError::invalid(FAMILY, "TOOL history entries are not supported by this server yet")),
-        _ => Err(ApiError::invalid(FAMILY, format!("chat_history role must be USER, CHATBOT or SYSTEM, got {role}"))),
+        "TOOL" => Err(ApiError::invalid(
+            FAMILY,
+            "TOOL history entries are not supported by this server yet",
+        )),
+        _ => Err(ApiError::invalid(
+            FAMILY,
+            format!("chat_history role must be USER, CHATBOT or SYSTEM, got {role}"),
+        )),
     }
 }
 
@@ -82,14 +88,26 @@ fn sampling(
     }
 }
 
-pub async fn chat(State(state): State<AppState>, ApiJson(req, _): CohereJson<ChatRequest>) -> Result<Response, ApiError> {
+pub async fn chat(
+    State(state): State<AppState>,
+    ApiJson(req, _): CohereJson<ChatRequest>,
+) -> Result<Response, ApiError> {
     refuse_unsupported(
         FAMILY,
         &[
             ("tools", req.tools.as_ref().is_some_and(|t| !t.is_empty())),
-            ("tool_results", req.tool_results.as_ref().is_some_and(|t| !t.is_empty())),
-            ("documents", req.documents.as_ref().is_some_and(|d| !d.is_empty())),
-            ("connectors", req.connectors.as_ref().is_some_and(|c| !c.is_empty())),
+            (
+                "tool_results",
+                req.tool_results.as_ref().is_some_and(|t| !t.is_empty()),
+            ),
+            (
+                "documents",
+                req.documents.as_ref().is_some_and(|d| !d.is_empty()),
+            ),
+            (
+                "connectors",
+                req.connectors.as_ref().is_some_and(|c| !c.is_empty()),
+            ),
             ("conversation_id", req.conversation_id.is_some()),
             ("search_queries_only", req.search_queries_only == Some(true)),
         ],
@@ -134,7 +152,14 @@ pub async fn chat(State(state): State<AppState>, ApiJson(req, _): CohereJson<Cha
     };
     if req.stream == Some(true) {
         let (generation, usage) = prepared.start(FAMILY)?;
-        return Ok(stream_response(generation, usage, ChatStream { reply, text: String::new() }));
+        return Ok(stream_response(
+            generation,
+            usage,
+            ChatStream {
+                reply,
+                text: String::new(),
+            },
+        ));
     }
     let done = prepared.complete(FAMILY).await?;
     let body = reply.body(&done.text, cohere_finish_reason(done.reason), &done.usage);
@@ -181,7 +206,9 @@ impl StreamFormat for ChatStream {
     }
 
     fn start(&mut self) -> String {
-        ndjson(json!({ "is_finished": false, "event_type": "stream-start", "generation_id": self.reply.generation_id }))
+        ndjson(
+            json!({ "is_finished": false, "event_type": "stream-start", "generation_id": self.reply.generation_id }),
+        )
     }
 
     fn text(&mut self, text: &str) -> String {
@@ -222,15 +249,23 @@ pub struct GenerateRequest {
     raw_prompting: Option<bool>,
 }
 
-pub async fn generate(State(state): State<AppState>, ApiJson(req, _): CohereJson<GenerateRequest>) -> Result<Response, ApiError> {
+pub async fn generate(
+    State(state): State<AppState>,
+    ApiJson(req, _): CohereJson<GenerateRequest>,
+) -> Result<Response, ApiError> {
     if req.num_generations.is_some_and(|n| n != 1) {
-        return Err(ApiError::invalid(FAMILY, "num_generations must be 1 on this server"));
+        return Err(ApiError::invalid(
+            FAMILY,
+            "num_generations must be 1 on this server",
+        ));
     }
     refuse_unsupported(
         FAMILY,
         &[(
             "return_likelihoods",
-            req.return_likelihoods.as_deref().is_some_and(|r| r != "NONE"),
+            req.return_likelihoods
+                .as_deref()
+                .is_some_and(|r| r != "NONE"),
         )],
     )?;
     let _ = req.raw_prompting;
@@ -264,7 +299,10 @@ pub async fn generate(State(state): State<AppState>, ApiJson(req, _): CohereJson
         return Ok(stream_response(generation, usage, format));
     }
     let done = prepared.complete(FAMILY).await?;
-    Ok(Json(format.body(&done.text, cohere_finish_reason(done.reason), &done.usage)).into_response())
+    Ok(
+        Json(format.body(&done.text, cohere_finish_reason(done.reason), &done.usage))
+            .into_response(),
+    )
 }
 
 /// v1 generate NDJSON: text-generation…, then stream-end with the full response.
@@ -296,7 +334,9 @@ impl StreamFormat for GenerateStream {
 
     fn text(&mut self, text: &str) -> String {
         self.text.push_str(text);
-        ndjson(json!({ "is_finished": false, "event_type": "text-generation", "text": text, "index": 0 }))
+        ndjson(
+            json!({ "is_finished": false, "event_type": "text-generation", "text": text, "index": 0 }),
+        )
     }
 
     fn end(&mut self, end: &StreamEnd) -> String {

@@ -10,8 +10,8 @@ use serde_json::{json, Value};
 use crate::error::{ApiError, Family};
 use crate::extract::{ApiJson, CohereJson};
 use crate::generation::{
-    chat_prompt, cohere_finish_reason, prepare, sse_frame, stream_response, SamplingInput, StreamEnd,
-    StreamFormat, COHERE_BOUNDS,
+    chat_prompt, cohere_finish_reason, prepare, sse_frame, stream_response, SamplingInput,
+    StreamEnd, StreamFormat, COHERE_BOUNDS,
 };
 use crate::routes::cohere_common::{new_id, refuse_unsupported, usage_json, Content};
 use crate::state::AppState;
@@ -49,9 +49,16 @@ struct ResponseFormat {
 #[derive(Debug, Deserialize)]
 #[serde(tag = "role", rename_all = "lowercase")]
 enum Message {
-    System { content: Content },
-    User { content: Content },
-    Assistant { content: Option<Content>, tool_calls: Option<Vec<Value>> },
+    System {
+        content: Content,
+    },
+    User {
+        content: Content,
+    },
+    Assistant {
+        content: Option<Content>,
+        tool_calls: Option<Vec<Value>>,
+    },
     Tool {},
 }
 
@@ -59,38 +66,69 @@ fn to_messages(messages: Vec<Message>) -> Result<Vec<ChatMessage>, ApiError> {
     messages
         .into_iter()
         .map(|message| match message {
-            Message::System { content } => Ok(ChatMessage::new("system", content.into_text(FAMILY)?)),
+            Message::System { content } => {
+                Ok(ChatMessage::new("system", content.into_text(FAMILY)?))
+            }
             Message::User { content } => Ok(ChatMessage::new("user", content.into_text(FAMILY)?)),
-            Message::Assistant { content, tool_calls } => {
+            Message::Assistant {
+                content,
+                tool_calls,
+            } => {
                 if tool_calls.is_some_and(|c| !c.is_empty()) {
-                    return Err(ApiError::invalid(FAMILY, "tool calls are not supported by this server yet"));
+                    return Err(ApiError::invalid(
+                        FAMILY,
+                        "tool calls are not supported by this server yet",
+                    ));
                 }
-                let text = content.map(|c| c.into_text(FAMILY)).transpose()?.unwrap_or_default();
+                let text = content
+                    .map(|c| c.into_text(FAMILY))
+                    .transpose()?
+                    .unwrap_or_default();
                 Ok(ChatMessage::new("assistant", text))
             }
-            Message::Tool { .. } => Err(ApiError::invalid(FAMILY, "tool messages are not supported by this server yet")),
+            Message::Tool { .. } => Err(ApiError::invalid(
+                FAMILY,
+                "tool messages are not supported by this server yet",
+            )),
         })
         .collect()
 }
 
-pub async fn chat(State(state): State<AppState>, ApiJson(req, _): CohereJson<ChatRequest>) -> Result<Response, ApiError> {
+pub async fn chat(
+    State(state): State<AppState>,
+    ApiJson(req, _): CohereJson<ChatRequest>,
+) -> Result<Response, ApiError> {
     refuse_unsupported(
         FAMILY,
         &[
             ("tools", req.tools.as_ref().is_some_and(|t| !t.is_empty())),
-            ("documents", req.documents.as_ref().is_some_and(|d| !d.is_empty())),
-            ("response_format json_object", req.response_format.as_ref().is_some_and(|f| f.kind != "text")),
+            (
+                "documents",
+                req.documents.as_ref().is_some_and(|d| !d.is_empty()),
+            ),
+            (
+                "response_format json_object",
+                req.response_format
+                    .as_ref()
+                    .is_some_and(|f| f.kind != "text"),
+            ),
             ("logprobs", req.logprobs == Some(true)),
         ],
     )?;
     if let Some(mode) = req.safety_mode.as_deref() {
         if !["CONTEXTUAL", "STRICT", "OFF"].contains(&mode) {
-            return Err(ApiError::invalid(FAMILY, format!("safety_mode must be CONTEXTUAL, STRICT or OFF, got {mode}")));
+            return Err(ApiError::invalid(
+                FAMILY,
+                format!("safety_mode must be CONTEXTUAL, STRICT or OFF, got {mode}"),
+            ));
         }
     }
     if let Some(priority) = req.priority {
         if !(0..=999).contains(&priority) {
-            return Err(ApiError::invalid(FAMILY, "priority must be between 0 and 999"));
+            return Err(ApiError::invalid(
+                FAMILY,
+                "priority must be between 0 and 999",
+            ));
         }
     }
     let _ = req.thinking;
@@ -183,7 +221,10 @@ impl StreamFormat for V2Stream {
             }),
             StreamEnd::Failed(message) => json!({ "finish_reason": "ERROR", "error": message }),
         };
-        out.push_str(&event("message-end", json!({ "id": self.id, "delta": delta })));
+        out.push_str(&event(
+            "message-end",
+            json!({ "id": self.id, "delta": delta }),
+        ));
         out.push_str(&sse_frame(None, "[DONE]"));
         out
     }

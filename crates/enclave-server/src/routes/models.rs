@@ -50,11 +50,17 @@ pub struct ListQuery {
     default_only: Option<bool>,
 }
 
-pub async fn list(State(state): State<AppState>, query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>) -> Result<Json<Value>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::invalid(FAMILY, e.body_text()))?;
     let page_size = query.page_size.unwrap_or(20);
     if !(1..=1000).contains(&page_size) {
-        return Err(ApiError::invalid(FAMILY, format!("page_size must be between 1 and 1000, got {page_size}")));
+        return Err(ApiError::invalid(
+            FAMILY,
+            format!("page_size must be between 1 and 1000, got {page_size}"),
+        ));
     }
     let start: usize = match query.page_token.as_deref() {
         None | Some("") => 0,
@@ -75,7 +81,10 @@ pub async fn list(State(state): State<AppState>, query: Result<Query<ListQuery>,
         .map(describe)
         .collect();
     let end = (start + page_size as usize).min(matching.len());
-    let page: Vec<Value> = matching.get(start..end).map(<[Value]>::to_vec).unwrap_or_default();
+    let page: Vec<Value> = matching
+        .get(start..end)
+        .map(<[Value]>::to_vec)
+        .unwrap_or_default();
     let next = (end < matching.len()).then(|| end.to_string());
     Ok(Json(json!({
         "models": page,
@@ -85,7 +94,10 @@ pub async fn list(State(state): State<AppState>, query: Result<Query<ListQuery>,
     })))
 }
 
-pub async fn get(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn get(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let model = state.model(FAMILY, Some(&name))?;
     Ok(Json(describe(&model)))
 }

@@ -12,8 +12,8 @@ use serde_json::{json, Value};
 use crate::error::{ApiError, Family};
 use crate::extract::{ApiJson, OpenAiJson};
 use crate::generation::{
-    chat_prompt, openai_finish_reason, prepare, raw_prompt, sse_frame, stream_response, SamplingInput,
-    StreamEnd, StreamFormat, Usage, OPENAI_BOUNDS,
+    chat_prompt, openai_finish_reason, prepare, raw_prompt, sse_frame, stream_response,
+    SamplingInput, StreamEnd, StreamFormat, Usage, OPENAI_BOUNDS,
 };
 use crate::state::AppState;
 
@@ -70,12 +70,12 @@ fn to_message(message: Message) -> Result<ChatMessage, ApiError> {
         "system" | "developer" => "system",
         "user" => "user",
         "assistant" => "assistant",
-        other => {
-            return Err(ApiError::invalid(
-                FAMILY,
-                format!("message role '{other}' is not supported; use system, developer, user or assistant"),
-            ))
-        }
+        other => return Err(ApiError::invalid(
+            FAMILY,
+            format!(
+                "message role '{other}' is not supported; use system, developer, user or assistant"
+            ),
+        )),
     };
     let text = match message.content {
         None => String::new(),
@@ -86,7 +86,10 @@ fn to_message(message: Message) -> Result<ChatMessage, ApiError> {
                 match (part.kind.as_str(), part.text) {
                     ("text", Some(text)) => out.push_str(&text),
                     (kind, _) => {
-                        return Err(ApiError::invalid(FAMILY, format!("content part type '{kind}' is not supported")))
+                        return Err(ApiError::invalid(
+                            FAMILY,
+                            format!("content part type '{kind}' is not supported"),
+                        ))
                     }
                 }
             }
@@ -121,12 +124,17 @@ pub struct ChatCompletionRequest {
 fn check_n(n: Option<i64>) -> Result<(), ApiError> {
     match n {
         None | Some(1) => Ok(()),
-        Some(n) => Err(ApiError::invalid(FAMILY, format!("n must be 1 on this server, got {n}"))),
+        Some(n) => Err(ApiError::invalid(
+            FAMILY,
+            format!("n must be 1 on this server, got {n}"),
+        )),
     }
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn usage_json(usage: &Usage) -> Value {
@@ -143,13 +151,23 @@ pub async fn chat_completions(
 ) -> Result<Response, ApiError> {
     check_n(req.n)?;
     if req.tools.as_ref().is_some_and(|t| !t.is_empty()) {
-        return Err(ApiError::invalid(FAMILY, "'tools' is not supported by this server yet"));
+        return Err(ApiError::invalid(
+            FAMILY,
+            "'tools' is not supported by this server yet",
+        ));
     }
     if req.logprobs == Some(true) {
-        return Err(ApiError::invalid(FAMILY, "'logprobs' is not supported by this server yet"));
+        return Err(ApiError::invalid(
+            FAMILY,
+            "'logprobs' is not supported by this server yet",
+        ));
     }
     let generator = state.chat_model(FAMILY, Some(&req.model))?;
-    let messages = req.messages.into_iter().map(to_message).collect::<Result<Vec<_>, _>>()?;
+    let messages = req
+        .messages
+        .into_iter()
+        .map(to_message)
+        .collect::<Result<Vec<_>, _>>()?;
     let prompt = chat_prompt(FAMILY, &generator, &messages)?;
     let prepared = prepare(
         FAMILY,
@@ -173,7 +191,10 @@ pub async fn chat_completions(
         model: req.model,
         created: unix_now(),
         chat: true,
-        include_usage: req.stream_options.and_then(|o| o.include_usage).unwrap_or(false),
+        include_usage: req
+            .stream_options
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false),
     };
     if req.stream == Some(true) {
         let (generation, usage) = prepared.start(FAMILY)?;
@@ -230,13 +251,19 @@ pub async fn completions(
 ) -> Result<Response, ApiError> {
     check_n(req.n)?;
     if req.echo == Some(true) || req.logprobs.is_some() {
-        return Err(ApiError::invalid(FAMILY, "'echo' and 'logprobs' are not supported by this server yet"));
+        return Err(ApiError::invalid(
+            FAMILY,
+            "'echo' and 'logprobs' are not supported by this server yet",
+        ));
     }
     let prompt_text = match req.prompt {
         Prompt::One(text) => text,
         Prompt::Many(mut list) if list.len() == 1 => list.remove(0),
         Prompt::Many(list) => {
-            return Err(ApiError::invalid(FAMILY, format!("prompt must be one string; got a list of {}", list.len())))
+            return Err(ApiError::invalid(
+                FAMILY,
+                format!("prompt must be one string; got a list of {}", list.len()),
+            ))
         }
     };
     let generator = state.model(FAMILY, Some(&req.model))?;
@@ -263,7 +290,10 @@ pub async fn completions(
         model: req.model,
         created: unix_now(),
         chat: false,
-        include_usage: req.stream_options.and_then(|o| o.include_usage).unwrap_or(false),
+        include_usage: req
+            .stream_options
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false),
     };
     if req.stream == Some(true) {
         let (generation, usage) = prepared.start(FAMILY)?;
@@ -297,7 +327,11 @@ struct OpenAiStream {
 
 impl OpenAiStream {
     fn chunk(&self, choice: Value, usage: Option<Value>) -> String {
-        let object = if self.chat { "chat.completion.chunk" } else { "text_completion" };
+        let object = if self.chat {
+            "chat.completion.chunk"
+        } else {
+            "text_completion"
+        };
         let mut body = json!({
             "id": self.id,
             "object": object,

@@ -29,8 +29,16 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
             })
         })
         .collect();
-    let status = if models.is_empty() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
-    let label = if status == StatusCode::OK { "ready" } else { "no models loaded" };
+    let status = if models.is_empty() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    let label = if status == StatusCode::OK {
+        "ready"
+    } else {
+        "no models loaded"
+    };
     (status, Json(json!({ "status": label, "models": models })))
 }
 

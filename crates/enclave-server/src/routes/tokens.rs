@@ -20,15 +20,23 @@ pub struct TokenizeRequest {
     model: Option<String>,
 }
 
-pub async fn tokenize(State(state): State<AppState>, ApiJson(req, _): CohereJson<TokenizeRequest>) -> Result<Json<Value>, ApiError> {
+pub async fn tokenize(
+    State(state): State<AppState>,
+    ApiJson(req, _): CohereJson<TokenizeRequest>,
+) -> Result<Json<Value>, ApiError> {
     let chars = req.text.chars().count();
     if chars == 0 || chars > MAX_ITEMS {
-        return Err(ApiError::invalid(FAMILY, format!("text must be 1 to {MAX_ITEMS} characters, got {chars}")));
+        return Err(ApiError::invalid(
+            FAMILY,
+            format!("text must be 1 to {MAX_ITEMS} characters, got {chars}"),
+        ));
     }
     let generator = state.model(FAMILY, req.model.as_deref())?;
     let tokens = generator.tokenize(&req.text, false);
     let token_strings = generator.token_pieces(&tokens);
-    Ok(Json(json!({ "tokens": tokens, "token_strings": token_strings, "meta": v1_meta(None) })))
+    Ok(Json(
+        json!({ "tokens": tokens, "token_strings": token_strings, "meta": v1_meta(None) }),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -37,11 +45,17 @@ pub struct DetokenizeRequest {
     model: Option<String>,
 }
 
-pub async fn detokenize(State(state): State<AppState>, ApiJson(req, _): CohereJson<DetokenizeRequest>) -> Result<Json<Value>, ApiError> {
+pub async fn detokenize(
+    State(state): State<AppState>,
+    ApiJson(req, _): CohereJson<DetokenizeRequest>,
+) -> Result<Json<Value>, ApiError> {
     if req.tokens.is_empty() || req.tokens.len() > MAX_ITEMS {
         return Err(ApiError::invalid(
             FAMILY,
-            format!("tokens must hold 1 to {MAX_ITEMS} ids, got {}", req.tokens.len()),
+            format!(
+                "tokens must hold 1 to {MAX_ITEMS} ids, got {}",
+                req.tokens.len()
+            ),
         ));
     }
     let generator = state.model(FAMILY, req.model.as_deref())?;
