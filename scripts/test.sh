@@ -6,8 +6,9 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 
 export ENCLAVE_HOME="${ENCLAVE_HOME:-$HOME/.enclave}"
+TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 cargo build --release --workspace --all-targets
-target/release/enclave pull smollm2-135m-instruct
+"$TARGET_DIR/release/enclave" pull smollm2-135m-instruct
 
 cargo fmt --all -- --check
 cargo clippy --release --workspace --all-targets -- -D warnings
@@ -23,4 +24,4 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
-ENCLAVE_BIN="$PWD/target/release/enclave" .venv/bin/python -m pytest -q tests
+ENCLAVE_BIN="$(cd "$TARGET_DIR" && pwd)/release/enclave" .venv/bin/python -m pytest -q tests

@@ -59,6 +59,9 @@ pub struct EngineArgs {
     /// Requests that may wait for a free slot before the server answers 429.
     #[arg(long, env = "ENCLAVE_MAX_QUEUE", default_value_t = 64)]
     pub max_queue: usize,
+    /// Share one KV buffer across all sequences (default: one per sequence).
+    #[arg(long, env = "ENCLAVE_UNIFIED_KV")]
+    pub unified_kv: bool,
 }
 
 impl EngineArgs {
@@ -69,6 +72,7 @@ impl EngineArgs {
             threads: self.threads,
             batch_tokens: self.batch_tokens,
             queue_capacity: self.max_queue,
+            unified_kv: self.unified_kv,
         }
     }
 }

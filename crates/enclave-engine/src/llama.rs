@@ -31,6 +31,9 @@ pub struct EngineConfig {
     pub batch_tokens: u32,
     /// Requests allowed to wait for a free slot.
     pub queue_capacity: usize,
+    /// One KV buffer shared by all sequences instead of one per sequence. Per-sequence buffers
+    /// keep each sequence's attention to its own tokens, which is faster with many sequences.
+    pub unified_kv: bool,
 }
 
 impl Default for EngineConfig {
@@ -41,6 +44,7 @@ impl Default for EngineConfig {
             threads: 0,
             batch_tokens: 512,
             queue_capacity: 64,
+            unified_kv: false,
         }
     }
 }
@@ -127,7 +131,7 @@ impl LlamaGenerator {
             .with_n_seq_max(parallel)
             .with_n_threads(threads)
             .with_n_threads_batch(threads)
-            .with_kv_unified(true);
+            .with_kv_unified(config.unified_kv);
 
         let vocab = model.vocab();
         let vocab_size = u32::try_from(vocab.n_tokens()).unwrap_or(0);

@@ -474,7 +474,10 @@ async fn v1_generate_tokenize_and_models() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    assert!(!body["generations"][0]["text"].as_str().expect("text").is_empty());
+    assert!(!body["generations"][0]["text"]
+        .as_str()
+        .expect("text")
+        .is_empty());
     assert!(
         body["meta"]["billed_units"]["output_tokens"]
             .as_u64()

@@ -70,12 +70,14 @@ fn to_message(message: Message) -> Result<ChatMessage, ApiError> {
         "system" | "developer" => "system",
         "user" => "user",
         "assistant" => "assistant",
-        other => return Err(ApiError::invalid(
-            FAMILY,
-            format!(
+        other => {
+            return Err(ApiError::invalid(
+                FAMILY,
+                format!(
                 "message role '{other}' is not supported; use system, developer, user or assistant"
             ),
-        )),
+            ))
+        }
     };
     let text = match message.content {
         None => String::new(),
