@@ -9,6 +9,7 @@ export ENCLAVE_HOME="${ENCLAVE_HOME:-$HOME/.enclave}"
 TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 cargo build --release --workspace --all-targets
 "$TARGET_DIR/release/enclave" pull smollm2-135m-instruct
+"$TARGET_DIR/release/enclave" pull all-minilm-l6-v2
 
 cargo fmt --all -- --check
 cargo clippy --release --workspace --all-targets -- -D warnings

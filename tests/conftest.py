@@ -10,6 +10,7 @@ import pytest
 
 API_KEY = "sdk-test-key"
 MODEL = "smollm2-135m-instruct"
+EMBED_MODEL = "all-minilm-l6-v2"
 
 
 @pytest.fixture(scope="session")
@@ -17,7 +18,7 @@ def server():
     binary = os.environ.get("ENCLAVE_BIN", "target/release/enclave")
     proc = subprocess.Popen(
         [
-            binary, "serve", "--port", "0", "--model", MODEL, "--api-key", API_KEY,
+            binary, "serve", "--port", "0", "--model", MODEL, "--model", EMBED_MODEL, "--api-key", API_KEY,
             "--parallel", "8", "--ctx-size", "1024",
         ],
         stdout=subprocess.PIPE,

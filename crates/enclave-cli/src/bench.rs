@@ -15,6 +15,35 @@ use crate::EngineArgs;
 pub enum BenchCommand {
     /// Concurrent streaming chat completions at each concurrency level.
     Generate(GenerateArgs),
+    /// Embeds 1,000 generated sentences of about 30 words through `/v2/embed`.
+    Embed(EmbedArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct EmbedArgs {
+    #[arg(long, default_value = enclave_engine::catalog::DEFAULT_EMBED_MODEL)]
+    pub model: String,
+    /// Benchmark a running server instead of starting one in-process.
+    #[arg(long)]
+    pub url: Option<String>,
+    #[arg(long, env = "ENCLAVE_API_KEY", default_value = "bench")]
+    pub api_key: String,
+    #[arg(long, default_value_t = 1000)]
+    pub sentences: usize,
+    /// Texts per request.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Write the sentences (one JSON string per line) here, for reference engines.
+    #[arg(long)]
+    pub dump_sentences: Option<std::path::PathBuf>,
+    /// Print JSON only.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 #[derive(Args, Debug)]
@@ -57,7 +86,172 @@ pub fn run(command: BenchCommand) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
+        BenchCommand::Embed(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let report = runtime.block_on(embed(args))?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
     }
+}
+
+/// `count` sentences of about 30 words, the same on every run (a fixed linear congruential
+/// generator over a fixed vocabulary).
+pub fn bench_sentences(count: usize) -> Vec<String> {
+    const WORDS: [&str; 48] = [
+        "the",
+        "a",
+        "report",
+        "customer",
+        "invoice",
+        "shipment",
+        "delayed",
+        "because",
+        "warehouse",
+        "in",
+        "northern",
+        "region",
+        "was",
+        "closed",
+        "for",
+        "maintenance",
+        "and",
+        "team",
+        "expects",
+        "delivery",
+        "next",
+        "week",
+        "after",
+        "review",
+        "of",
+        "contract",
+        "terms",
+        "with",
+        "supplier",
+        "quality",
+        "issues",
+        "were",
+        "found",
+        "during",
+        "inspection",
+        "new",
+        "policy",
+        "requires",
+        "approval",
+        "from",
+        "finance",
+        "before",
+        "any",
+        "payment",
+        "is",
+        "released",
+        "to",
+        "vendor",
+    ];
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (state >> 33) as usize
+    };
+    (0..count)
+        .map(|_| {
+            let len = 26 + next() % 9;
+            let mut words: Vec<&str> = (0..len).map(|_| WORDS[next() % WORDS.len()]).collect();
+            if let Some(first) = words.first_mut() {
+                *first = "The";
+            }
+            format!("{}.", words.join(" "))
+        })
+        .collect()
+}
+
+async fn embed(args: EmbedArgs) -> Result<Value> {
+    let sentences = bench_sentences(args.sentences);
+    if let Some(path) = &args.dump_sentences {
+        let lines: Vec<String> = sentences.iter().map(|s| json!(s).to_string()).collect();
+        std::fs::write(path, lines.join("\n") + "\n")?;
+    }
+    let (base, _server) = match &args.url {
+        Some(url) => (url.trim_end_matches('/').to_string(), None),
+        None => {
+            let (base, handle) = start_local(
+                args.model.clone(),
+                args.engine.config(),
+                args.engine.encoder_config(),
+                args.api_key.clone(),
+            )
+            .await?;
+            (base, Some(handle))
+        }
+    };
+    let client = reqwest::Client::new();
+    let batches: Vec<Vec<String>> = sentences
+        .chunks(args.batch_size.max(1))
+        .map(<[String]>::to_vec)
+        .collect();
+    // Warm up once so model loading and first-touch costs stay out of the figure.
+    embed_request(&client, &base, &args, &batches[..1].concat()).await?;
+    let started = Instant::now();
+    let mut tokens = 0u64;
+    let mut latencies = Vec::new();
+    for wave in batches.chunks(args.concurrency.max(1)) {
+        let requests = wave
+            .iter()
+            .map(|batch| embed_request(&client, &base, &args, batch));
+        for result in futures::future::join_all(requests).await {
+            let (t, latency) = result?;
+            tokens += t;
+            latencies.push(latency.as_secs_f64() * 1000.0);
+        }
+    }
+    let wall = started.elapsed().as_secs_f64();
+    latencies.sort_by(f64::total_cmp);
+    let round2 = |x: f64| (x * 100.0).round() / 100.0;
+    Ok(json!({
+        "benchmark": "embed",
+        "engine": "enclave",
+        "model": args.model,
+        "sentences": sentences.len(),
+        "batch_size": args.batch_size,
+        "concurrency": args.concurrency,
+        "tokens": tokens,
+        "wall_s": round2(wall),
+        "sentences_per_s": round2(sentences.len() as f64 / wall),
+        "tokens_per_s": round2(tokens as f64 / wall),
+        "request_ms_p50": round2(percentile(&latencies, 0.5)),
+        "request_ms_p99": round2(percentile(&latencies, 0.99)),
+    }))
+}
+
+async fn embed_request(
+    client: &reqwest::Client,
+    base: &str,
+    args: &EmbedArgs,
+    texts: &[String],
+) -> Result<(u64, Duration)> {
+    let started = Instant::now();
+    let response = client
+        .post(format!("{base}/v2/embed"))
+        .bearer_auth(&args.api_key)
+        .json(&json!({ "model": args.model, "input_type": "search_document", "texts": texts }))
+        .send()
+        .await?;
+    if !response.status().is_success() {
+        let status = response.status();
+        return Err(anyhow!(
+            "server answered {status}: {}",
+            response.text().await.unwrap_or_default()
+        ));
+    }
+    let body: Value = response.json().await?;
+    let tokens = body["meta"]["billed_units"]["input_tokens"]
+        .as_u64()
+        .unwrap_or(0);
+    Ok((tokens, started.elapsed()))
 }
 
 /// One streamed request's timings.
@@ -72,7 +266,17 @@ async fn generate(args: GenerateArgs) -> Result<Value> {
     let (base, _server) = match &args.url {
         Some(url) => (url.trim_end_matches('/').to_string(), None),
         None => {
-            let (base, handle) = start_local(&args).await?;
+            let mut config = args.engine.config();
+            if config.context_per_sequence == 0 {
+                config.context_per_sequence = (args.prompt_tokens + args.gen_tokens + 64).max(1024);
+            }
+            let (base, handle) = start_local(
+                args.model.clone(),
+                config,
+                args.engine.encoder_config(),
+                args.api_key.clone(),
+            )
+            .await?;
             (base, Some(handle))
         }
     };
@@ -120,21 +324,24 @@ async fn generate(args: GenerateArgs) -> Result<Value> {
     }))
 }
 
-async fn start_local(args: &GenerateArgs) -> Result<(String, tokio::task::JoinHandle<()>)> {
-    let mut config = args.engine.config();
-    let needed = args.prompt_tokens + args.gen_tokens + 64;
-    if config.context_per_sequence == 0 {
-        config.context_per_sequence = needed.max(1024);
-    }
-    let spec = args.model.clone();
-    let models =
-        tokio::task::spawn_blocking(move || crate::serve::load_models(&[spec], &config)).await??;
+/// Starts an in-process server with one model on an ephemeral port; returns its base URL.
+pub async fn start_local(
+    spec: String,
+    config: enclave_engine::EngineConfig,
+    encoder_config: enclave_engine::encoder::EncoderConfig,
+    api_key: String,
+) -> Result<(String, tokio::task::JoinHandle<()>)> {
+    let loaded = tokio::task::spawn_blocking(move || {
+        crate::serve::load_models(&[spec], &config, &encoder_config)
+    })
+    .await??;
     let state = enclave_server::AppState::new(
         enclave_server::ServerConfig {
-            api_key: args.api_key.clone(),
+            api_key,
             ..Default::default()
         },
-        models,
+        loaded.generators,
+        loaded.encoders,
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);

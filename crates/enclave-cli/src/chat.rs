@@ -63,8 +63,15 @@ fn answer(model: &dyn TextGenerator, history: &[ChatMessage], args: &ChatArgs) -
 pub fn run(args: ChatArgs) -> Result<()> {
     let mut config = args.engine.config();
     config.parallel = 1;
-    let models = crate::serve::load_models(std::slice::from_ref(&args.model), &config)?;
-    let model = models.first().ok_or_else(|| anyhow!("no model loaded"))?;
+    let loaded = crate::serve::load_models(
+        std::slice::from_ref(&args.model),
+        &config,
+        &args.engine.encoder_config(),
+    )?;
+    let model = loaded
+        .generators
+        .first()
+        .ok_or_else(|| anyhow!("{} is not a chat model", args.model))?;
     if let Some(prompt) = &args.prompt {
         answer(
             model.as_ref(),

@@ -9,6 +9,7 @@ use std::io::IsTerminal;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use enclave_engine::catalog::{self, CATALOG};
+use enclave_engine::encoder::EncoderConfig;
 use enclave_engine::pull;
 use enclave_engine::EngineConfig;
 
@@ -62,6 +63,12 @@ pub struct EngineArgs {
     /// Share one KV buffer across all sequences (default: one per sequence).
     #[arg(long, env = "ENCLAVE_UNIFIED_KV")]
     pub unified_kv: bool,
+    /// Embedding models: most tokens per forward pass.
+    #[arg(long, env = "ENCLAVE_MAX_BATCH_TOKENS", default_value_t = 512)]
+    pub max_batch_tokens: usize,
+    /// Embedding models: requests in flight before the server answers 429.
+    #[arg(long, env = "ENCLAVE_MAX_CONCURRENT_REQUESTS", default_value_t = 512)]
+    pub max_concurrent_requests: usize,
 }
 
 impl EngineArgs {
@@ -73,6 +80,15 @@ impl EngineArgs {
             batch_tokens: self.batch_tokens,
             queue_capacity: self.max_queue,
             unified_kv: self.unified_kv,
+        }
+    }
+
+    pub fn encoder_config(&self) -> EncoderConfig {
+        EncoderConfig {
+            max_batch_tokens: self.max_batch_tokens,
+            max_concurrent_requests: self.max_concurrent_requests,
+            threads: self.threads,
+            ..EncoderConfig::default()
         }
     }
 }
@@ -122,7 +138,7 @@ fn main() -> Result<()> {
                 println!(
                     "{:<30} {:>6} MB  {:<10} {:?}{}",
                     entry.name,
-                    entry.size / 1_000_000,
+                    entry.size() / 1_000_000,
                     state,
                     entry.kind,
                     default

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use enclave_engine::catalog::DEFAULT_CHAT_MODEL;
+use enclave_engine::catalog::{ModelKind, DEFAULT_CHAT_MODEL, DEFAULT_EMBED_MODEL};
+use enclave_engine::encoder::{EncoderConfig, LlamaEncoder, TextEncoder};
 use enclave_engine::pull::{self, LocalModel};
 use enclave_engine::{EngineConfig, LlamaGenerator, TextGenerator};
 use enclave_server::{AppState, ServerConfig};
@@ -21,7 +22,8 @@ pub struct ServeArgs {
     /// 0 picks a free port (the chosen address is printed).
     #[arg(long, env = "ENCLAVE_PORT", default_value_t = 8080)]
     pub port: u16,
-    /// Catalog name or path to a GGUF file; repeat to serve several. The first is the default.
+    /// Catalog name, path to a GGUF file, or a folder with BERT safetensors; repeat to serve
+    /// several. The first of each kind (chat, embedding) is that kind's default.
     #[arg(long = "model", env = "ENCLAVE_MODELS", value_delimiter = ',')]
     pub models: Vec<String>,
     /// The key clients must send as `Authorization: Bearer`. Without it, a key is generated on
@@ -31,21 +33,46 @@ pub struct ServeArgs {
     /// Largest request body accepted, in bytes (larger ones get 413).
     #[arg(long, env = "ENCLAVE_MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Most inputs one embed call may carry (more: 413).
+    #[arg(long, env = "ENCLAVE_MAX_CLIENT_BATCH_SIZE", default_value_t = 96)]
+    pub max_client_batch_size: usize,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
 
-/// Loads each model (pulling it first when needed) into its own engine.
-pub fn load_models(specs: &[String], config: &EngineConfig) -> Result<Vec<Arc<dyn TextGenerator>>> {
+/// Loaded models, by engine.
+pub struct Loaded {
+    pub generators: Vec<Arc<dyn TextGenerator>>,
+    pub encoders: Vec<Arc<dyn TextEncoder>>,
+}
+
+/// Loads each model (pulling it first when needed) into the engine for its kind.
+pub fn load_models(
+    specs: &[String],
+    config: &EngineConfig,
+    encoder_config: &EncoderConfig,
+) -> Result<Loaded> {
     let home = pull::enclave_home();
-    let mut loaded: Vec<Arc<dyn TextGenerator>> = Vec::new();
+    let mut loaded = Loaded {
+        generators: Vec::new(),
+        encoders: Vec::new(),
+    };
     for spec in specs {
         let LocalModel { name, path, kind } = pull::resolve(&home, spec, crate::show_progress())
             .with_context(|| format!("getting model {spec}"))?;
         tracing::info!(model = %name, path = %path.display(), "loading model");
-        let generator = LlamaGenerator::load(&name, kind, &path, config)
-            .with_context(|| format!("loading model {name}"))?;
-        loaded.push(Arc::new(generator));
+        match kind {
+            ModelKind::Embedding => {
+                let encoder = LlamaEncoder::load(&name, &path, encoder_config)
+                    .with_context(|| format!("loading model {name}"))?;
+                loaded.encoders.push(Arc::new(encoder));
+            }
+            ModelKind::Chat | ModelKind::Completion => {
+                let generator = LlamaGenerator::load(&name, kind, &path, config)
+                    .with_context(|| format!("loading model {name}"))?;
+                loaded.generators.push(Arc::new(generator));
+            }
+        }
     }
     Ok(loaded)
 }
@@ -97,18 +124,23 @@ fn random_hex(bytes: usize) -> String {
 pub fn run(args: ServeArgs) -> Result<()> {
     let home = pull::enclave_home();
     let specs = if args.models.is_empty() {
-        vec![DEFAULT_CHAT_MODEL.to_string()]
+        vec![
+            DEFAULT_CHAT_MODEL.to_string(),
+            DEFAULT_EMBED_MODEL.to_string(),
+        ]
     } else {
         args.models.clone()
     };
     let api_key = api_key(args.api_key.clone(), &home)?;
-    let models = load_models(&specs, &args.engine.config())?;
+    let loaded = load_models(&specs, &args.engine.config(), &args.engine.encoder_config())?;
     let state = AppState::new(
         ServerConfig {
             api_key,
             max_body_bytes: args.max_body_bytes,
+            max_client_batch_size: args.max_client_batch_size,
         },
-        models,
+        loaded.generators,
+        loaded.encoders,
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

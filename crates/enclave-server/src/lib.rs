@@ -5,6 +5,7 @@
 //! It must not know how models are fetched or which engine runs them.
 
 pub mod auth;
+pub mod embedding;
 pub mod error;
 pub mod extract;
 pub mod generation;
@@ -38,6 +39,9 @@ pub fn router(state: AppState) -> Router {
             post(routes::openai::chat_completions),
         )
         .route("/v1/completions", post(routes::openai::completions))
+        .route("/v2/embed", post(routes::embed::embed_v2))
+        .route("/v1/embed", post(routes::embed::embed_v1))
+        .route("/v1/embeddings", post(routes::openai::embeddings))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,

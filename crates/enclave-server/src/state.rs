@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use enclave_engine::catalog::ModelKind;
+use enclave_engine::encoder::TextEncoder;
 use enclave_engine::TextGenerator;
 
 use crate::error::{ApiError, Family};
@@ -14,6 +15,8 @@ pub struct ServerConfig {
     pub api_key: String,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Most inputs one embed call may carry (more: 413).
+    pub max_client_batch_size: usize,
 }
 
 impl Default for ServerConfig {
@@ -21,6 +24,7 @@ impl Default for ServerConfig {
         Self {
             api_key: String::new(),
             max_body_bytes: 2 * 1024 * 1024,
+            max_client_batch_size: 96,
         }
     }
 }
@@ -34,13 +38,53 @@ struct Inner {
     config: ServerConfig,
     /// In the order given at start-up; the first is the default model.
     models: Vec<Arc<dyn TextGenerator>>,
+    /// Embedding models, the first being the default.
+    encoders: Vec<Arc<dyn TextEncoder>>,
 }
 
 impl AppState {
-    pub fn new(config: ServerConfig, models: Vec<Arc<dyn TextGenerator>>) -> Self {
+    pub fn new(
+        config: ServerConfig,
+        models: Vec<Arc<dyn TextGenerator>>,
+        encoders: Vec<Arc<dyn TextEncoder>>,
+    ) -> Self {
         Self {
-            inner: Arc::new(Inner { config, models }),
+            inner: Arc::new(Inner {
+                config,
+                models,
+                encoders,
+            }),
         }
+    }
+
+    pub fn encoders(&self) -> &[Arc<dyn TextEncoder>] {
+        &self.inner.encoders
+    }
+
+    /// The named embedding model, or the default one when the request may omit it.
+    pub fn encoder(
+        &self,
+        family: Family,
+        name: Option<&str>,
+    ) -> Result<Arc<dyn TextEncoder>, ApiError> {
+        let found = match name {
+            None | Some("") => self.inner.encoders.first(),
+            Some(name) => self.inner.encoders.iter().find(|m| m.info().name == name),
+        };
+        found
+            .cloned()
+            .ok_or_else(|| self.unknown_model(family, name))
+    }
+
+    fn unknown_model(&self, family: Family, name: Option<&str>) -> ApiError {
+        ApiError::not_found(
+            family,
+            format!(
+                "model '{}' not found; this server serves: {}",
+                name.unwrap_or_default(),
+                self.served_names()
+            ),
+        )
     }
 
     pub fn config(&self) -> &ServerConfig {
@@ -52,12 +96,9 @@ impl AppState {
     }
 
     fn served_names(&self) -> String {
-        self.inner
-            .models
-            .iter()
-            .map(|m| m.info().name.clone())
-            .collect::<Vec<_>>()
-            .join(", ")
+        let generators = self.inner.models.iter().map(|m| m.info().name.clone());
+        let encoders = self.inner.encoders.iter().map(|m| m.info().name.clone());
+        generators.chain(encoders).collect::<Vec<_>>().join(", ")
     }
 
     /// The named model, or the default one when the request may omit it; 404 names what is served.
@@ -70,16 +111,9 @@ impl AppState {
             None | Some("") => self.inner.models.first(),
             Some(name) => self.inner.models.iter().find(|m| m.info().name == name),
         };
-        found.cloned().ok_or_else(|| {
-            ApiError::not_found(
-                family,
-                format!(
-                    "model '{}' not found; this server serves: {}",
-                    name.unwrap_or_default(),
-                    self.served_names()
-                ),
-            )
-        })
+        found
+            .cloned()
+            .ok_or_else(|| self.unknown_model(family, name))
     }
 
     /// Like [`Self::model`], but only models with a chat template may be chatted with.

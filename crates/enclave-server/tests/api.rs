@@ -19,8 +19,10 @@ fn start(engine: EngineConfig, max_body_bytes: usize) -> String {
         ServerConfig {
             api_key: KEY.into(),
             max_body_bytes,
+            ..ServerConfig::default()
         },
         vec![model],
+        Vec::new(),
     );
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use enclave_engine::catalog::ModelKind;
+use enclave_engine::encoder::TextEncoder;
 use enclave_engine::TextGenerator;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -20,26 +21,60 @@ fn endpoints(kind: ModelKind) -> Vec<&'static str> {
     match kind {
         ModelKind::Chat => vec!["chat", "generate"],
         ModelKind::Completion => vec!["generate"],
+        ModelKind::Embedding => vec!["embed"],
     }
 }
 
-fn describe(model: &Arc<dyn TextGenerator>) -> Value {
-    let info = model.info();
-    json!({
-        "name": info.name,
-        "id": info.name,
+/// One entry in both SDKs' shapes.
+fn entry(name: &str, kind: ModelKind, context_length: u64, extra: Value) -> Value {
+    let mut entry = json!({
+        "name": name,
+        "id": name,
         "object": "model",
         "created": 0,
         "owned_by": "enclave",
         "is_deprecated": false,
-        "endpoints": endpoints(info.kind),
+        "endpoints": endpoints(kind),
         "finetuned": false,
-        "context_length": info.context_per_sequence,
-        // No HuggingFace tokenizer.json exists for GGUF models: the SDK falls back to /v1/tokenize.
+        "context_length": context_length,
+        // No HuggingFace tokenizer.json is served: the SDK falls back to /v1/tokenize.
         "tokenizer_url": null,
         "default_endpoints": [],
         "features": [],
-    })
+    });
+    if let (Some(obj), Value::Object(more)) = (entry.as_object_mut(), extra) {
+        obj.extend(more);
+    }
+    entry
+}
+
+fn describe(model: &Arc<dyn TextGenerator>) -> Value {
+    let info = model.info();
+    entry(
+        &info.name,
+        info.kind,
+        u64::from(info.context_per_sequence),
+        json!({}),
+    )
+}
+
+fn describe_encoder(model: &Arc<dyn TextEncoder>) -> Value {
+    let info = model.info();
+    entry(
+        &info.name,
+        ModelKind::Embedding,
+        info.max_tokens as u64,
+        json!({ "embedding_dimensions": info.dimensions }),
+    )
+}
+
+fn all_models(state: &AppState) -> Vec<(ModelKind, Value)> {
+    let generators = state.models().iter().map(|m| (m.info().kind, describe(m)));
+    let encoders = state
+        .encoders()
+        .iter()
+        .map(|m| (ModelKind::Embedding, describe_encoder(m)));
+    generators.chain(encoders).collect()
 }
 
 #[derive(Debug, Deserialize)]
@@ -69,16 +104,15 @@ pub async fn list(
             .map_err(|_| ApiError::invalid(FAMILY, "page_token is not one this server issued"))?,
     };
     let _ = query.default_only;
-    let matching: Vec<Value> = state
-        .models()
-        .iter()
-        .filter(|m| {
+    let matching: Vec<Value> = all_models(&state)
+        .into_iter()
+        .filter(|(kind, _)| {
             query
                 .endpoint
                 .as_deref()
-                .is_none_or(|e| endpoints(m.info().kind).contains(&e))
+                .is_none_or(|e| endpoints(*kind).contains(&e))
         })
-        .map(describe)
+        .map(|(_, entry)| entry)
         .collect();
     let end = (start + page_size as usize).min(matching.len());
     let page: Vec<Value> = matching
@@ -98,6 +132,9 @@ pub async fn get(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    if let Ok(encoder) = state.encoder(FAMILY, Some(&name)) {
+        return Ok(Json(describe_encoder(&encoder)));
+    }
     let model = state.model(FAMILY, Some(&name))?;
     Ok(Json(describe(&model)))
 }

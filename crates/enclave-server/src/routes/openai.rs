@@ -402,3 +402,86 @@ impl StreamFormat for OpenAiStream {
         out
     }
 }
+
+/// `input`: one string or a list of strings.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum EmbeddingInput {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EmbeddingsRequest {
+    model: String,
+    input: EmbeddingInput,
+    encoding_format: Option<String>,
+    dimensions: Option<i64>,
+    user: Option<String>,
+}
+
+/// `POST /v1/embeddings`.
+pub async fn embeddings(
+    State(state): State<AppState>,
+    ApiJson(req, _): OpenAiJson<EmbeddingsRequest>,
+) -> Result<Response, ApiError> {
+    use crate::embedding::{check_count, embed_texts, to_base64};
+    use enclave_engine::encoder::Truncate;
+
+    let texts = match req.input {
+        EmbeddingInput::One(text) => vec![text],
+        EmbeddingInput::Many(texts) => texts,
+    };
+    check_count(
+        FAMILY,
+        texts.len(),
+        None,
+        state.config().max_client_batch_size,
+    )?;
+    let base64 = match req.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                FAMILY,
+                format!("encoding_format must be float or base64, got {other}"),
+            ))
+        }
+    };
+    let _ = req.user;
+    let encoder = state.encoder(FAMILY, Some(&req.model))?;
+    if let Some(d) = req.dimensions {
+        if d != encoder.info().dimensions as i64 {
+            return Err(ApiError::invalid(
+                FAMILY,
+                format!(
+                    "dimensions {d} is not offered; {} produces {}",
+                    req.model,
+                    encoder.info().dimensions
+                ),
+            ));
+        }
+    }
+    // OpenAI truncates silently at the model's limit; so does this route.
+    let embedded = embed_texts(FAMILY, &encoder, texts, Truncate::End).await?;
+    let data: Vec<Value> = embedded
+        .vectors
+        .iter()
+        .enumerate()
+        .map(|(index, v)| {
+            let embedding = if base64 {
+                json!(to_base64(v))
+            } else {
+                json!(v)
+            };
+            json!({ "object": "embedding", "index": index, "embedding": embedding })
+        })
+        .collect();
+    Ok(Json(json!({
+        "object": "list",
+        "data": data,
+        "model": req.model,
+        "usage": { "prompt_tokens": embedded.tokens, "total_tokens": embedded.tokens },
+    }))
+    .into_response())
+}

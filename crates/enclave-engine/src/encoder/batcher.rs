@@ -1,0 +1,330 @@
+//! [`TextEncoder`] on llama.cpp's BERT path. Requests are tokenized by the caller (off the
+//! engine thread); one thread per model packs queued inputs into batches bounded by a token
+//! budget and a sequence count, runs each batch in one forward pass, and returns mean-pooled,
+//! L2-normalised vectors. A bounded queue answers `Busy` instead of letting latency pile up.
+
+use std::collections::{HashMap, VecDeque};
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::sync::Arc;
+
+use llama_cpp_2::context::params::{LlamaContextParams, LlamaPoolingType};
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::token::LlamaToken;
+use tokio::sync::{mpsc, oneshot};
+
+use super::convert::{self, Precision};
+use super::{EmbeddingsReceiver, EncoderError, EncoderInfo, TextEncoder, Truncate};
+use crate::llama::{backend, LoadError};
+
+/// How an encoder is run. Zero values mean "pick for me".
+#[derive(Debug, Clone)]
+pub struct EncoderConfig {
+    /// Most tokens in one forward pass. Attention inside a batch grows with its square, so
+    /// moderate batches are fastest on CPUs.
+    pub max_batch_tokens: usize,
+    /// Most inputs in one forward pass (llama.cpp allows 256).
+    pub max_batch_sequences: usize,
+    /// Requests in flight before callers get `Busy` (429).
+    pub max_concurrent_requests: usize,
+    /// CPU threads; 0 = all cores.
+    pub threads: u32,
+    pub precision: Precision,
+}
+
+impl Default for EncoderConfig {
+    fn default() -> Self {
+        Self {
+            max_batch_tokens: 512,
+            max_batch_sequences: 64,
+            max_concurrent_requests: 512,
+            threads: 0,
+            precision: Precision::Q8,
+        }
+    }
+}
+
+struct Job {
+    inputs: Vec<Vec<u32>>,
+    reply: oneshot::Sender<Result<Vec<Vec<f32>>, EncoderError>>,
+}
+
+pub struct LlamaEncoder {
+    model: Arc<LlamaModel>,
+    info: EncoderInfo,
+    queue: mpsc::Sender<Job>,
+    cls: u32,
+    sep: u32,
+}
+
+impl LlamaEncoder {
+    /// Converts (once) and loads the BERT model in `dir`, then starts its batching thread.
+    pub fn load(name: &str, dir: &Path, config: &EncoderConfig) -> Result<Self, LoadError> {
+        // Initialised first so llama.cpp's log settings also cover the one-time quantization.
+        let backend = backend()?;
+        let gguf = convert::gguf_for(dir, config.precision).map_err(|e| LoadError::Model {
+            path: dir.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let model = LlamaModel::load_from_file(backend, &gguf, &LlamaModelParams::default())
+            .map_err(|e| LoadError::Model {
+                path: gguf.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        let model = Arc::new(model);
+        let max_batch_tokens = config.max_batch_tokens.max(64);
+        let max_tokens = (model.n_ctx_train() as usize).min(max_batch_tokens);
+        let max_seqs = config.max_batch_sequences.clamp(1, 256);
+        let threads = match config.threads {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get() as u32),
+            n => n,
+        };
+        let threads = i32::try_from(threads).unwrap_or(2);
+        let batch_tokens = u32::try_from(max_batch_tokens).unwrap_or(512);
+        let params = LlamaContextParams::default()
+            .with_n_ctx(NonZeroU32::new(batch_tokens))
+            .with_n_batch(batch_tokens)
+            .with_n_ubatch(batch_tokens)
+            .with_n_seq_max(max_seqs as u32)
+            .with_n_threads(threads)
+            .with_n_threads_batch(threads)
+            .with_embeddings(true)
+            .with_pooling_type(LlamaPoolingType::Mean);
+        let vocab = model.vocab();
+        let (cls, sep) = (vocab.bos().0 as u32, vocab.sep().0 as u32);
+        let dimensions = usize::try_from(model.n_embd()).unwrap_or(0);
+
+        let capacity = config.max_concurrent_requests.max(1);
+        let (queue, jobs) = mpsc::channel(capacity);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread_model = Arc::clone(&model);
+        std::thread::Builder::new()
+            .name(format!("encoder-{name}"))
+            .spawn(move || {
+                run(
+                    thread_model,
+                    params,
+                    max_batch_tokens,
+                    max_seqs,
+                    jobs,
+                    ready_tx,
+                )
+            })
+            .map_err(|e| LoadError::Context(e.to_string()))?;
+        ready_rx
+            .recv()
+            .map_err(|_| LoadError::Context("encoder thread exited".into()))?
+            .map_err(LoadError::Context)?;
+        Ok(Self {
+            model,
+            info: EncoderInfo {
+                name: name.to_string(),
+                dimensions,
+                max_tokens,
+                max_concurrent_requests: capacity,
+            },
+            queue,
+            cls,
+            sep,
+        })
+    }
+}
+
+impl TextEncoder for LlamaEncoder {
+    fn info(&self) -> &EncoderInfo {
+        &self.info
+    }
+
+    fn tokenize(
+        &self,
+        index: usize,
+        text: &str,
+        truncate: Truncate,
+    ) -> Result<Vec<u32>, EncoderError> {
+        if text.trim().is_empty() {
+            return Err(EncoderError::EmptyInput { index });
+        }
+        let mut tokens: Vec<u32> = self
+            .model
+            .vocab()
+            .tokenize(text.as_bytes(), true, false)
+            .into_iter()
+            .map(|t| t.0 as u32)
+            .collect();
+        let max = self.info.max_tokens;
+        if tokens.len() <= max {
+            return Ok(tokens);
+        }
+        match truncate {
+            Truncate::None => Err(EncoderError::TooLong {
+                index,
+                tokens: tokens.len(),
+                max,
+            }),
+            // Keep [CLS] … [SEP] around the part that survives.
+            Truncate::End => {
+                tokens.truncate(max - 1);
+                tokens.push(self.sep);
+                Ok(tokens)
+            }
+            Truncate::Start => {
+                let keep = &tokens[tokens.len() - (max - 1)..];
+                let mut out = Vec::with_capacity(max);
+                out.push(self.cls);
+                out.extend_from_slice(&keep[..keep.len() - 1]);
+                out.push(self.sep);
+                Ok(out)
+            }
+        }
+    }
+
+    fn embed(&self, inputs: Vec<Vec<u32>>) -> Result<EmbeddingsReceiver, EncoderError> {
+        let (reply, receiver) = oneshot::channel();
+        if inputs.is_empty() {
+            let _ = reply.send(Ok(Vec::new()));
+            return Ok(receiver);
+        }
+        self.queue
+            .try_send(Job { inputs, reply })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => {
+                    EncoderError::Busy(self.info.max_concurrent_requests)
+                }
+                mpsc::error::TrySendError::Closed(_) => EncoderError::Stopped,
+            })?;
+        Ok(receiver)
+    }
+}
+
+/// A job's progress inside the batching thread.
+struct Pending {
+    results: Vec<Option<Vec<f32>>>,
+    remaining: usize,
+    reply: Option<oneshot::Sender<Result<Vec<Vec<f32>>, EncoderError>>>,
+}
+
+fn normalise(vector: &[f32]) -> Vec<f32> {
+    let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    vector.iter().map(|x| x / norm).collect()
+}
+
+fn run(
+    model: Arc<LlamaModel>,
+    params: LlamaContextParams,
+    max_batch_tokens: usize,
+    max_seqs: usize,
+    mut jobs: mpsc::Receiver<Job>,
+    ready: std::sync::mpsc::Sender<Result<(), String>>,
+) {
+    let backend = match backend() {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = ready.send(Err(e.to_string()));
+            return;
+        }
+    };
+    let mut ctx = match model.new_context(backend, params) {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            let _ = ready.send(Err(e.to_string()));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+
+    let mut next_job: u64 = 0;
+    let mut pending: HashMap<u64, Pending> = HashMap::new();
+    // (job, input index, tokens), in arrival order.
+    let mut queue: VecDeque<(u64, usize, Vec<u32>)> = VecDeque::new();
+    let mut batch = LlamaBatch::new(max_batch_tokens, 1);
+
+    loop {
+        let mut admit = |job: Job, queue: &mut VecDeque<(u64, usize, Vec<u32>)>| {
+            let id = next_job;
+            next_job += 1;
+            let count = job.inputs.len();
+            for (index, tokens) in job.inputs.into_iter().enumerate() {
+                queue.push_back((id, index, tokens));
+            }
+            pending.insert(
+                id,
+                Pending {
+                    results: vec![None; count],
+                    remaining: count,
+                    reply: Some(job.reply),
+                },
+            );
+        };
+        if queue.is_empty() {
+            match jobs.blocking_recv() {
+                Some(job) => admit(job, &mut queue),
+                None => return,
+            }
+        }
+        while let Ok(job) = jobs.try_recv() {
+            admit(job, &mut queue);
+        }
+        // Callers that went away take their inputs out of the queue.
+        pending.retain(|_, p| p.reply.as_ref().is_some_and(|r| !r.is_closed()));
+        queue.retain(|(id, _, _)| pending.contains_key(id));
+
+        batch.clear();
+        let mut members = Vec::new();
+        let mut used = 0usize;
+        while let Some((_, _, tokens)) = queue.front() {
+            if members.len() == max_seqs
+                || (used + tokens.len() > max_batch_tokens && !members.is_empty())
+            {
+                break;
+            }
+            let Some((id, index, tokens)) = queue.pop_front() else {
+                break;
+            };
+            let seq = members.len() as i32;
+            for (pos, &token) in tokens.iter().enumerate() {
+                let _ = batch.add(LlamaToken(token as i32), pos as i32, &[seq], true);
+            }
+            used += tokens.len();
+            members.push((id, index));
+        }
+        if members.is_empty() {
+            continue;
+        }
+        let outcome = ctx.decode(&mut batch);
+        for (seq, (id, index)) in members.into_iter().enumerate() {
+            let Some(job) = pending.get_mut(&id) else {
+                continue;
+            };
+            let vector = match &outcome {
+                Ok(()) => ctx
+                    .embeddings_seq_ith(seq as i32)
+                    .map(normalise)
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match vector {
+                Ok(v) => {
+                    job.results[index] = Some(v);
+                    job.remaining -= 1;
+                    if job.remaining == 0 {
+                        if let Some(job) = pending.remove(&id) {
+                            let vectors = job.results.into_iter().flatten().collect();
+                            if let Some(reply) = job.reply {
+                                let _ = reply.send(Ok(vectors));
+                            }
+                        }
+                    }
+                }
+                Err(message) => {
+                    if let Some(job) = pending.remove(&id) {
+                        if let Some(reply) = job.reply {
+                            let _ = reply.send(Err(EncoderError::Engine(message)));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

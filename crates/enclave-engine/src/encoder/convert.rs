@@ -1,0 +1,329 @@
+//! Turns a BERT-family safetensors folder (config.json, model.safetensors, vocab.txt) into a
+//! quantized GGUF that llama.cpp's BERT path runs: tensors renamed to llama.cpp's names, the
+//! WordPiece vocabulary in llama.cpp's "phantom space" form, then quantized by llama.cpp itself.
+//! The result is cached beside the source files.
+
+use std::ffi::CString;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use safetensors::{Dtype, SafeTensors};
+use serde_json::Value as Json;
+
+use super::gguf::{self, Tensor, Value};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    #[error("{path}: {reason}")]
+    Input { path: String, reason: String },
+    #[error("unsupported model: {0}")]
+    Unsupported(String),
+    #[error("writing {path}: {source}")]
+    Write {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("llama.cpp could not quantize {0}")]
+    Quantize(String),
+}
+
+fn input_err(path: &Path, reason: impl ToString) -> ConvertError {
+    ConvertError::Input {
+        path: path.display().to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Weight precision of the converted model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    F32,
+    Q8,
+}
+
+impl Precision {
+    fn file_name(self) -> &'static str {
+        match self {
+            Precision::F32 => "enclave-f32.gguf",
+            Precision::Q8 => "enclave-q8_0.gguf",
+        }
+    }
+}
+
+/// The GGUF for `dir` at `precision`, converting on first use.
+pub fn gguf_for(dir: &Path, precision: Precision) -> Result<PathBuf, ConvertError> {
+    let target = dir.join(precision.file_name());
+    if target.is_file() {
+        return Ok(target);
+    }
+    let f32_path = dir.join(Precision::F32.file_name());
+    if !f32_path.is_file() {
+        let partial = dir.join(format!("enclave-f32.{}.partial", std::process::id()));
+        write_f32_gguf(dir, &partial)?;
+        fs::rename(&partial, &f32_path).map_err(|source| ConvertError::Write {
+            path: f32_path.display().to_string(),
+            source,
+        })?;
+    }
+    if precision == Precision::F32 {
+        return Ok(f32_path);
+    }
+    let partial = dir.join(format!("enclave-q8_0.{}.partial", std::process::id()));
+    quantize_q8(&f32_path, &partial)?;
+    fs::rename(&partial, &target).map_err(|source| ConvertError::Write {
+        path: target.display().to_string(),
+        source,
+    })?;
+    Ok(target)
+}
+
+fn read_json(path: &Path) -> Result<Json, ConvertError> {
+    let text = fs::read_to_string(path).map_err(|e| input_err(path, e))?;
+    serde_json::from_str(&text).map_err(|e| input_err(path, e))
+}
+
+fn config_u32(config: &Json, key: &str, path: &Path) -> Result<u32, ConvertError> {
+    config[key]
+        .as_u64()
+        .and_then(|v| u32::try_from(v).ok())
+        .ok_or_else(|| input_err(path, format!("missing {key}")))
+}
+
+/// llama.cpp's name for a Hugging Face BERT tensor; `None` for tensors it does not use.
+fn gguf_name(hf: &str) -> Option<String> {
+    let name = hf.strip_prefix("bert.").unwrap_or(hf);
+    let name = name.replace(".gamma", ".weight").replace(".beta", ".bias");
+    let fixed = match name.as_str() {
+        "embeddings.word_embeddings.weight" => Some("token_embd.weight".to_string()),
+        "embeddings.token_type_embeddings.weight" => Some("token_types.weight".to_string()),
+        "embeddings.position_embeddings.weight" => Some("position_embd.weight".to_string()),
+        "embeddings.LayerNorm.weight" => Some("token_embd_norm.weight".to_string()),
+        "embeddings.LayerNorm.bias" => Some("token_embd_norm.bias".to_string()),
+        _ => None,
+    };
+    if fixed.is_some() {
+        return fixed;
+    }
+    let rest = name.strip_prefix("encoder.layer.")?;
+    let (block, rest) = rest.split_once('.')?;
+    let (module, param) = rest.rsplit_once('.')?;
+    let target = match module {
+        "attention.self.query" => "attn_q",
+        "attention.self.key" => "attn_k",
+        "attention.self.value" => "attn_v",
+        "attention.output.dense" => "attn_output",
+        "attention.output.LayerNorm" => "attn_output_norm",
+        "intermediate.dense" => "ffn_up",
+        "output.dense" => "ffn_down",
+        "output.LayerNorm" => "layer_output_norm",
+        _ => return None,
+    };
+    Some(format!("blk.{block}.{target}.{param}"))
+}
+
+fn to_f32_bytes(dtype: Dtype, data: &[u8], name: &str) -> Result<Vec<u8>, ConvertError> {
+    match dtype {
+        Dtype::F32 => Ok(data.to_vec()),
+        Dtype::F16 | Dtype::BF16 => Ok(data
+            .chunks_exact(2)
+            .flat_map(|pair| {
+                let bits = u16::from_le_bytes([pair[0], pair[1]]);
+                let value = if dtype == Dtype::F16 {
+                    f16_to_f32(bits)
+                } else {
+                    f32::from_bits(u32::from(bits) << 16)
+                };
+                value.to_le_bytes()
+            })
+            .collect()),
+        other => Err(ConvertError::Unsupported(format!(
+            "tensor {name} has dtype {other:?}"
+        ))),
+    }
+}
+
+fn f16_to_f32(bits: u16) -> f32 {
+    let sign = u32::from(bits >> 15) << 31;
+    let exponent = u32::from((bits >> 10) & 0x1f);
+    let mantissa = u32::from(bits & 0x3ff);
+    let value = match (exponent, mantissa) {
+        (0, 0) => sign,
+        (0, m) => {
+            // Subnormal: normalise it.
+            let shift = m.leading_zeros() - 21;
+            let m = (m << shift) & 0x3ff;
+            sign | ((113 - shift) << 23) | (m << 13)
+        }
+        (0x1f, m) => sign | 0x7f80_0000 | (m << 13),
+        (e, m) => sign | ((e + 112) << 23) | (m << 13),
+    };
+    f32::from_bits(value)
+}
+
+/// WordPiece tokens in llama.cpp's form: continuation pieces lose `##`, word starts gain `▁`,
+/// bracketed special tokens stay as they are.
+fn phantom_vocab(vocab: &str) -> (Vec<String>, Vec<i32>) {
+    const NORMAL: i32 = 1;
+    const CONTROL: i32 = 3;
+    let specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
+    vocab
+        .lines()
+        .map(|token| {
+            if specials.contains(&token) {
+                (token.to_string(), CONTROL)
+            } else if let Some(piece) = token.strip_prefix("##") {
+                (piece.to_string(), NORMAL)
+            } else {
+                (format!("\u{2581}{token}"), NORMAL)
+            }
+        })
+        .unzip()
+}
+
+fn write_f32_gguf(dir: &Path, out: &Path) -> Result<(), ConvertError> {
+    let config_path = dir.join("config.json");
+    let config = read_json(&config_path)?;
+    let model_type = config["model_type"].as_str().unwrap_or_default();
+    if model_type != "bert" {
+        return Err(ConvertError::Unsupported(format!(
+            "model_type '{model_type}' (only BERT encoders are converted)"
+        )));
+    }
+    let vocab_path = dir.join("vocab.txt");
+    let vocab = fs::read_to_string(&vocab_path).map_err(|e| input_err(&vocab_path, e))?;
+    let (tokens, token_types) = phantom_vocab(&vocab);
+
+    let weights_path = dir.join("model.safetensors");
+    let bytes = fs::read(&weights_path).map_err(|e| input_err(&weights_path, e))?;
+    let weights = SafeTensors::deserialize(&bytes).map_err(|e| input_err(&weights_path, e))?;
+    let mut tensors = Vec::new();
+    for (hf_name, view) in weights.tensors() {
+        let Some(name) = gguf_name(&hf_name) else {
+            continue;
+        };
+        let dims = view.shape().iter().rev().map(|&d| d as u64).collect();
+        let data = to_f32_bytes(view.dtype(), view.data(), &hf_name)?;
+        tensors.push(Tensor { name, dims, data });
+    }
+    tensors.sort_by(|a, b| a.name.cmp(&b.name));
+    if !tensors.iter().any(|t| t.name == "token_embd.weight") {
+        return Err(ConvertError::Unsupported(
+            "no BERT word embeddings found in model.safetensors".into(),
+        ));
+    }
+
+    let name = dir
+        .file_name()
+        .map_or_else(|| "bert".to_string(), |n| n.to_string_lossy().into_owned());
+    let eps = config["layer_norm_eps"].as_f64().unwrap_or(1e-12) as f32;
+    let metadata = [
+        ("general.architecture", Value::Str("bert".into())),
+        ("general.name", Value::Str(name)),
+        ("general.file_type", Value::U32(0)),
+        (
+            "bert.context_length",
+            Value::U32(config_u32(
+                &config,
+                "max_position_embeddings",
+                &config_path,
+            )?),
+        ),
+        (
+            "bert.embedding_length",
+            Value::U32(config_u32(&config, "hidden_size", &config_path)?),
+        ),
+        (
+            "bert.feed_forward_length",
+            Value::U32(config_u32(&config, "intermediate_size", &config_path)?),
+        ),
+        (
+            "bert.block_count",
+            Value::U32(config_u32(&config, "num_hidden_layers", &config_path)?),
+        ),
+        (
+            "bert.attention.head_count",
+            Value::U32(config_u32(&config, "num_attention_heads", &config_path)?),
+        ),
+        ("bert.attention.layer_norm_epsilon", Value::F32(eps)),
+        ("bert.attention.causal", Value::Bool(false)),
+        // 1 = mean pooling, what sentence-transformers models of this family use.
+        ("bert.pooling_type", Value::U32(1)),
+        ("tokenizer.ggml.model", Value::Str("bert".into())),
+        (
+            "tokenizer.ggml.token_type_count",
+            Value::U32(config["type_vocab_size"].as_u64().unwrap_or(2) as u32),
+        ),
+        ("tokenizer.ggml.tokens", Value::StrArray(tokens)),
+        ("tokenizer.ggml.token_type", Value::I32Array(token_types)),
+        ("tokenizer.ggml.add_bos_token", Value::Bool(true)),
+        ("tokenizer.ggml.add_eos_token", Value::Bool(false)),
+    ];
+    gguf::write(out, &metadata, &tensors).map_err(|source| ConvertError::Write {
+        path: out.display().to_string(),
+        source,
+    })
+}
+
+/// Quantizes with llama.cpp's own quantizer (Q8_0: 8-bit blocks, 1-D tensors stay F32).
+fn quantize_q8(input: &Path, output: &Path) -> Result<(), ConvertError> {
+    let to_c = |p: &Path| {
+        CString::new(p.to_string_lossy().as_bytes())
+            .map_err(|_| ConvertError::Quantize(p.display().to_string()))
+    };
+    let (c_in, c_out) = (to_c(input)?, to_c(output)?);
+    // SAFETY: both paths are valid NUL-terminated strings that outlive the call, and the params
+    // struct comes from llama.cpp's own defaults with only plain fields changed.
+    let status = unsafe {
+        let mut params = llama_cpp_sys_2::llama_model_quantize_default_params();
+        params.ftype = llama_cpp_sys_2::LLAMA_FTYPE_MOSTLY_Q8_0;
+        // Embedding rows are looked up, not multiplied: keeping them exact costs no speed.
+        params.token_embedding_type = llama_cpp_sys_2::GGML_TYPE_F32;
+        params.nthread = 0;
+        llama_cpp_sys_2::llama_model_quantize(c_in.as_ptr(), c_out.as_ptr(), &params)
+    };
+    if status == 0 {
+        Ok(())
+    } else {
+        let _ = fs::remove_file(output);
+        Err(ConvertError::Quantize(input.display().to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hf_names_map_to_llama_cpp_names() {
+        assert_eq!(
+            gguf_name("encoder.layer.3.attention.self.query.weight").as_deref(),
+            Some("blk.3.attn_q.weight")
+        );
+        assert_eq!(
+            gguf_name("bert.encoder.layer.0.output.LayerNorm.gamma").as_deref(),
+            Some("blk.0.layer_output_norm.weight")
+        );
+        assert_eq!(
+            gguf_name("embeddings.word_embeddings.weight").as_deref(),
+            Some("token_embd.weight")
+        );
+        assert_eq!(gguf_name("pooler.dense.weight"), None);
+        assert_eq!(gguf_name("embeddings.position_ids"), None);
+    }
+
+    #[test]
+    fn vocab_uses_phantom_spaces() {
+        let (tokens, types) = phantom_vocab("[PAD]\nhello\n##ing\n[CLS]");
+        assert_eq!(tokens, ["[PAD]", "\u{2581}hello", "ing", "[CLS]"]);
+        assert_eq!(types, [3, 1, 1, 3]);
+    }
+
+    #[test]
+    fn half_floats_convert_exactly() {
+        assert_eq!(f16_to_f32(0x3c00), 1.0);
+        assert_eq!(f16_to_f32(0xc000), -2.0);
+        assert_eq!(f16_to_f32(0x0001), 2f32.powi(-24));
+        assert!(f16_to_f32(0x7c00).is_infinite());
+    }
+}
