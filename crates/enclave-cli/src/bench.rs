@@ -188,7 +188,7 @@ async fn embed(args: EmbedArgs) -> Result<Value> {
             (base, Some(handle))
         }
     };
-    let client = reqwest::Client::new();
+    let client = bench_client()?;
     let batches: Vec<Vec<String>> = sentences
         .chunks(args.batch_size.max(1))
         .map(<[String]>::to_vec)
@@ -254,6 +254,14 @@ async fn embed_request(
     Ok((tokens, started.elapsed()))
 }
 
+/// A fresh connection per request: some servers (llama-server) close a kept-alive connection
+/// after a streamed answer, and a reused one would then fail mid-run.
+fn bench_client() -> Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()?)
+}
+
 /// One streamed request's timings.
 struct Sample {
     ttft: Duration,
@@ -280,7 +288,7 @@ async fn generate(args: GenerateArgs) -> Result<Value> {
             (base, Some(handle))
         }
     };
-    let client = reqwest::Client::builder().build()?;
+    let client = bench_client()?;
     let prompt = calibrate_prompt(&client, &base, &args).await?;
     let mut levels = Vec::new();
     for &concurrency in &args.concurrency {
@@ -288,14 +296,14 @@ async fn generate(args: GenerateArgs) -> Result<Value> {
         let workers = (0..concurrency).map(|worker| {
             let client = client.clone();
             let base = base.clone();
-            // Distinct prompts per stream, as real traffic has, so no server can share a cache.
-            let prompt = format!("[{worker}] {prompt}");
+            let prompt = &prompt;
             let args = &args;
             async move {
                 let mut samples = Vec::new();
-                for _ in 0..args.rounds {
-                    samples
-                        .push(one_request(&client, &base, args, &prompt, args.gen_tokens).await?);
+                for round in 0..args.rounds {
+                    let tag = format!("c{concurrency}.w{worker}.r{round}");
+                    let sample = one_request(&client, &base, args, &tag, prompt, args.gen_tokens);
+                    samples.push(sample.await?);
                 }
                 Ok::<_, anyhow::Error>(samples)
             }
@@ -375,7 +383,7 @@ async fn calibrate_prompt(
     };
     let mut words = args.prompt_tokens as usize;
     for _ in 0..3 {
-        let sample = one_request(client, base, args, &text(words), 1).await?;
+        let sample = one_request(client, base, args, "calibration", &text(words), 1).await?;
         let got = sample.prompt_tokens.max(1) as f64;
         if (got - f64::from(args.prompt_tokens)).abs() <= 2.0 {
             break;
@@ -387,16 +395,22 @@ async fn calibrate_prompt(
     Ok(text(words))
 }
 
+/// One streamed chat request. `tag` opens the system message, so requests differ from their
+/// first tokens on and no server can answer from a cached prefix: both engines compute it all.
 async fn one_request(
     client: &reqwest::Client,
     base: &str,
     args: &GenerateArgs,
+    tag: &str,
     prompt: &str,
     max_tokens: u32,
 ) -> Result<Sample> {
     let body = json!({
         "model": args.model,
-        "messages": [{ "role": "user", "content": prompt }],
+        "messages": [
+            { "role": "system", "content": format!("Request {tag}. You are a helpful assistant.") },
+            { "role": "user", "content": prompt },
+        ],
         "max_tokens": max_tokens,
         "temperature": 0.0,
         "stream": true,

@@ -5,6 +5,7 @@
 //! parameters and get a stream of text back.
 
 pub mod catalog;
+pub mod classifier;
 pub mod encoder;
 pub mod generator;
 pub mod llama;

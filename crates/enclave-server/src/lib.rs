@@ -42,6 +42,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/embed", post(routes::embed::embed_v2))
         .route("/v1/embed", post(routes::embed::embed_v1))
         .route("/v1/embeddings", post(routes::openai::embeddings))
+        .route("/v1/classify", post(routes::classify::classify))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,

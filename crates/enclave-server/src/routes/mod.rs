@@ -1,3 +1,4 @@
+pub mod classify;
 pub mod cohere_common;
 pub mod cohere_v1;
 pub mod cohere_v2;
