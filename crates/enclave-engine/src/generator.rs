@@ -44,6 +44,9 @@ pub enum GenEvent {
         prompt_tokens: u32,
         completion_tokens: u32,
     },
+    /// Logits of the requested candidate tokens at the position after the prompt (scoring
+    /// jobs only); `Done` follows.
+    Logits(Vec<f32>),
     /// The engine failed mid-generation; no more events follow.
     Error(String),
 }
@@ -103,6 +106,13 @@ pub trait TextGenerator: Send + Sync {
         &self,
         prompt: Vec<u32>,
         params: SamplingParams,
+    ) -> Result<GenerationStream, GeneratorError>;
+    /// Queues a scoring pass: the prompt is evaluated once and the logits of `candidates` for
+    /// the next token come back as [`GenEvent::Logits`]. Nothing is sampled.
+    fn score_next(
+        &self,
+        prompt: Vec<u32>,
+        candidates: Vec<u32>,
     ) -> Result<GenerationStream, GeneratorError>;
     /// Sequences generating now and requests waiting (for `/ready` and metrics).
     fn load(&self) -> (usize, usize);

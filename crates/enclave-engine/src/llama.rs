@@ -234,6 +234,42 @@ impl TextGenerator for LlamaGenerator {
         prompt: Vec<u32>,
         params: SamplingParams,
     ) -> Result<GenerationStream, GeneratorError> {
+        self.enqueue(prompt, params, None)
+    }
+
+    fn score_next(
+        &self,
+        prompt: Vec<u32>,
+        candidates: Vec<u32>,
+    ) -> Result<GenerationStream, GeneratorError> {
+        if let Some(&bad) = candidates.iter().find(|&&t| t >= self.info.vocab_size) {
+            return Err(GeneratorError::InvalidToken(i64::from(bad)));
+        }
+        let params = SamplingParams {
+            max_tokens: 1,
+            ..SamplingParams::default()
+        };
+        let candidates = candidates
+            .into_iter()
+            .map(|t| LlamaToken(t as i32))
+            .collect();
+        self.enqueue(prompt, params, Some(candidates))
+    }
+
+    fn load(&self) -> (usize, usize) {
+        let waiting = self.info.queue_capacity - self.queue.capacity();
+        (self.active.load(Ordering::Relaxed), waiting)
+    }
+}
+
+impl LlamaGenerator {
+    /// Checks that the request fits and queues it; fails at once when the queue is full.
+    fn enqueue(
+        &self,
+        prompt: Vec<u32>,
+        params: SamplingParams,
+        score: Option<Vec<LlamaToken>>,
+    ) -> Result<GenerationStream, GeneratorError> {
         if prompt.is_empty() {
             return Err(GeneratorError::EmptyPrompt);
         }
@@ -252,6 +288,7 @@ impl TextGenerator for LlamaGenerator {
         let job = Job {
             prompt: prompt.into_iter().map(|t| LlamaToken(t as i32)).collect(),
             params,
+            score,
             tx,
         };
         self.queue.try_send(job).map_err(|e| match e {
@@ -261,10 +298,5 @@ impl TextGenerator for LlamaGenerator {
             mpsc::error::TrySendError::Closed(_) => GeneratorError::Stopped,
         })?;
         Ok(rx)
-    }
-
-    fn load(&self) -> (usize, usize) {
-        let waiting = self.info.queue_capacity - self.queue.capacity();
-        (self.active.load(Ordering::Relaxed), waiting)
     }
 }

@@ -21,6 +21,8 @@ use crate::text::{StopMatcher, Utf8Assembler};
 pub(crate) struct Job {
     pub prompt: Vec<LlamaToken>,
     pub params: SamplingParams,
+    /// Set for scoring jobs: report these tokens' logits instead of sampling.
+    pub score: Option<Vec<LlamaToken>>,
     pub tx: mpsc::UnboundedSender<GenEvent>,
 }
 
@@ -48,6 +50,7 @@ struct Slot {
     generated: u32,
     max_tokens: u32,
     ignore_eos: bool,
+    score: Option<Vec<LlamaToken>>,
     utf8: Utf8Assembler,
     stops: StopMatcher,
 }
@@ -140,6 +143,7 @@ pub(crate) fn run(
                 generated: 0,
                 max_tokens: job.params.max_tokens,
                 ignore_eos: job.params.ignore_eos,
+                score: job.score,
                 utf8: Utf8Assembler::default(),
                 stops: StopMatcher::new(job.params.stop),
             });
@@ -238,6 +242,20 @@ fn sample_step(
     setup: &SchedulerSetup,
 ) -> Option<FinishReason> {
     let at = slot.logits_at.take()?;
+    if let Some(candidates) = &slot.score {
+        let logits = ctx.get_logits_ith(at);
+        let picked = candidates
+            .iter()
+            .map(|t| {
+                logits
+                    .get(t.0 as usize)
+                    .copied()
+                    .unwrap_or(f32::NEG_INFINITY)
+            })
+            .collect();
+        let _ = slot.tx.send(GenEvent::Logits(picked));
+        return Some(FinishReason::Complete);
+    }
     let token = slot.sampler.sample(ctx, at);
     if !slot.ignore_eos && setup.model.vocab().is_eog(token) {
         return Some(FinishReason::Complete);

@@ -37,6 +37,7 @@ fn collect(mut stream: GenerationStream) -> (String, FinishReason, u32) {
                 ..
             } => return (text, reason, completion_tokens),
             GenEvent::Error(message) => panic!("generation failed: {message}"),
+            GenEvent::Logits(_) => panic!("logits from a generation job"),
         }
     }
     panic!("stream ended without Done");

@@ -252,6 +252,7 @@ impl Prepared {
         while let Some(event) = stream.recv().await {
             match event {
                 GenEvent::Text(piece) => text.push_str(&piece),
+                GenEvent::Logits(_) => {}
                 GenEvent::Done {
                     reason,
                     completion_tokens,
@@ -353,6 +354,13 @@ fn frames<F: StreamFormat>(
                     ));
                 }
                 Phase::Streaming => match generation.recv().await {
+                    // Generation jobs never carry logits; an empty chunk keeps the stream going.
+                    Some(GenEvent::Logits(_)) => {
+                        return Some((
+                            Ok(Bytes::new()),
+                            (generation, usage, format, Phase::Streaming),
+                        ));
+                    }
                     Some(GenEvent::Text(text)) => {
                         let chunk = format.text(&text);
                         return Some((

@@ -9,6 +9,7 @@ pub mod embedding;
 pub mod error;
 pub mod extract;
 pub mod generation;
+pub mod rerank;
 pub mod routes;
 pub mod state;
 
@@ -43,6 +44,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/embed", post(routes::embed::embed_v1))
         .route("/v1/embeddings", post(routes::openai::embeddings))
         .route("/v1/classify", post(routes::classify::classify))
+        .route("/v2/rerank", post(routes::rerank::rerank_v2))
+        .route("/v1/rerank", post(routes::rerank::rerank_v1))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,

@@ -6,4 +6,5 @@ pub mod embed;
 pub mod models;
 pub mod openai;
 pub mod ops;
+pub mod rerank;
 pub mod tokens;

@@ -19,9 +19,9 @@ const FAMILY: Family = Family::Shared;
 
 fn endpoints(kind: ModelKind) -> Vec<&'static str> {
     match kind {
-        ModelKind::Chat => vec!["chat", "generate"],
+        ModelKind::Chat => vec!["chat", "generate", "rerank"],
         ModelKind::Completion => vec!["generate"],
-        ModelKind::Embedding => vec!["embed"],
+        ModelKind::Embedding => vec!["embed", "classify", "rerank"],
     }
 }
 
@@ -64,7 +64,7 @@ fn describe_encoder(model: &Arc<dyn TextEncoder>) -> Value {
         &info.name,
         ModelKind::Embedding,
         info.max_tokens as u64,
-        json!({ "embedding_dimensions": info.dimensions }),
+        json!({ "embedding_dimensions": info.dimensions, "rerank_scorer": "embedding-cosine" }),
     )
 }
 
