@@ -12,6 +12,7 @@ pub mod generation;
 pub mod rerank;
 pub mod routes;
 pub mod state;
+pub mod summarize;
 
 use std::future::Future;
 
@@ -46,6 +47,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/classify", post(routes::classify::classify))
         .route("/v2/rerank", post(routes::rerank::rerank_v2))
         .route("/v1/rerank", post(routes::rerank::rerank_v1))
+        .route("/v1/summarize", post(routes::summarize::summarize_route))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,

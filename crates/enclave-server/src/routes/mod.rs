@@ -7,4 +7,5 @@ pub mod models;
 pub mod openai;
 pub mod ops;
 pub mod rerank;
+pub mod summarize;
 pub mod tokens;

@@ -19,7 +19,7 @@ const FAMILY: Family = Family::Shared;
 
 fn endpoints(kind: ModelKind) -> Vec<&'static str> {
     match kind {
-        ModelKind::Chat => vec!["chat", "generate", "rerank"],
+        ModelKind::Chat => vec!["chat", "generate", "summarize", "rerank"],
         ModelKind::Completion => vec!["generate"],
         ModelKind::Embedding => vec!["embed", "classify", "rerank"],
     }
