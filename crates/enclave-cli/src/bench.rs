@@ -198,15 +198,17 @@ async fn embed(args: EmbedArgs) -> Result<Value> {
     let started = Instant::now();
     let mut tokens = 0u64;
     let mut latencies = Vec::new();
-    for wave in batches.chunks(args.concurrency.max(1)) {
-        let requests = wave
+    // Keep `concurrency` requests in flight at all times, as a busy client pool would.
+    let mut results = futures::stream::iter(
+        batches
             .iter()
-            .map(|batch| embed_request(&client, &base, &args, batch));
-        for result in futures::future::join_all(requests).await {
-            let (t, latency) = result?;
-            tokens += t;
-            latencies.push(latency.as_secs_f64() * 1000.0);
-        }
+            .map(|batch| embed_request(&client, &base, &args, batch)),
+    )
+    .buffer_unordered(args.concurrency.max(1));
+    while let Some(result) = results.next().await {
+        let (t, latency) = result?;
+        tokens += t;
+        latencies.push(latency.as_secs_f64() * 1000.0);
     }
     let wall = started.elapsed().as_secs_f64();
     latencies.sort_by(f64::total_cmp);

@@ -9,6 +9,7 @@ use std::io::IsTerminal;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use enclave_engine::catalog::{self, CATALOG};
+use enclave_engine::encoder::convert::Precision;
 use enclave_engine::encoder::EncoderConfig;
 use enclave_engine::pull;
 use enclave_engine::EngineConfig;
@@ -63,9 +64,12 @@ pub struct EngineArgs {
     /// Share one KV buffer across all sequences (default: one per sequence).
     #[arg(long, env = "ENCLAVE_UNIFIED_KV")]
     pub unified_kv: bool,
-    /// Embedding models: most tokens per forward pass.
-    #[arg(long, env = "ENCLAVE_MAX_BATCH_TOKENS", default_value_t = 512)]
+    /// Embedding models: tokens packed into one forward pass.
+    #[arg(long, env = "ENCLAVE_MAX_BATCH_TOKENS", default_value_t = 256)]
     pub max_batch_tokens: usize,
+    /// Embedding models: weight precision (q8 = 8-bit blocks, f32 = full precision).
+    #[arg(long, env = "ENCLAVE_ENCODER_PRECISION", default_value = "q8", value_parser = ["q8", "f32"])]
+    pub encoder_precision: String,
     /// Embedding models: requests in flight before the server answers 429.
     #[arg(long, env = "ENCLAVE_MAX_CONCURRENT_REQUESTS", default_value_t = 512)]
     pub max_concurrent_requests: usize,
@@ -88,6 +92,11 @@ impl EngineArgs {
             max_batch_tokens: self.max_batch_tokens,
             max_concurrent_requests: self.max_concurrent_requests,
             threads: self.threads,
+            precision: if self.encoder_precision == "f32" {
+                Precision::F32
+            } else {
+                Precision::Q8
+            },
             ..EncoderConfig::default()
         }
     }

@@ -22,8 +22,9 @@ use crate::llama::{backend, LoadError};
 /// How an encoder is run. Zero values mean "pick for me".
 #[derive(Debug, Clone)]
 pub struct EncoderConfig {
-    /// Most tokens in one forward pass. Attention inside a batch grows with its square, so
-    /// moderate batches are fastest on CPUs.
+    /// Tokens packed into one forward pass. Attention inside a batch grows with its square, so
+    /// small batches are fastest on CPUs (256 measured best for MiniLM on two cores). A single
+    /// longer input still runs, up to the model's own limit.
     pub max_batch_tokens: usize,
     /// Most inputs in one forward pass (llama.cpp allows 256).
     pub max_batch_sequences: usize,
@@ -37,7 +38,7 @@ pub struct EncoderConfig {
 impl Default for EncoderConfig {
     fn default() -> Self {
         Self {
-            max_batch_tokens: 512,
+            max_batch_tokens: 256,
             max_batch_sequences: 64,
             max_concurrent_requests: 512,
             threads: 0,
@@ -74,15 +75,17 @@ impl LlamaEncoder {
                 reason: e.to_string(),
             })?;
         let model = Arc::new(model);
-        let max_batch_tokens = config.max_batch_tokens.max(64);
-        let max_tokens = (model.n_ctx_train() as usize).min(max_batch_tokens);
+        let max_batch_tokens = config.max_batch_tokens.max(16);
+        // One input may be as long as the model allows even when the packing budget is smaller.
+        let max_tokens = model.n_ctx_train() as usize;
+        let context_tokens = max_batch_tokens.max(max_tokens);
         let max_seqs = config.max_batch_sequences.clamp(1, 256);
         let threads = match config.threads {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get() as u32),
             n => n,
         };
         let threads = i32::try_from(threads).unwrap_or(2);
-        let batch_tokens = u32::try_from(max_batch_tokens).unwrap_or(512);
+        let batch_tokens = u32::try_from(context_tokens).unwrap_or(512);
         let params = LlamaContextParams::default()
             .with_n_ctx(NonZeroU32::new(batch_tokens))
             .with_n_batch(batch_tokens)
@@ -103,14 +106,12 @@ impl LlamaEncoder {
         std::thread::Builder::new()
             .name(format!("encoder-{name}"))
             .spawn(move || {
-                run(
-                    thread_model,
-                    params,
-                    max_batch_tokens,
+                let limits = Limits {
+                    capacity: context_tokens,
+                    budget: max_batch_tokens,
                     max_seqs,
-                    jobs,
-                    ready_tx,
-                )
+                };
+                run(thread_model, params, limits, jobs, ready_tx)
             })
             .map_err(|e| LoadError::Context(e.to_string()))?;
         ready_rx
@@ -210,11 +211,19 @@ fn normalise(vector: &[f32]) -> Vec<f32> {
     vector.iter().map(|x| x / norm).collect()
 }
 
+/// Batch sizes of the batching thread.
+struct Limits {
+    /// Tokens the context holds (at least one input of the model's maximum length).
+    capacity: usize,
+    /// Tokens packed into one batch when several inputs share it.
+    budget: usize,
+    max_seqs: usize,
+}
+
 fn run(
     model: Arc<LlamaModel>,
     params: LlamaContextParams,
-    max_batch_tokens: usize,
-    max_seqs: usize,
+    limits: Limits,
     mut jobs: mpsc::Receiver<Job>,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
@@ -238,7 +247,7 @@ fn run(
     let mut pending: HashMap<u64, Pending> = HashMap::new();
     // (job, input index, tokens), in arrival order.
     let mut queue: VecDeque<(u64, usize, Vec<u32>)> = VecDeque::new();
-    let mut batch = LlamaBatch::new(max_batch_tokens, 1);
+    let mut batch = LlamaBatch::new(limits.capacity, 1);
 
     loop {
         let mut admit = |job: Job, queue: &mut VecDeque<(u64, usize, Vec<u32>)>| {
@@ -274,9 +283,8 @@ fn run(
         let mut members = Vec::new();
         let mut used = 0usize;
         while let Some((_, _, tokens)) = queue.front() {
-            if members.len() == max_seqs
-                || (used + tokens.len() > max_batch_tokens && !members.is_empty())
-            {
+            let over_budget = used + tokens.len() > limits.budget && !members.is_empty();
+            if members.len() == limits.max_seqs || over_budget {
                 break;
             }
             let Some((id, index, tokens)) = queue.pop_front() else {
