@@ -17,6 +17,30 @@ pub enum BenchCommand {
     Generate(GenerateArgs),
     /// Embeds 1,000 generated sentences of about 30 words through `/v2/embed`.
     Embed(EmbedArgs),
+    /// Reranks generated documents through `/v2/rerank` and reports documents per second.
+    Rerank(RerankArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RerankArgs {
+    /// The rerank model: an embedding model (cosine) or a chat model (LLM judge).
+    #[arg(long, default_value = enclave_engine::catalog::DEFAULT_EMBED_MODEL)]
+    pub model: String,
+    /// Benchmark a running server instead of starting one in-process.
+    #[arg(long)]
+    pub url: Option<String>,
+    #[arg(long, env = "ENCLAVE_API_KEY", default_value = "bench")]
+    pub api_key: String,
+    /// Documents per request.
+    #[arg(long, default_value_t = 100)]
+    pub documents: usize,
+    #[arg(long, default_value_t = 5)]
+    pub requests: usize,
+    /// Print JSON only.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 #[derive(Args, Debug)]
@@ -91,6 +115,14 @@ pub fn run(command: BenchCommand) -> Result<()> {
                 .enable_all()
                 .build()?;
             let report = runtime.block_on(embed(args))?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+        BenchCommand::Rerank(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let report = runtime.block_on(rerank(args))?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
@@ -226,6 +258,51 @@ async fn embed(args: EmbedArgs) -> Result<Value> {
         "tokens_per_s": round2(tokens as f64 / wall),
         "request_ms_p50": round2(percentile(&latencies, 0.5)),
         "request_ms_p99": round2(percentile(&latencies, 0.99)),
+    }))
+}
+
+async fn rerank(args: RerankArgs) -> Result<Value> {
+    let (base, _server) = match &args.url {
+        Some(url) => (url.trim_end_matches('/').to_string(), None),
+        None => {
+            let (base, handle) = start_local(
+                args.model.clone(),
+                args.engine.config(),
+                args.engine.encoder_config(),
+                args.api_key.clone(),
+            )
+            .await?;
+            (base, Some(handle))
+        }
+    };
+    let client = bench_client()?;
+    let documents = bench_sentences(args.documents * args.requests.max(1));
+    let query = "Why was the supplier payment delayed by finance?";
+    let started = Instant::now();
+    for batch in documents.chunks(args.documents.max(1)) {
+        let response = client
+            .post(format!("{base}/v2/rerank"))
+            .bearer_auth(&args.api_key)
+            .json(&json!({ "model": args.model, "query": query, "documents": batch }))
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            let status = response.status();
+            return Err(anyhow!(
+                "server answered {status}: {}",
+                response.text().await.unwrap_or_default()
+            ));
+        }
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let round2 = |x: f64| (x * 100.0).round() / 100.0;
+    Ok(json!({
+        "benchmark": "rerank",
+        "model": args.model,
+        "documents_per_request": args.documents,
+        "requests": args.requests,
+        "wall_s": round2(wall),
+        "documents_per_s": round2(documents.len() as f64 / wall),
     }))
 }
 
