@@ -58,7 +58,7 @@ kill $LLAMA_PID 2>/dev/null || true
 wait $LLAMA_PID 2>/dev/null || true
 
 # Enclave as its own process too, so both servers are measured the same way.
-"$ENCLAVE" serve --port "$PORT" --model "$MODEL" --api-key bench --parallel "$PARALLEL" \
+env ${ENCLAVE_SERVE_ENV:-} "$ENCLAVE" serve --port "$PORT" --model "$MODEL" --api-key bench --parallel "$PARALLEL" \
   --threads "$THREADS" --ctx-size "$CTX_PER_SEQ" ${ENCLAVE_SERVE_ARGS:-} >/tmp/enclave-bench.log 2>&1 &
 ENCLAVE_PID=$!
 trap 'kill $ENCLAVE_PID 2>/dev/null || true' EXIT

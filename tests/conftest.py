@@ -1,5 +1,6 @@
 """Starts a real `enclave serve` with the small test model on an ephemeral loopback port."""
 
+import contextlib
 import os
 import re
 import subprocess
@@ -13,20 +14,16 @@ MODEL = "smollm2-135m-instruct"
 EMBED_MODEL = "all-minilm-l6-v2"
 
 
-@pytest.fixture(scope="session")
-def server():
+@contextlib.contextmanager
+def start_server(models):
+    """Runs `enclave serve` with `models` on a free loopback port; yields (base_url, api_key)."""
     binary = os.environ.get("ENCLAVE_BIN", "target/release/enclave")
-    proc = subprocess.Popen(
-        [
-            binary, "serve", "--port", "0", "--model", MODEL, "--model", EMBED_MODEL, "--api-key", API_KEY,
-            "--parallel", "8", "--ctx-size", "1024",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    command = [binary, "serve", "--port", "0", "--api-key", API_KEY, "--parallel", "8", "--ctx-size", "1024"]
+    for model in models:
+        command += ["--model", model]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     base_url = None
-    deadline = time.time() + 120
+    deadline = time.time() + 300
     while time.time() < deadline:
         line = proc.stdout.readline()
         if not line:
@@ -40,12 +37,20 @@ def server():
         raise RuntimeError("enclave serve did not start: " + proc.stderr.read()[-2000:])
     # Keep draining stderr so the server never blocks on a full pipe.
     threading.Thread(target=proc.stderr.read, daemon=True).start()
-    yield base_url
-    proc.terminate()
     try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        yield base_url, API_KEY
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="session")
+def server():
+    with start_server([MODEL, EMBED_MODEL]) as (base_url, _):
+        yield base_url
 
 
 @pytest.fixture()
