@@ -101,32 +101,18 @@ pub struct GenerateArgs {
 }
 
 pub fn run(command: BenchCommand) -> Result<()> {
-    match command {
-        BenchCommand::Generate(args) => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            let report = runtime.block_on(generate(args))?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
-            Ok(())
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(async {
+        match command {
+            BenchCommand::Generate(args) => generate(args).await,
+            BenchCommand::Embed(args) => embed(args).await,
+            BenchCommand::Rerank(args) => rerank(args).await,
         }
-        BenchCommand::Embed(args) => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            let report = runtime.block_on(embed(args))?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
-            Ok(())
-        }
-        BenchCommand::Rerank(args) => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            let report = runtime.block_on(rerank(args))?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
-            Ok(())
-        }
-    }
+    })?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
 }
 
 /// `count` sentences of about 30 words, the same on every run (a fixed linear congruential

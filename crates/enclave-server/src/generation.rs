@@ -280,6 +280,23 @@ impl Prepared {
     }
 }
 
+impl Prepared {
+    /// Streams the answer in `format` when `stream`, otherwise waits for it and sends it whole.
+    pub async fn respond<F: StreamFormat>(
+        self,
+        family: Family,
+        stream: bool,
+        format: F,
+    ) -> Result<Response, ApiError> {
+        if stream {
+            let (generation, usage) = self.start(family)?;
+            return Ok(stream_response(generation, usage, format));
+        }
+        let done = self.complete(family).await?;
+        Ok(axum::Json(format.whole(&done)).into_response())
+    }
+}
+
 /// A finished generation.
 #[derive(Debug, Clone)]
 pub struct Completion {
@@ -295,8 +312,11 @@ pub enum StreamEnd {
     Failed(String),
 }
 
-/// One wire format for streamed generations (Cohere v2 SSE, v1 NDJSON, OpenAI SSE, ...).
+/// One wire format for generations (Cohere v2, v1, OpenAI, ...): the whole answer's JSON body,
+/// and the frames of a streamed one.
 pub trait StreamFormat: Send + 'static {
+    /// The body of a non-streamed answer.
+    fn whole(&self, done: &Completion) -> serde_json::Value;
     fn content_type(&self) -> &'static str;
     fn start(&mut self) -> String;
     fn text(&mut self, text: &str) -> String;

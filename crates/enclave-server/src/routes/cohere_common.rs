@@ -91,6 +91,17 @@ pub fn refuse_unsupported(family: Family, fields: &[(&str, bool)]) -> Result<(),
     }
 }
 
+/// `priority` is accepted for compatibility (0–999); requests are served in arrival order.
+pub fn check_priority(priority: Option<i64>) -> Result<(), ApiError> {
+    match priority {
+        Some(p) if !(0..=999).contains(&p) => Err(ApiError::invalid(
+            Family::Cohere,
+            format!("priority must be between 0 and 999, got {p}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 pub fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }

@@ -2,8 +2,7 @@
 //! stream) and `POST /v1/generate` (raw prompt completion; JSON or NDJSON stream).
 
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::response::Response;
 use enclave_engine::ChatMessage;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -11,8 +10,8 @@ use serde_json::{json, Value};
 use crate::error::{ApiError, Family};
 use crate::extract::{ApiJson, CohereJson};
 use crate::generation::{
-    chat_prompt, cohere_finish_reason, prepare, raw_prompt, stream_response, SamplingInput,
-    StreamEnd, StreamFormat, Usage, COHERE_BOUNDS,
+    chat_prompt, cohere_finish_reason, prepare, raw_prompt, Completion, SamplingInput, StreamEnd,
+    StreamFormat, Usage, COHERE_BOUNDS,
 };
 use crate::routes::cohere_common::{new_id, refuse_unsupported, v1_meta};
 use crate::state::AppState;
@@ -150,20 +149,13 @@ pub async fn chat(
         response_id: new_id(),
         history: history_out,
     };
-    if req.stream == Some(true) {
-        let (generation, usage) = prepared.start(FAMILY)?;
-        return Ok(stream_response(
-            generation,
-            usage,
-            ChatStream {
-                reply,
-                text: String::new(),
-            },
-        ));
-    }
-    let done = prepared.complete(FAMILY).await?;
-    let body = reply.body(&done.text, cohere_finish_reason(done.reason), &done.usage);
-    Ok(Json(body).into_response())
+    let format = ChatStream {
+        reply,
+        text: String::new(),
+    };
+    prepared
+        .respond(FAMILY, req.stream == Some(true), format)
+        .await
 }
 
 /// What a v1 chat response carries besides the text.
@@ -201,6 +193,11 @@ struct ChatStream {
 }
 
 impl StreamFormat for ChatStream {
+    fn whole(&self, done: &Completion) -> Value {
+        self.reply
+            .body(&done.text, cohere_finish_reason(done.reason), &done.usage)
+    }
+
     fn content_type(&self) -> &'static str {
         "application/stream+json"
     }
@@ -294,15 +291,9 @@ pub async fn generate(
         prompt: req.prompt,
         text: String::new(),
     };
-    if req.stream == Some(true) {
-        let (generation, usage) = prepared.start(FAMILY)?;
-        return Ok(stream_response(generation, usage, format));
-    }
-    let done = prepared.complete(FAMILY).await?;
-    Ok(
-        Json(format.body(&done.text, cohere_finish_reason(done.reason), &done.usage))
-            .into_response(),
-    )
+    prepared
+        .respond(FAMILY, req.stream == Some(true), format)
+        .await
 }
 
 /// v1 generate NDJSON: text-generation…, then stream-end with the full response.
@@ -324,6 +315,10 @@ impl GenerateStream {
 }
 
 impl StreamFormat for GenerateStream {
+    fn whole(&self, done: &Completion) -> Value {
+        self.body(&done.text, cohere_finish_reason(done.reason), &done.usage)
+    }
+
     fn content_type(&self) -> &'static str {
         "application/stream+json"
     }

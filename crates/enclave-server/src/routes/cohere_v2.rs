@@ -1,8 +1,7 @@
 //! `POST /v2/chat`: Cohere's current chat protocol, JSON or SSE.
 
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::response::Response;
 use enclave_engine::ChatMessage;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -10,10 +9,12 @@ use serde_json::{json, Value};
 use crate::error::{ApiError, Family};
 use crate::extract::{ApiJson, CohereJson};
 use crate::generation::{
-    chat_prompt, cohere_finish_reason, prepare, sse_frame, stream_response, SamplingInput,
-    StreamEnd, StreamFormat, COHERE_BOUNDS,
+    chat_prompt, cohere_finish_reason, prepare, sse_frame, Completion, SamplingInput, StreamEnd,
+    StreamFormat, COHERE_BOUNDS,
 };
-use crate::routes::cohere_common::{new_id, refuse_unsupported, usage_json, Content};
+use crate::routes::cohere_common::{
+    check_priority, new_id, refuse_unsupported, usage_json, Content,
+};
 use crate::state::AppState;
 
 const FAMILY: Family = Family::Cohere;
@@ -123,14 +124,7 @@ pub async fn chat(
             ));
         }
     }
-    if let Some(priority) = req.priority {
-        if !(0..=999).contains(&priority) {
-            return Err(ApiError::invalid(
-                FAMILY,
-                "priority must be between 0 and 999",
-            ));
-        }
-    }
+    check_priority(req.priority)?;
     let _ = req.thinking;
     let generator = state.chat_model(FAMILY, Some(&req.model))?;
     let messages = to_messages(req.messages)?;
@@ -153,21 +147,9 @@ pub async fn chat(
         },
     )?;
     let id = new_id();
-    if req.stream == Some(true) {
-        let (generation, usage) = prepared.start(FAMILY)?;
-        return Ok(stream_response(generation, usage, V2Stream { id }));
-    }
-    let done = prepared.complete(FAMILY).await?;
-    Ok(Json(json!({
-        "id": id,
-        "finish_reason": cohere_finish_reason(done.reason),
-        "message": {
-            "role": "assistant",
-            "content": [{ "type": "text", "text": done.text }],
-        },
-        "usage": usage_json(&done.usage),
-    }))
-    .into_response())
+    prepared
+        .respond(FAMILY, req.stream == Some(true), V2Stream { id })
+        .await
 }
 
 /// Cohere v2 SSE: message-start, content-start, content-delta…, content-end, message-end, [DONE].
@@ -184,6 +166,18 @@ fn event(kind: &str, body: Value) -> String {
 }
 
 impl StreamFormat for V2Stream {
+    fn whole(&self, done: &Completion) -> Value {
+        json!({
+            "id": self.id,
+            "finish_reason": cohere_finish_reason(done.reason),
+            "message": {
+                "role": "assistant",
+                "content": [{ "type": "text", "text": done.text }],
+            },
+            "usage": usage_json(&done.usage),
+        })
+    }
+
     fn content_type(&self) -> &'static str {
         "text/event-stream"
     }

@@ -11,7 +11,7 @@ use crate::embedding::{
 };
 use crate::error::{ApiError, Family};
 use crate::extract::{ApiJson, CohereJson};
-use crate::routes::cohere_common::{new_id, refuse_unsupported};
+use crate::routes::cohere_common::{check_priority, new_id, refuse_unsupported};
 use crate::state::AppState;
 
 const FAMILY: Family = Family::Cohere;
@@ -88,14 +88,7 @@ fn check(
         }
         _ => {}
     }
-    if let Some(priority) = req.priority {
-        if !(0..=999).contains(&priority) {
-            return Err(ApiError::invalid(
-                FAMILY,
-                "priority must be between 0 and 999",
-            ));
-        }
-    }
+    check_priority(req.priority)?;
     let texts = match (req.texts, req.inputs) {
         (Some(_), Some(_)) => {
             return Err(ApiError::invalid(

@@ -12,8 +12,8 @@ use serde_json::{json, Value};
 use crate::error::{ApiError, Family};
 use crate::extract::{ApiJson, OpenAiJson};
 use crate::generation::{
-    chat_prompt, openai_finish_reason, prepare, raw_prompt, sse_frame, stream_response,
-    SamplingInput, StreamEnd, StreamFormat, Usage, OPENAI_BOUNDS,
+    chat_prompt, openai_finish_reason, prepare, raw_prompt, sse_frame, Completion, SamplingInput,
+    StreamEnd, StreamFormat, Usage, OPENAI_BOUNDS,
 };
 use crate::state::AppState;
 
@@ -198,25 +198,9 @@ pub async fn chat_completions(
             .and_then(|o| o.include_usage)
             .unwrap_or(false),
     };
-    if req.stream == Some(true) {
-        let (generation, usage) = prepared.start(FAMILY)?;
-        return Ok(stream_response(generation, usage, format));
-    }
-    let done = prepared.complete(FAMILY).await?;
-    Ok(Json(json!({
-        "id": format.id,
-        "object": "chat.completion",
-        "created": format.created,
-        "model": format.model,
-        "choices": [{
-            "index": 0,
-            "message": { "role": "assistant", "content": done.text },
-            "logprobs": null,
-            "finish_reason": openai_finish_reason(done.reason),
-        }],
-        "usage": usage_json(&done.usage),
-    }))
-    .into_response())
+    prepared
+        .respond(FAMILY, req.stream == Some(true), format)
+        .await
 }
 
 /// `prompt`: one string, or a list holding exactly one string.
@@ -297,25 +281,9 @@ pub async fn completions(
             .and_then(|o| o.include_usage)
             .unwrap_or(false),
     };
-    if req.stream == Some(true) {
-        let (generation, usage) = prepared.start(FAMILY)?;
-        return Ok(stream_response(generation, usage, format));
-    }
-    let done = prepared.complete(FAMILY).await?;
-    Ok(Json(json!({
-        "id": format.id,
-        "object": "text_completion",
-        "created": format.created,
-        "model": format.model,
-        "choices": [{
-            "index": 0,
-            "text": done.text,
-            "logprobs": null,
-            "finish_reason": openai_finish_reason(done.reason),
-        }],
-        "usage": usage_json(&done.usage),
-    }))
-    .into_response())
+    prepared
+        .respond(FAMILY, req.stream == Some(true), format)
+        .await
 }
 
 /// OpenAI SSE chunks for both chat and text completions, ending with `data: [DONE]`.
@@ -362,6 +330,27 @@ impl OpenAiStream {
 }
 
 impl StreamFormat for OpenAiStream {
+    fn whole(&self, done: &Completion) -> Value {
+        let reason = openai_finish_reason(done.reason);
+        let (object, choice) = if self.chat {
+            let message = json!({ "role": "assistant", "content": done.text });
+            let choice = json!({ "index": 0, "message": message, "logprobs": null, "finish_reason": reason });
+            ("chat.completion", choice)
+        } else {
+            let choice =
+                json!({ "index": 0, "text": done.text, "logprobs": null, "finish_reason": reason });
+            ("text_completion", choice)
+        };
+        json!({
+            "id": self.id,
+            "object": object,
+            "created": self.created,
+            "model": self.model,
+            "choices": [choice],
+            "usage": usage_json(&done.usage),
+        })
+    }
+
     fn content_type(&self) -> &'static str {
         "text/event-stream"
     }

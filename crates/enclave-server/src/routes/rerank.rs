@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 use crate::error::{ApiError, Family};
 use crate::extract::{ApiJson, CohereJson};
 use crate::rerank::{score, scorer_for};
-use crate::routes::cohere_common::new_id;
+use crate::routes::cohere_common::{check_priority, new_id};
 use crate::state::AppState;
 
 const FAMILY: Family = Family::Cohere;
@@ -106,14 +106,7 @@ async fn rerank(
             ))
         }
     };
-    if let Some(priority) = req.priority {
-        if !(0..=999).contains(&priority) {
-            return Err(ApiError::invalid(
-                FAMILY,
-                "priority must be between 0 and 999",
-            ));
-        }
-    }
+    check_priority(req.priority)?;
     let max_chunks = match (req.max_chunks_per_doc, req.max_tokens_per_doc) {
         (Some(n), _) if n < 1 => {
             return Err(ApiError::invalid(
