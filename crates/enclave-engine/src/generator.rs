@@ -42,6 +42,8 @@ pub enum GenEvent {
     Done {
         reason: FinishReason,
         prompt_tokens: u32,
+        /// Prompt tokens served from KV cells kept from an earlier request on the same slot.
+        cached_tokens: u32,
         completion_tokens: u32,
     },
     /// Logits of the requested candidate tokens at the position after the prompt (scoring

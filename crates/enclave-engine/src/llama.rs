@@ -142,6 +142,7 @@ impl LlamaGenerator {
         let active = Arc::new(AtomicUsize::new(0));
         let setup = SchedulerSetup {
             model: Arc::clone(&model),
+            reuse_prefixes: !config.unified_kv,
             ctx_params,
             parallel,
             context_per_sequence,

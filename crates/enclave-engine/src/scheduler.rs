@@ -28,6 +28,9 @@ pub(crate) struct Job {
 
 pub(crate) struct SchedulerSetup {
     pub model: Arc<LlamaModel>,
+    /// Keep a finished sequence's KV cells for a later prompt with the same beginning. Only
+    /// with per-sequence KV buffers: in a shared one, idle cells would crowd out live sequences.
+    pub reuse_prefixes: bool,
     pub ctx_params: LlamaContextParams,
     pub parallel: u32,
     pub context_per_sequence: u32,
@@ -41,6 +44,10 @@ struct Slot {
     tx: mpsc::UnboundedSender<GenEvent>,
     sampler: LlamaSampler,
     prompt: Vec<LlamaToken>,
+    /// Prompt tokens whose KV cells were kept from the previous request on this sequence.
+    reused: usize,
+    /// Tokens whose KV cells this sequence holds, in position order.
+    history: Vec<LlamaToken>,
     prefilled: usize,
     n_past: i32,
     /// Sampled but not yet fed back through the model.
@@ -62,8 +69,9 @@ impl Slot {
         }
     }
 
-    /// Flushes held-back text (unless a stop sequence cut it) and reports the end.
-    fn finish(mut self, reason: FinishReason) -> i32 {
+    /// Flushes held-back text (unless a stop sequence cut it) and reports the end; returns the
+    /// sequence id and the tokens its KV cells hold.
+    fn finish(mut self, reason: FinishReason) -> (i32, Vec<LlamaToken>) {
         if reason != FinishReason::StopSequence {
             let rest = self.utf8.finish();
             let outcome = self.stops.push(&rest);
@@ -76,9 +84,10 @@ impl Slot {
         let _ = self.tx.send(GenEvent::Done {
             reason,
             prompt_tokens: self.prompt.len() as u32,
+            cached_tokens: self.reused as u32,
             completion_tokens: self.generated,
         });
-        self.seq_id
+        (self.seq_id, self.history)
     }
 }
 
@@ -107,13 +116,13 @@ pub(crate) fn run(
     let _ = ready.send(Ok(()));
 
     let n_vocab = setup.model.n_vocab();
-    let mut free_seqs: Vec<i32> = (0..setup.parallel as i32).rev().collect();
+    let mut pool = SeqPool::new(setup.parallel, setup.reuse_prefixes);
     let mut slots: Vec<Slot> = Vec::with_capacity(setup.parallel as usize);
     let mut batch = LlamaBatch::new(setup.batch_tokens as usize, 1);
 
     loop {
         // Admit: block only when there is nothing else to do.
-        while let Some(seq_id) = free_seqs.last().copied() {
+        while pool.has_free() {
             let job = if slots.is_empty() {
                 setup.active.store(0, Ordering::Relaxed);
                 match jobs.blocking_recv() {
@@ -129,15 +138,19 @@ pub(crate) fn run(
             if job.tx.is_closed() {
                 continue;
             }
-            free_seqs.pop();
+            let Some((seq_id, reused)) = pool.take(&mut ctx, &job.prompt) else {
+                break;
+            };
             let sampler = job.params.build_sampler(n_vocab, &setup.eog_tokens);
             slots.push(Slot {
                 seq_id,
                 tx: job.tx,
                 sampler,
+                history: job.prompt[..reused].to_vec(),
+                reused,
                 prompt: job.prompt,
-                prefilled: 0,
-                n_past: 0,
+                prefilled: reused,
+                n_past: reused as i32,
                 next_token: None,
                 logits_at: None,
                 generated: 0,
@@ -154,7 +167,7 @@ pub(crate) fn run(
         while i < slots.len() {
             if slots[i].tx.is_closed() {
                 let slot = slots.swap_remove(i);
-                release(&mut ctx, &mut free_seqs, slot.seq_id);
+                pool.give_back(&mut ctx, slot.seq_id, None);
             } else {
                 i += 1;
             }
@@ -174,7 +187,7 @@ pub(crate) fn run(
                 let _ = slot
                     .tx
                     .send(GenEvent::Error(format!("decode failed: {err}")));
-                release(&mut ctx, &mut free_seqs, slot.seq_id);
+                pool.give_back(&mut ctx, slot.seq_id, None);
             }
             continue;
         }
@@ -185,17 +198,80 @@ pub(crate) fn run(
                 None => i += 1,
                 Some(reason) => {
                     let slot = slots.swap_remove(i);
-                    let seq_id = slot.finish(reason);
-                    release(&mut ctx, &mut free_seqs, seq_id);
+                    let (seq_id, history) = slot.finish(reason);
+                    pool.give_back(&mut ctx, seq_id, Some(history));
                 }
             }
         }
     }
 }
 
-fn release(ctx: &mut LlamaContext<'_>, free_seqs: &mut Vec<i32>, seq_id: i32) {
-    let _ = ctx.clear_kv_cache_seq(Some(seq_id as u32), None, None);
-    free_seqs.push(seq_id);
+/// Free sequence ids, and for each id the tokens its KV cells still hold from its last request.
+struct SeqPool {
+    free: Vec<i32>,
+    cached: Vec<Vec<LlamaToken>>,
+    keep: bool,
+}
+
+impl SeqPool {
+    fn new(parallel: u32, keep: bool) -> Self {
+        Self {
+            free: (0..parallel as i32).rev().collect(),
+            cached: vec![Vec::new(); parallel as usize],
+            keep,
+        }
+    }
+
+    fn has_free(&self) -> bool {
+        !self.free.is_empty()
+    }
+
+    /// Takes the free sequence whose cached tokens share the longest prefix with `prompt`, drops
+    /// its KV cells past that prefix, and returns it with the number of tokens reused.
+    fn take(&mut self, ctx: &mut LlamaContext<'_>, prompt: &[LlamaToken]) -> Option<(i32, usize)> {
+        let common = |seq: i32| {
+            self.cached[seq as usize]
+                .iter()
+                .zip(prompt)
+                .take_while(|(a, b)| a == b)
+                .count()
+        };
+        let (position, seq_id) = self
+            .free
+            .iter()
+            .copied()
+            .enumerate()
+            .max_by_key(|&(_, seq)| common(seq))?;
+        self.free.swap_remove(position);
+        // At least one prompt token must run to produce the logits of the next one.
+        let mut reused = common(seq_id).min(prompt.len().saturating_sub(1));
+        let trimmed = ctx.clear_kv_cache_seq(Some(seq_id as u32), Some(reused as u32), None);
+        if !matches!(trimmed, Ok(true)) {
+            // Some models cannot drop part of a sequence; start it afresh.
+            let _ = ctx.clear_kv_cache_seq(Some(seq_id as u32), None, None);
+            reused = 0;
+        }
+        self.cached[seq_id as usize].clear();
+        Some((seq_id, reused))
+    }
+
+    /// Returns a sequence. With `history` (a request that finished normally) its KV cells are
+    /// kept for a later prompt that starts the same way; otherwise they are freed now.
+    fn give_back(
+        &mut self,
+        ctx: &mut LlamaContext<'_>,
+        seq_id: i32,
+        history: Option<Vec<LlamaToken>>,
+    ) {
+        match history.filter(|_| self.keep) {
+            Some(tokens) => self.cached[seq_id as usize] = tokens,
+            None => {
+                let _ = ctx.clear_kv_cache_seq(Some(seq_id as u32), None, None);
+                self.cached[seq_id as usize].clear();
+            }
+        }
+        self.free.push(seq_id);
+    }
 }
 
 /// One decode token per generating slot first (latency), then prompt chunks in admission order.
@@ -207,6 +283,7 @@ fn fill_batch(batch: &mut LlamaBatch, slots: &mut [Slot], capacity: usize) {
             if batch.add(token, slot.n_past, &[slot.seq_id], true).is_ok() {
                 slot.logits_at = Some(batch.n_tokens() - 1);
                 slot.n_past += 1;
+                slot.history.push(token);
             }
         }
     }
@@ -227,6 +304,7 @@ fn fill_batch(batch: &mut LlamaBatch, slots: &mut [Slot], capacity: usize) {
                 break;
             }
             slot.n_past += 1;
+            slot.history.push(slot.prompt[index]);
             if last {
                 slot.logits_at = Some(batch.n_tokens() - 1);
             }

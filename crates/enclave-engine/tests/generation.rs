@@ -212,3 +212,44 @@ fn a_dropped_stream_frees_its_slot_and_the_queue_bounds_waiting() {
     let (_, reason, n) = collect(model.submit(prompt, greedy(4)).expect("after"));
     assert_eq!((reason, n), (FinishReason::MaxTokens, 4));
 }
+
+#[test]
+fn a_follow_up_turn_reuses_the_conversation_prefix_and_answers_the_same() {
+    let config = config(2);
+    let cached = load_test_model(&config).expect("model");
+    let mut history = vec![ChatMessage::new("user", "Name three colors.")];
+    let first = chat_prompt_messages(&cached, &history);
+    let (answer, _, _) = collect(cached.submit(first, greedy(24)).expect("submit"));
+    history.push(ChatMessage::new("assistant", answer));
+    history.push(ChatMessage::new("user", "Now name three animals."));
+    let second = chat_prompt_messages(&cached, &history);
+
+    let mut stream = cached.submit(second.clone(), greedy(24)).expect("submit");
+    let mut reused_text = String::new();
+    let mut cached_tokens = 0;
+    while let Some(event) = stream.blocking_recv() {
+        match event {
+            GenEvent::Text(t) => reused_text.push_str(&t),
+            GenEvent::Done {
+                cached_tokens: c, ..
+            } => {
+                cached_tokens = c;
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(
+        cached_tokens > 10,
+        "only {cached_tokens} prompt tokens reused"
+    );
+    // A fresh engine computes the whole prompt; greedy answers must agree.
+    let fresh = load_test_model(&config).expect("model");
+    let (fresh_text, _, _) = collect(fresh.submit(second, greedy(24)).expect("submit"));
+    assert_eq!(reused_text, fresh_text);
+}
+
+fn chat_prompt_messages(model: &dyn TextGenerator, messages: &[ChatMessage]) -> Vec<u32> {
+    let rendered = model.render_chat(messages).expect("template");
+    model.tokenize(&rendered, true)
+}

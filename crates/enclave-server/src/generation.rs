@@ -89,6 +89,8 @@ pub struct Prepared {
 pub struct Usage {
     pub billed_input: u32,
     pub prompt_tokens: u32,
+    /// Prompt tokens served from KV kept from an earlier request (not recomputed).
+    pub cached_tokens: u32,
     pub completion_tokens: u32,
 }
 
@@ -230,6 +232,7 @@ pub fn prepare(
         usage: Usage {
             billed_input,
             prompt_tokens: prompt_len,
+            cached_tokens: 0,
             completion_tokens: 0,
         },
     })
@@ -256,9 +259,11 @@ impl Prepared {
                 GenEvent::Done {
                     reason,
                     completion_tokens,
+                    cached_tokens,
                     ..
                 } => {
                     usage.completion_tokens = completion_tokens;
+                    usage.cached_tokens = cached_tokens;
                     return Ok(Completion {
                         text,
                         reason,
@@ -391,9 +396,11 @@ fn frames<F: StreamFormat>(
                     Some(GenEvent::Done {
                         reason,
                         completion_tokens,
+                        cached_tokens,
                         ..
                     }) => {
                         usage.completion_tokens = completion_tokens;
+                        usage.cached_tokens = cached_tokens;
                         format.end(&StreamEnd::Finished { reason, usage })
                     }
                     Some(GenEvent::Error(message)) => format.end(&StreamEnd::Failed(message)),

@@ -96,6 +96,7 @@ async fn summarize_once(
 fn add(total: &mut Usage, part: Usage) {
     total.billed_input += part.billed_input;
     total.prompt_tokens += part.prompt_tokens;
+    total.cached_tokens += part.cached_tokens;
     total.completion_tokens += part.completion_tokens;
 }
 

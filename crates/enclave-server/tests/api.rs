@@ -122,6 +122,21 @@ async fn v2_chat_answers_with_usage() {
 }
 
 #[tokio::test]
+async fn a_repeated_conversation_reports_cached_prompt_tokens() {
+    let base = default_server();
+    let request = v2_chat("Name three colors.", 8);
+    let (_, first) = post(&base, "/v2/chat", &request).await;
+    assert_eq!(first["usage"]["cached_tokens"], 0, "{first}");
+    let (_, second) = post(&base, "/v2/chat", &request).await;
+    let cached = second["usage"]["cached_tokens"].as_u64().expect("cached");
+    let input = second["usage"]["tokens"]["input_tokens"]
+        .as_u64()
+        .expect("input");
+    assert!(cached > 0 && cached < input, "{second}");
+    assert_eq!(first["message"], second["message"]);
+}
+
+#[tokio::test]
 async fn malformed_bodies_get_400_in_each_family_shape() {
     let base = default_server();
     let (status, body) = post_raw(&base, "/v2/chat", b"{not json".to_vec()).await;

@@ -65,6 +65,7 @@ pub fn usage_json(usage: &Usage) -> Value {
             "input_tokens": usage.prompt_tokens,
             "output_tokens": usage.completion_tokens,
         },
+        "cached_tokens": usage.cached_tokens,
     })
 }
 
@@ -75,6 +76,7 @@ pub fn v1_meta(usage: Option<&Usage>) -> Value {
         let u = usage_json(usage);
         obj.insert("billed_units".into(), u["billed_units"].clone());
         obj.insert("tokens".into(), u["tokens"].clone());
+        obj.insert("cached_tokens".into(), u["cached_tokens"].clone());
     }
     meta
 }
