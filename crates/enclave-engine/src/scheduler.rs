@@ -277,7 +277,12 @@ impl SeqPool {
 /// One decode token per generating slot first (latency), then prompt chunks in admission order.
 fn fill_batch(batch: &mut LlamaBatch, slots: &mut [Slot], capacity: usize) {
     batch.clear();
-    for slot in slots.iter_mut() {
+    // Decode tokens in sequence order: while the set of generating sequences stays the same,
+    // every step has the same shape and llama.cpp can reuse its compute graph.
+    let mut decode_order: Vec<usize> = (0..slots.len()).collect();
+    decode_order.sort_by_key(|&i| slots[i].seq_id);
+    for i in decode_order {
+        let slot = &mut slots[i];
         if let Some(token) = slot.next_token.take() {
             // Capacity is at least `parallel`, so every decode token fits.
             if batch.add(token, slot.n_past, &[slot.seq_id], true).is_ok() {
