@@ -55,8 +55,8 @@ pub struct EngineArgs {
     /// CPU threads for inference; 0 = all cores.
     #[arg(long, env = "ENCLAVE_THREADS", default_value_t = 0)]
     pub threads: u32,
-    /// Most tokens per forward pass.
-    #[arg(long, env = "ENCLAVE_BATCH_TOKENS", default_value_t = 512)]
+    /// Most tokens per scheduler step (run by llama.cpp in passes of at most 512).
+    #[arg(long, env = "ENCLAVE_BATCH_TOKENS", default_value_t = 2048)]
     pub batch_tokens: u32,
     /// Requests that may wait for a free slot before the server answers 429.
     #[arg(long, env = "ENCLAVE_MAX_QUEUE", default_value_t = 64)]

@@ -27,7 +27,9 @@ pub struct EngineConfig {
     pub context_per_sequence: u32,
     /// CPU threads; 0 = all available cores.
     pub threads: u32,
-    /// Most tokens in one forward pass (prefill chunks and decode steps together).
+    /// Most tokens in one scheduler step (prefill chunks and decode tokens together); llama.cpp
+    /// runs them in passes of at most 512. A step large enough for all arriving prompts keeps
+    /// sequences in step with each other, so later steps are pure decode steps.
     pub batch_tokens: u32,
     /// Requests allowed to wait for a free slot.
     pub queue_capacity: usize,
@@ -42,7 +44,7 @@ impl Default for EngineConfig {
             parallel: 8,
             context_per_sequence: 0,
             threads: 0,
-            batch_tokens: 512,
+            batch_tokens: 2048,
             queue_capacity: 64,
             unified_kv: false,
         }
@@ -86,6 +88,8 @@ pub struct LlamaGenerator {
 /// llama.cpp's name for the template used when a GGUF carries none.
 const FALLBACK_TEMPLATE: &str = "chatml";
 const DEFAULT_MAX_CONTEXT: u32 = 4096;
+/// Tokens llama.cpp computes in one physical pass; a larger logical batch is split into these.
+const MAX_UBATCH: u32 = 512;
 
 impl LlamaGenerator {
     /// Loads the model and starts its scheduler thread.
@@ -127,7 +131,7 @@ impl LlamaGenerator {
         let ctx_params = LlamaContextParams::default()
             .with_n_ctx(Some(total_context))
             .with_n_batch(batch_tokens)
-            .with_n_ubatch(batch_tokens)
+            .with_n_ubatch(batch_tokens.min(MAX_UBATCH))
             .with_n_seq_max(parallel)
             .with_n_threads(threads)
             .with_n_threads_batch(threads)
