@@ -19,7 +19,7 @@ export ENCLAVE_HOME="${ENCLAVE_HOME:-$HOME/.enclave}"
 BUILD_DIR="${LLAMA_SERVER_BUILD:-$ENCLAVE_HOME/build/llama-server}"
 
 cargo build --release -p enclave-cli >&2
-ENCLAVE=target/release/enclave
+ENCLAVE="${CARGO_TARGET_DIR:-target}/release/enclave"
 GGUF=$("$ENCLAVE" pull "$MODEL" | sed -n 's/.* ready at //p')
 
 SERVER_BIN="$BUILD_DIR/bin/llama-server"

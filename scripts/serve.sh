@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo build --release -p enclave-cli
-exec target/release/enclave serve "$@"
+exec "${CARGO_TARGET_DIR:-target}/release/enclave" serve "$@"
