@@ -14,6 +14,14 @@ pub async fn health() -> Json<Value> {
 
 /// Ready when every model's engine is running; reports active and waiting requests per model.
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let encoders = state.encoders().iter().map(|m| {
+        let info = m.info();
+        json!({
+            "name": info.name,
+            "kind": "embedding",
+            "max_concurrent_requests": info.max_concurrent_requests,
+        })
+    });
     let models: Vec<Value> = state
         .models()
         .iter()
@@ -28,6 +36,7 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
                 "queue_capacity": info.queue_capacity,
             })
         })
+        .chain(encoders)
         .collect();
     let status = if models.is_empty() {
         StatusCode::SERVICE_UNAVAILABLE
