@@ -265,6 +265,7 @@ pub async fn generate(
                 .is_some_and(|r| r != "NONE"),
         )],
     )?;
+    // Generate never applies a chat template, so `raw_prompting` changes nothing here.
     let _ = req.raw_prompting;
     let generator = state.model(FAMILY, req.model.as_deref())?;
     let prompt = raw_prompt(FAMILY, &generator, &req.prompt)?;

@@ -125,6 +125,7 @@ pub async fn chat(
         }
     }
     check_priority(req.priority)?;
+    // `thinking` is accepted and has no effect: the served models do not reason in a separate block.
     let _ = req.thinking;
     let generator = state.chat_model(FAMILY, Some(&req.model))?;
     let messages = to_messages(req.messages)?;

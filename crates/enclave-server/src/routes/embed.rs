@@ -142,7 +142,6 @@ fn check(
             Ok(types)
         })
         .transpose()?;
-    let _ = (req.truncate.as_deref(), req.output_dimension);
     Ok((Checked { texts, types }, req.model))
 }
 

@@ -103,6 +103,7 @@ pub async fn list(
             .parse()
             .map_err(|_| ApiError::invalid(FAMILY, "page_token is not one this server issued"))?,
     };
+    // Every served model is a default of its endpoints, so `default_only` filters nothing.
     let _ = query.default_only;
     let matching: Vec<Value> = all_models(&state)
         .into_iter()

@@ -438,6 +438,7 @@ pub async fn embeddings(
             ))
         }
     };
+    // `user` is an end-user label for abuse tracking; it is accepted and not stored.
     let _ = req.user;
     let encoder = state.encoder(FAMILY, Some(&req.model))?;
     if let Some(d) = req.dimensions {
