@@ -43,32 +43,35 @@ if [ ! -x "$SERVER_BIN" ]; then
 fi
 
 PORT=$(( 20000 + RANDOM % 20000 ))
-"$SERVER_BIN" -m "$GGUF" --host 127.0.0.1 --port "$PORT" -t "$THREADS" -tb "$THREADS" \
-  --parallel "$PARALLEL" -c $(( CTX_PER_SEQ * PARALLEL )) --no-webui >/tmp/llama-server-bench.log 2>&1 &
-LLAMA_PID=$!
-trap 'kill $LLAMA_PID 2>/dev/null || true' EXIT
-for _ in $(seq 1 120); do
-  curl -sf "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 && break
-  sleep 0.5
-done
-
 COMMON=(--model "$MODEL" --prompt-tokens "$PROMPT_TOKENS" --gen-tokens "$GEN_TOKENS" --concurrency "$CONCURRENCY" --json)
-LLAMA_JSON=$("$ENCLAVE" bench generate "${COMMON[@]}" --url "http://127.0.0.1:$PORT" --label llama-server)
-kill $LLAMA_PID 2>/dev/null || true
-wait $LLAMA_PID 2>/dev/null || true
+SERVER_PID=""
+trap '[ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null || true' EXIT
 
+# measure LABEL LOG COMMAND...: starts the server COMMAND on $PORT, waits for /health, runs the
+# shared client against it, stops it, and prints the client's JSON.
+measure() {
+  local label=$1 log=$2
+  shift 2
+  "$@" >"$log" 2>&1 &
+  SERVER_PID=$!
+  for _ in $(seq 1 120); do
+    curl -sf "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 && break
+    sleep 0.5
+  done
+  "$ENCLAVE" bench generate "${COMMON[@]}" --url "http://127.0.0.1:$PORT" --label "$label"
+  kill "$SERVER_PID" 2>/dev/null || true
+  wait "$SERVER_PID" 2>/dev/null || true
+  SERVER_PID=""
+}
+
+LLAMA_JSON=$(measure llama-server /tmp/llama-server-bench.log \
+  "$SERVER_BIN" -m "$GGUF" --host 127.0.0.1 --port "$PORT" -t "$THREADS" -tb "$THREADS" \
+  --parallel "$PARALLEL" -c $(( CTX_PER_SEQ * PARALLEL )) --no-webui)
 # Enclave as its own process too, so both servers are measured the same way.
-env ${ENCLAVE_SERVE_ENV:-} "$ENCLAVE" serve --port "$PORT" --model "$MODEL" --api-key bench --parallel "$PARALLEL" \
-  --threads "$THREADS" --ctx-size "$CTX_PER_SEQ" ${ENCLAVE_SERVE_ARGS:-} >/tmp/enclave-bench.log 2>&1 &
-ENCLAVE_PID=$!
-trap 'kill $ENCLAVE_PID 2>/dev/null || true' EXIT
-for _ in $(seq 1 120); do
-  curl -sf "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 && break
-  sleep 0.5
-done
-ENCLAVE_JSON=$("$ENCLAVE" bench generate "${COMMON[@]}" --url "http://127.0.0.1:$PORT" --label enclave)
-kill $ENCLAVE_PID 2>/dev/null || true
-wait $ENCLAVE_PID 2>/dev/null || true
+# shellcheck disable=SC2086 # ENCLAVE_SERVE_ENV / ENCLAVE_SERVE_ARGS are word lists on purpose.
+ENCLAVE_JSON=$(measure enclave /tmp/enclave-bench.log \
+  env ${ENCLAVE_SERVE_ENV:-} "$ENCLAVE" serve --port "$PORT" --model "$MODEL" --api-key bench \
+  --parallel "$PARALLEL" --threads "$THREADS" --ctx-size "$CTX_PER_SEQ" ${ENCLAVE_SERVE_ARGS:-})
 
 python3 - "$ENCLAVE_JSON" "$LLAMA_JSON" <<'PY'
 import json, sys

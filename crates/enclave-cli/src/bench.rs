@@ -193,19 +193,14 @@ async fn embed(args: EmbedArgs) -> Result<Value> {
         let lines: Vec<String> = sentences.iter().map(|s| json!(s).to_string()).collect();
         std::fs::write(path, lines.join("\n") + "\n")?;
     }
-    let (base, _server) = match &args.url {
-        Some(url) => (url.trim_end_matches('/').to_string(), None),
-        None => {
-            let (base, handle) = start_local(
-                args.model.clone(),
-                args.engine.config(),
-                args.engine.encoder_config(),
-                args.api_key.clone(),
-            )
-            .await?;
-            (base, Some(handle))
-        }
-    };
+    let (base, _server) = server_for(
+        args.url.as_deref(),
+        args.model.clone(),
+        args.engine.config(),
+        args.engine.encoder_config(),
+        args.api_key.clone(),
+    )
+    .await?;
     let client = bench_client()?;
     let batches: Vec<Vec<String>> = sentences
         .chunks(args.batch_size.max(1))
@@ -230,7 +225,6 @@ async fn embed(args: EmbedArgs) -> Result<Value> {
     }
     let wall = started.elapsed().as_secs_f64();
     latencies.sort_by(f64::total_cmp);
-    let round2 = |x: f64| (x * 100.0).round() / 100.0;
     Ok(json!({
         "benchmark": "embed",
         "engine": "enclave",
@@ -248,19 +242,14 @@ async fn embed(args: EmbedArgs) -> Result<Value> {
 }
 
 async fn rerank(args: RerankArgs) -> Result<Value> {
-    let (base, _server) = match &args.url {
-        Some(url) => (url.trim_end_matches('/').to_string(), None),
-        None => {
-            let (base, handle) = start_local(
-                args.model.clone(),
-                args.engine.config(),
-                args.engine.encoder_config(),
-                args.api_key.clone(),
-            )
-            .await?;
-            (base, Some(handle))
-        }
-    };
+    let (base, _server) = server_for(
+        args.url.as_deref(),
+        args.model.clone(),
+        args.engine.config(),
+        args.engine.encoder_config(),
+        args.api_key.clone(),
+    )
+    .await?;
     let client = bench_client()?;
     let documents = bench_sentences(args.documents * args.requests.max(1));
     let query = "Why was the supplier payment delayed by finance?";
@@ -281,7 +270,6 @@ async fn rerank(args: RerankArgs) -> Result<Value> {
         }
     }
     let wall = started.elapsed().as_secs_f64();
-    let round2 = |x: f64| (x * 100.0).round() / 100.0;
     Ok(json!({
         "benchmark": "rerank",
         "model": args.model,
@@ -336,23 +324,18 @@ struct Sample {
 }
 
 async fn generate(args: GenerateArgs) -> Result<Value> {
-    let (base, _server) = match &args.url {
-        Some(url) => (url.trim_end_matches('/').to_string(), None),
-        None => {
-            let mut config = args.engine.config();
-            if config.context_per_sequence == 0 {
-                config.context_per_sequence = (args.prompt_tokens + args.gen_tokens + 64).max(1024);
-            }
-            let (base, handle) = start_local(
-                args.model.clone(),
-                config,
-                args.engine.encoder_config(),
-                args.api_key.clone(),
-            )
-            .await?;
-            (base, Some(handle))
-        }
-    };
+    let mut config = args.engine.config();
+    if config.context_per_sequence == 0 {
+        config.context_per_sequence = (args.prompt_tokens + args.gen_tokens + 64).max(1024);
+    }
+    let (base, _server) = server_for(
+        args.url.as_deref(),
+        args.model.clone(),
+        config,
+        args.engine.encoder_config(),
+        args.api_key.clone(),
+    )
+    .await?;
     let client = bench_client()?;
     let prompt = calibrate_prompt(&client, &base, &args).await?;
     let mut levels = Vec::new();
@@ -397,13 +380,18 @@ async fn generate(args: GenerateArgs) -> Result<Value> {
     }))
 }
 
-/// Starts an in-process server with one model on an ephemeral port; returns its base URL.
-pub async fn start_local(
+/// The server to measure: `url` when given, otherwise an in-process server with the one model
+/// `spec` on an ephemeral port (its task handle is returned so it lives as long as the caller).
+async fn server_for(
+    url: Option<&str>,
     spec: String,
     config: enclave_engine::EngineConfig,
     encoder_config: enclave_engine::encoder::EncoderConfig,
     api_key: String,
-) -> Result<(String, tokio::task::JoinHandle<()>)> {
+) -> Result<(String, Option<tokio::task::JoinHandle<()>>)> {
+    if let Some(url) = url {
+        return Ok((url.trim_end_matches('/').to_string(), None));
+    }
     let loaded = tokio::task::spawn_blocking(move || {
         crate::serve::load_models(&[spec], &config, &encoder_config)
     })
@@ -426,7 +414,7 @@ pub async fn start_local(
         )
         .await;
     });
-    Ok((base, handle))
+    Ok((base, Some(handle)))
 }
 
 /// Deterministic filler text whose token count is tuned to the target with the server's own
@@ -536,6 +524,11 @@ async fn one_request(
     })
 }
 
+/// Two decimals, for readable reports.
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
 fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -566,7 +559,6 @@ fn summarize(concurrency: usize, samples: &[Sample], wall: Duration) -> Value {
         })
         .sum::<f64>()
         / n;
-    let round2 = |x: f64| (x * 100.0).round() / 100.0;
     json!({
         "concurrency": concurrency,
         "requests": samples.len(),
