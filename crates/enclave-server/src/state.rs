@@ -67,12 +67,7 @@ impl AppState {
         family: Family,
         name: Option<&str>,
     ) -> Result<Arc<dyn TextEncoder>, ApiError> {
-        let found = match name {
-            None | Some("") => self.inner.encoders.first(),
-            Some(name) => self.inner.encoders.iter().find(|m| m.info().name == name),
-        };
-        found
-            .cloned()
+        pick(&self.inner.encoders, name, |m| &m.info().name)
             .ok_or_else(|| self.unknown_model(family, name))
     }
 
@@ -107,12 +102,7 @@ impl AppState {
         family: Family,
         name: Option<&str>,
     ) -> Result<Arc<dyn TextGenerator>, ApiError> {
-        let found = match name {
-            None | Some("") => self.inner.models.first(),
-            Some(name) => self.inner.models.iter().find(|m| m.info().name == name),
-        };
-        found
-            .cloned()
+        pick(&self.inner.models, name, |m| &m.info().name)
             .ok_or_else(|| self.unknown_model(family, name))
     }
 
@@ -133,5 +123,17 @@ impl AppState {
             ));
         }
         Ok(model)
+    }
+}
+
+/// The model called `name`, or the first (the default) when no name is given.
+fn pick<T: ?Sized>(
+    models: &[Arc<T>],
+    name: Option<&str>,
+    name_of: impl Fn(&T) -> &String,
+) -> Option<Arc<T>> {
+    match name {
+        None | Some("") => models.first().cloned(),
+        Some(name) => models.iter().find(|m| name_of(m) == name).cloned(),
     }
 }
