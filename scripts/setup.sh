@@ -6,7 +6,13 @@ set -euo pipefail
 need=()
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v c++ >/dev/null 2>&1 || need+=(g++)
-if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && ! ls /usr/lib/*/libclang*.so* >/dev/null 2>&1; then
+# bindgen loads libclang itself (libclang.so or libclang-NN.so), not libclang-cpp.
+have_libclang=no
+for pattern in '/usr/lib/llvm-*/lib/libclang.so*' '/usr/lib/llvm-*/lib/libclang-[0-9]*.so*' \
+  '/usr/lib/*/libclang.so*' '/usr/lib/*/libclang-[0-9]*.so*'; do
+  if compgen -G "$pattern" >/dev/null; then have_libclang=yes; fi
+done
+if [ "$have_libclang" = no ]; then
   need+=(libclang-dev)
 fi
 command -v python3 >/dev/null 2>&1 || need+=(python3 python3-pip python3-venv)

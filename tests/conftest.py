@@ -4,6 +4,7 @@ import contextlib
 import os
 import re
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -14,11 +15,14 @@ MODEL = "smollm2-135m-instruct"
 EMBED_MODEL = "all-minilm-l6-v2"
 
 
-@contextlib.contextmanager
-def start_server(models):
-    """Runs `enclave serve` with `models` on a free loopback port; yields (base_url, api_key)."""
-    binary = os.environ.get("ENCLAVE_BIN", "target/release/enclave")
-    command = [binary, "serve", "--port", "0", "--api-key", API_KEY, "--parallel", "8", "--ctx-size", "1024"]
+def enclave_bin():
+    return os.environ.get("ENCLAVE_BIN", "target/release/enclave")
+
+
+def launch(models, database_url, extra=()):
+    """Starts `enclave serve` on a free loopback port; returns (process, base_url)."""
+    command = [enclave_bin(), "serve", "--port", "0", "--api-key", API_KEY, "--parallel", "8", "--ctx-size", "1024",
+               "--database-url", database_url, *extra]
     for model in models:
         command += ["--model", model]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -35,11 +39,28 @@ def start_server(models):
     if base_url is None:
         proc.kill()
         raise RuntimeError("enclave serve did not start: " + proc.stderr.read()[-2000:])
-    # Keep draining stderr so the server never blocks on a full pipe.
+    # Keep draining both pipes so the server never blocks on a full one.
     threading.Thread(target=proc.stderr.read, daemon=True).start()
-    try:
-        yield base_url, API_KEY
-    finally:
+    threading.Thread(target=proc.stdout.read, daemon=True).start()
+    return proc, base_url
+
+
+@contextlib.contextmanager
+def start_server(models, database_url=None, extra=()):
+    """Runs `enclave serve` with `models` (a fresh SQLite database unless one is given);
+    yields (base_url, api_key)."""
+    with tempfile.TemporaryDirectory() as home:
+        url = database_url or f"sqlite://{home}/enclave.db"
+        proc, base_url = launch(models, url, extra)
+        try:
+            yield base_url, API_KEY
+        finally:
+            stop(proc)
+
+
+def stop(proc):
+    """Stops a server politely, then firmly."""
+    if proc.poll() is None:
         proc.terminate()
         try:
             proc.wait(timeout=20)
@@ -48,8 +69,15 @@ def start_server(models):
 
 
 @pytest.fixture(scope="session")
-def server():
-    with start_server([MODEL, EMBED_MODEL]) as (base_url, _):
+def server_db():
+    """The SQLite database of the session's server."""
+    with tempfile.TemporaryDirectory() as home:
+        yield f"sqlite://{home}/enclave.db"
+
+
+@pytest.fixture(scope="session")
+def server(server_db):
+    with start_server([MODEL, EMBED_MODEL], database_url=server_db) as (base_url, _):
         yield base_url
 
 

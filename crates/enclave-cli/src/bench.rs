@@ -19,6 +19,8 @@ pub enum BenchCommand {
     Embed(EmbedArgs),
     /// Reranks generated documents through `/v2/rerank` and reports documents per second.
     Rerank(RerankArgs),
+    /// What auth, admission and metering add per request, against the same routes without them.
+    Overhead(crate::bench_overhead::OverheadArgs),
 }
 
 #[derive(Args, Debug)]
@@ -109,6 +111,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
             BenchCommand::Generate(args) => generate(args).await,
             BenchCommand::Embed(args) => embed(args).await,
             BenchCommand::Rerank(args) => rerank(args).await,
+            BenchCommand::Overhead(args) => crate::bench_overhead::overhead(args).await,
         }
     })?;
     println!("{}", serde_json::to_string_pretty(&report)?);
@@ -396,13 +399,13 @@ async fn server_for(
         crate::serve::load_models(&[spec], &config, &encoder_config)
     })
     .await??;
+    // The bare engine path: no accounts, so no key check or metering in the measurement.
+    let _ = api_key;
     let state = enclave_server::AppState::new(
-        enclave_server::ServerConfig {
-            api_key,
-            ..Default::default()
-        },
+        enclave_server::ServerConfig::default(),
         loaded.generators,
         loaded.encoders,
+        None,
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
@@ -525,11 +528,11 @@ async fn one_request(
 }
 
 /// Two decimals, for readable reports.
-fn round2(x: f64) -> f64 {
+pub(crate) fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
-fn percentile(sorted: &[f64], q: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }

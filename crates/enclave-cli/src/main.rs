@@ -1,6 +1,9 @@
-//! The `enclave` binary: serve the API, pull models, chat in the terminal, run benchmarks.
+//! The `enclave` binary: serve the API, pull models, chat in the terminal, manage tenants, keys
+//! and usage, run benchmarks.
 
+mod accounts;
 mod bench;
+mod bench_overhead;
 mod chat;
 mod serve;
 
@@ -38,6 +41,14 @@ enum Command {
     Models,
     /// Chat with a model in the terminal (interactive when no prompt is given).
     Chat(chat::ChatArgs),
+    /// Manage tenants (organizations).
+    #[command(subcommand)]
+    Tenants(accounts::TenantsCommand),
+    /// Create, list and revoke API keys.
+    #[command(subcommand)]
+    Keys(accounts::KeysCommand),
+    /// Usage report (`enclave usage verify` checks the ledger's hash chains).
+    Usage(accounts::UsageArgs),
     /// Benchmarks that print JSON.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -156,6 +167,9 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Chat(args) => chat::run(args),
+        Command::Tenants(command) => accounts::tenants(command),
+        Command::Keys(command) => accounts::keys(command),
+        Command::Usage(args) => accounts::usage(args),
         Command::Bench(command) => bench::run(command),
     }
 }

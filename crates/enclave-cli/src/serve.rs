@@ -2,7 +2,6 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -11,6 +10,7 @@ use enclave_engine::catalog::{ModelKind, DEFAULT_CHAT_MODEL, DEFAULT_EMBED_MODEL
 use enclave_engine::encoder::{EncoderConfig, LlamaEncoder, TextEncoder};
 use enclave_engine::pull::{self, LocalModel};
 use enclave_engine::{EngineConfig, LlamaGenerator, TextGenerator};
+use enclave_server::access::Access;
 use enclave_server::{AppState, ServerConfig};
 
 use crate::EngineArgs;
@@ -26,10 +26,12 @@ pub struct ServeArgs {
     /// several. The first of each kind (chat, embedding) is that kind's default.
     #[arg(long = "model", env = "ENCLAVE_MODELS", value_delimiter = ',')]
     pub models: Vec<String>,
-    /// The key clients must send as `Authorization: Bearer`. Without it, a key is generated on
-    /// first start and kept in ENCLAVE_HOME/api-key.
+    /// The bootstrap admin key (also a key for every API route). Without it, one is generated
+    /// on first start and printed once; only its hash is stored.
     #[arg(long, env = "ENCLAVE_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    #[command(flatten)]
+    pub db: crate::accounts::DatabaseArgs,
     /// Largest request body accepted, in bytes (larger ones get 413).
     #[arg(long, env = "ENCLAVE_MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -77,52 +79,7 @@ pub fn load_models(
     Ok(loaded)
 }
 
-/// The configured key, or the one kept under ENCLAVE_HOME (created and printed on first start).
-fn api_key(given: Option<String>, home: &Path) -> Result<String> {
-    if let Some(key) = given.filter(|k| !k.is_empty()) {
-        return Ok(key);
-    }
-    let path = home.join("api-key");
-    if let Ok(existing) = std::fs::read_to_string(&path) {
-        if !existing.trim().is_empty() {
-            eprintln!("Using the API key stored in {}", path.display());
-            return Ok(existing.trim().to_string());
-        }
-    }
-    let key = format!("enc-{}", random_hex(24));
-    std::fs::create_dir_all(home).context("creating ENCLAVE_HOME")?;
-    write_private(&path, &key)?;
-    eprintln!(
-        "Generated an API key (shown once, stored in {}):\n  {key}",
-        path.display()
-    );
-    Ok(key)
-}
-
-fn write_private(path: &Path, contents: &str) -> Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    file.write_all(contents.as_bytes())?;
-    Ok(())
-}
-
-fn random_hex(bytes: usize) -> String {
-    use rand::RngCore;
-    let mut buf = vec![0u8; bytes];
-    rand::rngs::OsRng.fill_bytes(&mut buf);
-    buf.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 pub fn run(args: ServeArgs) -> Result<()> {
-    let home = pull::enclave_home();
     let specs = if args.models.is_empty() {
         vec![
             DEFAULT_CHAT_MODEL.to_string(),
@@ -131,21 +88,22 @@ pub fn run(args: ServeArgs) -> Result<()> {
     } else {
         args.models.clone()
     };
-    let api_key = api_key(args.api_key.clone(), &home)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    // Accounts first: a bad database URL should fail before minutes of model loading.
+    let access = runtime.block_on(open_accounts(&args))?;
     let loaded = load_models(&specs, &args.engine.config(), &args.engine.encoder_config())?;
     let state = AppState::new(
         ServerConfig {
-            api_key,
             max_body_bytes: args.max_body_bytes,
             max_client_batch_size: args.max_client_batch_size,
         },
         loaded.generators,
         loaded.encoders,
+        Some(access),
     );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
     runtime.block_on(async move {
         let addr: SocketAddr = format!("{}:{}", args.host, args.port)
             .parse()
@@ -159,6 +117,18 @@ pub fn run(args: ServeArgs) -> Result<()> {
         enclave_server::serve(listener, enclave_server::router(state), shutdown_signal()).await?;
         Ok(())
     })
+}
+
+/// Opens the accounts database and makes sure an admin key exists (printing a new one once).
+async fn open_accounts(args: &ServeArgs) -> Result<Arc<Access>> {
+    let store = args.db.open().await?;
+    let given = args.api_key.as_deref().filter(|k| !k.is_empty());
+    if let Some(secret) = store.ensure_admin_key(given).await? {
+        if given.is_none() {
+            eprintln!("Generated the admin API key (shown only now; only its hash is stored):\n  {secret}");
+        }
+    }
+    Access::start(store).await.context("loading the price book")
 }
 
 async fn shutdown_signal() {

@@ -1,11 +1,17 @@
-//! Bearer-key check in front of every API route.
+//! The bearer-key check in front of every API route: finds the caller's key, refuses unknown,
+//! revoked and expired keys (401), counts the request against the key's rate limit (429), and
+//! hands the caller to the handler.
 
-use axum::extract::{Request, State};
-use axum::http::header;
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use enclave_store::Role;
 
+use crate::access::{Caller, Refusal};
 use crate::error::{ApiError, Family};
+use crate::metering::{rate_error, store_error};
 use crate::state::AppState;
 
 /// The key in `Authorization: Bearer <key>`, if any.
@@ -15,35 +21,95 @@ pub fn bearer(request_headers: &axum::http::HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
 }
 
-/// Compares without an early exit, so timing does not reveal how much of a key matched.
-pub fn key_matches(given: &str, expected: &str) -> bool {
-    let (a, b) = (given.as_bytes(), expected.as_bytes());
-    let mut diff = a.len() ^ b.len();
-    for (i, byte) in b.iter().enumerate() {
-        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ byte);
-    }
-    diff == 0
-}
-
-pub async fn require_key(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let ok = bearer(request.headers()).is_some_and(|k| key_matches(k, &state.config().api_key));
-    if ok {
-        next.run(request).await
-    } else {
-        ApiError::unauthorized(Family::of_path(request.uri().path())).into_response()
+fn refused(family: Family, refusal: &Refusal) -> ApiError {
+    match refusal {
+        Refusal::Unknown => ApiError::unauthorized(family),
+        Refusal::Revoked => {
+            ApiError::new(family, StatusCode::UNAUTHORIZED, "this API key was revoked")
+        }
+        Refusal::Expired => {
+            ApiError::new(family, StatusCode::UNAUTHORIZED, "this API key has expired")
+        }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+pub async fn require_key(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let family = Family::of_path(request.uri().path());
+    let Some(access) = state.access() else {
+        return next.run(request).await;
+    };
+    let Some(secret) = bearer(request.headers()) else {
+        return ApiError::unauthorized(family).into_response();
+    };
+    let caller = match access.authenticate(secret).await {
+        Ok(Ok(caller)) => caller,
+        Ok(Err(refusal)) => return refused(family, &refusal).into_response(),
+        Err(e) => return store_error(family, e).into_response(),
+    };
+    match access.take_request_slot(&caller.0).await {
+        Ok(Ok(())) => {}
+        Ok(Err(limited)) => return rate_error(family, limited).into_response(),
+        Err(e) => return store_error(family, e).into_response(),
+    }
+    request.extensions_mut().insert(caller);
+    next.run(request).await
+}
 
-    #[test]
-    fn keys_compare_exactly() {
-        assert!(key_matches("abc", "abc"));
-        assert!(!key_matches("abd", "abc"));
-        assert!(!key_matches("ab", "abc"));
-        assert!(!key_matches("abcd", "abc"));
-        assert!(!key_matches("", "abc"));
+/// The caller, when the server runs with accounts (always, but for bare-engine benchmarks).
+pub struct MaybeCaller(pub Option<Caller>);
+
+impl<S: Send + Sync> FromRequestParts<S> for MaybeCaller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(parts.extensions.get::<Caller>().cloned()))
+    }
+}
+
+impl MaybeCaller {
+    pub fn get(&self) -> Option<&Caller> {
+        self.0.as_ref()
+    }
+}
+
+/// An admin route's caller: the platform admin, or a tenant admin confined to its tenant.
+pub struct AdminCaller {
+    pub caller: Caller,
+}
+
+impl AdminCaller {
+    /// The tenant this caller is confined to (`None`: every tenant).
+    pub fn tenant_scope(&self) -> Option<&str> {
+        match self.caller.0.role {
+            Role::Admin => None,
+            _ => Some(self.caller.0.tenant_id.as_str()),
+        }
+    }
+
+    pub fn is_platform_admin(&self) -> bool {
+        self.caller.0.role == Role::Admin
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for AdminCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let family = Family::Cohere;
+        let Some(caller) = parts.extensions.get::<Caller>().cloned() else {
+            return Err(ApiError::unauthorized(family));
+        };
+        match caller.0.role {
+            Role::Admin | Role::TenantAdmin => Ok(Self { caller }),
+            Role::Member => Err(ApiError::new(
+                family,
+                StatusCode::FORBIDDEN,
+                "admin routes need an admin key",
+            )),
+        }
     }
 }

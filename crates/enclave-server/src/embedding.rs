@@ -72,6 +72,12 @@ pub fn check_count(
     Ok(())
 }
 
+/// An upper bound on the tokens `texts` can become (every token covers at least one byte,
+/// plus the two markers around each text), which is what an embed call holds against budgets.
+pub fn max_tokens(texts: &[String]) -> i64 {
+    texts.iter().map(|t| t.len() as i64 + 2).sum()
+}
+
 /// Vectors of a call and the tokens it consumed.
 pub struct Embedded {
     pub vectors: Vec<Vec<f32>>,

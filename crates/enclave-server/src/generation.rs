@@ -6,14 +6,20 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::http::header;
+use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use enclave_engine::{
     ChatMessage, FinishReason, GenEvent, GenerationStream, SamplingParams, TextGenerator,
 };
 use futures::stream::{self, Stream};
 
+use enclave_store::{Capability, Units};
+
+use crate::auth::MaybeCaller;
+use crate::state::AppState;
+
 use crate::error::{ApiError, Family};
+use crate::metering::{Bill, REQUEST_ID};
 
 /// Sampling fields as a request carries them, before validation.
 #[derive(Debug, Default, Clone)]
@@ -286,19 +292,73 @@ impl Prepared {
 }
 
 impl Prepared {
-    /// Streams the answer in `format` when `stream`, otherwise waits for it and sends it whole.
+    /// The most this call can bill: its input and every token it may generate.
+    pub fn max_units(&self) -> Units {
+        billed(&Usage {
+            completion_tokens: self.params.max_tokens,
+            ..self.usage
+        })
+    }
+
+    /// Admits this generation for billing under `capability`.
+    pub async fn admit(
+        &self,
+        state: &AppState,
+        caller: &MaybeCaller,
+        family: Family,
+        capability: Capability,
+    ) -> Result<Bill, ApiError> {
+        let model = &self.generator.info().name;
+        Bill::admit(
+            state,
+            caller.get(),
+            family,
+            capability,
+            model,
+            self.max_units(),
+        )
+        .await
+    }
+
+    /// Streams the answer in `format` when `stream`, otherwise waits for it and sends it whole;
+    /// either way `bill` is settled before the client sees the end.
     pub async fn respond<F: StreamFormat>(
         self,
         family: Family,
         stream: bool,
         format: F,
+        bill: Bill,
     ) -> Result<Response, ApiError> {
         if stream {
+            let generator = Arc::clone(&self.generator);
             let (generation, usage) = self.start(family)?;
-            return Ok(stream_response(generation, usage, format));
+            return Ok(stream_response(
+                StreamState {
+                    generation,
+                    usage,
+                    format,
+                    bill: Some(bill),
+                    generator,
+                    sent_tokens: 0,
+                },
+                Phase::Start,
+            ));
         }
         let done = self.complete(family).await?;
-        Ok(axum::Json(format.whole(&done)).into_response())
+        let receipt = bill.settle(billed(&done.usage)).await?;
+        let mut response = axum::Json(format.whole(&done)).into_response();
+        receipt.apply(&mut response);
+        Ok(response)
+    }
+}
+
+/// The meters of a generation: the caller's own input tokens (never the template's) and the
+/// generated tokens.
+pub fn billed(usage: &Usage) -> Units {
+    Units {
+        input_tokens: i64::from(usage.billed_input),
+        output_tokens: i64::from(usage.completion_tokens),
+        ..Units::default()
     }
 }
 
@@ -342,77 +402,119 @@ enum Phase {
     Done,
 }
 
-/// Turns a running generation into a streamed HTTP response. Dropping the response body (the
-/// client went away) drops the receiver, which makes the engine free the sequence.
-pub fn stream_response<F: StreamFormat>(
+/// A streamed generation on its way to the client.
+struct StreamState<F> {
     generation: GenerationStream,
     usage: Usage,
     format: F,
-) -> Response {
-    let content_type = format.content_type();
-    let body = Body::from_stream(frames(generation, usage, format));
-    (
+    /// Settled at the end; while streaming, dropping it bills what was sent.
+    bill: Option<Bill>,
+    generator: Arc<dyn TextGenerator>,
+    /// Tokens of the text sent so far (what a disconnect bills).
+    sent_tokens: u32,
+}
+
+impl<F: StreamFormat> StreamState<F> {
+    fn note_sent(&mut self, text: &str) {
+        self.sent_tokens += self.generator.tokenize(text, false).len() as u32;
+        let so_far = Usage {
+            completion_tokens: self.sent_tokens,
+            ..self.usage
+        };
+        if let Some(bill) = &mut self.bill {
+            bill.bill_on_drop(billed(&so_far));
+        }
+    }
+
+    /// The last frame: settles the bill first, so the client sees the end only once it is billed.
+    async fn finish(&mut self, reason: FinishReason, completion: u32, cached: u32) -> String {
+        self.usage.completion_tokens = completion;
+        self.usage.cached_tokens = cached;
+        let settled = match self.bill.take() {
+            Some(bill) => bill.settle(billed(&self.usage)).await.map(|_| ()),
+            None => Ok(()),
+        };
+        match settled {
+            Ok(()) => self.format.end(&StreamEnd::Finished {
+                reason,
+                usage: self.usage,
+            }),
+            Err(e) => self.format.end(&StreamEnd::Failed(e.message)),
+        }
+    }
+
+    /// A failed generation bills nothing.
+    fn fail(&mut self, message: String) -> String {
+        if let Some(mut bill) = self.bill.take() {
+            bill.cancel();
+        }
+        self.format.end(&StreamEnd::Failed(message))
+    }
+}
+
+/// Turns a running generation into a streamed HTTP response. Dropping the response body (the
+/// client went away) drops the receiver, which makes the engine free the sequence.
+fn stream_response<F: StreamFormat>(mut state: StreamState<F>, phase: Phase) -> Response {
+    let content_type = state.format.content_type();
+    let request_id = state
+        .bill
+        .as_mut()
+        .map(|bill| {
+            // The prompt was read: from here on, a disconnect bills at least the input.
+            bill.bill_on_drop(billed(&state.usage));
+            bill.request_id().to_string()
+        })
+        .unwrap_or_default();
+    let body = Body::from_stream(frames(state, phase));
+    let mut response = (
         [
             (header::CONTENT_TYPE, content_type),
             (header::CACHE_CONTROL, "no-cache"),
         ],
         body,
     )
-        .into_response()
+        .into_response();
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        if !request_id.is_empty() {
+            response.headers_mut().insert(REQUEST_ID, value);
+        }
+    }
+    response
 }
 
 fn frames<F: StreamFormat>(
-    generation: GenerationStream,
-    usage: Usage,
-    format: F,
+    state: StreamState<F>,
+    phase: Phase,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> {
-    stream::unfold(
-        (generation, usage, format, Phase::Start),
-        |(mut generation, mut usage, mut format, phase)| async move {
-            let chunk = match phase {
-                Phase::Done => return None,
-                Phase::Start => {
-                    let chunk = format.start();
-                    return Some((
-                        Ok(Bytes::from(chunk)),
-                        (generation, usage, format, Phase::Streaming),
-                    ));
+    stream::unfold((state, phase), |(mut state, phase)| async move {
+        let chunk = match phase {
+            Phase::Done => return None,
+            Phase::Start => {
+                let chunk = state.format.start();
+                return Some((Ok(Bytes::from(chunk)), (state, Phase::Streaming)));
+            }
+            Phase::Streaming => match state.generation.recv().await {
+                // Generation jobs never carry logits; an empty chunk keeps the stream going.
+                Some(GenEvent::Logits(_)) => {
+                    return Some((Ok(Bytes::new()), (state, Phase::Streaming)));
                 }
-                Phase::Streaming => match generation.recv().await {
-                    // Generation jobs never carry logits; an empty chunk keeps the stream going.
-                    Some(GenEvent::Logits(_)) => {
-                        return Some((
-                            Ok(Bytes::new()),
-                            (generation, usage, format, Phase::Streaming),
-                        ));
-                    }
-                    Some(GenEvent::Text(text)) => {
-                        let chunk = format.text(&text);
-                        return Some((
-                            Ok(Bytes::from(chunk)),
-                            (generation, usage, format, Phase::Streaming),
-                        ));
-                    }
-                    Some(GenEvent::Done {
-                        reason,
-                        completion_tokens,
-                        cached_tokens,
-                        ..
-                    }) => {
-                        usage.completion_tokens = completion_tokens;
-                        usage.cached_tokens = cached_tokens;
-                        format.end(&StreamEnd::Finished { reason, usage })
-                    }
-                    Some(GenEvent::Error(message)) => format.end(&StreamEnd::Failed(message)),
-                    None => format.end(&StreamEnd::Failed("the engine stopped".into())),
-                },
-            };
-            Some((
-                Ok(Bytes::from(chunk)),
-                (generation, usage, format, Phase::Done),
-            ))
-        },
-    )
+                Some(GenEvent::Text(text)) => {
+                    let chunk = state.format.text(&text);
+                    state.note_sent(&text);
+                    return Some((Ok(Bytes::from(chunk)), (state, Phase::Streaming)));
+                }
+                Some(GenEvent::Done {
+                    reason,
+                    completion_tokens,
+                    cached_tokens,
+                    ..
+                }) => state.finish(reason, completion_tokens, cached_tokens).await,
+                Some(GenEvent::Error(message)) => state.fail(message),
+                None => state.fail("the engine stopped".into()),
+            },
+        };
+        Some((Ok(Bytes::from(chunk)), (state, Phase::Done)))
+    })
 }
 
 /// Cohere's finish reason names.

@@ -4,11 +4,13 @@
 //!
 //! It must not know how models are fetched or which engine runs them.
 
+pub mod access;
 pub mod auth;
 pub mod embedding;
 pub mod error;
 pub mod extract;
 pub mod generation;
+pub mod metering;
 pub mod rerank;
 pub mod routes;
 pub mod state;
@@ -19,7 +21,7 @@ use std::future::Future;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{middleware, Router};
 use tower_http::catch_panic::CatchPanicLayer;
 
@@ -48,6 +50,26 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/rerank", post(routes::rerank::rerank_v2))
         .route("/v1/rerank", post(routes::rerank::rerank_v1))
         .route("/v1/summarize", post(routes::summarize::summarize_route))
+        .route(
+            "/admin/tenants",
+            post(routes::admin::create_tenant).get(routes::admin::list_tenants),
+        )
+        .route(
+            "/admin/tenants/{tenant}/budget",
+            put(routes::admin::set_tenant_budget),
+        )
+        .route(
+            "/admin/keys",
+            post(routes::admin::create_key).get(routes::admin::list_keys),
+        )
+        .route("/admin/keys/{id}", delete(routes::admin::revoke_key))
+        .route("/admin/usage", get(routes::admin::usage))
+        .route("/admin/usage/verify", get(routes::admin::verify))
+        .route("/admin/usage/events", get(routes::admin::events))
+        .route(
+            "/admin/prices",
+            get(routes::admin::prices).post(routes::admin::add_prices),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,

@@ -27,6 +27,14 @@ pub enum Scorer {
 }
 
 impl Scorer {
+    /// The model that scores (what a call is billed under).
+    pub fn model_name(&self) -> &str {
+        match self {
+            Scorer::Embedding(encoder) => &encoder.info().name,
+            Scorer::Judge(generator) => &generator.info().name,
+        }
+    }
+
     /// How the scorer is named in `/v1/models`.
     pub fn kind(&self) -> &'static str {
         match self {

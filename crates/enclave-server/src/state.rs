@@ -6,13 +6,14 @@ use enclave_engine::catalog::ModelKind;
 use enclave_engine::encoder::TextEncoder;
 use enclave_engine::TextGenerator;
 
+use enclave_store::ModelType;
+
+use crate::access::Access;
 use crate::error::{ApiError, Family};
 
 /// Settings of a running server.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// The bearer key every API call must carry.
-    pub api_key: String,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
     /// Most inputs one embed call may carry (more: 413).
@@ -22,7 +23,6 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
-            api_key: String::new(),
             max_body_bytes: 2 * 1024 * 1024,
             max_client_batch_size: 96,
         }
@@ -40,6 +40,8 @@ struct Inner {
     models: Vec<Arc<dyn TextGenerator>>,
     /// Embedding models, the first being the default.
     encoders: Vec<Arc<dyn TextEncoder>>,
+    /// Keys, limits and metering; `None` only for benchmarks of the bare engine path.
+    access: Option<Arc<Access>>,
 }
 
 impl AppState {
@@ -47,14 +49,26 @@ impl AppState {
         config: ServerConfig,
         models: Vec<Arc<dyn TextGenerator>>,
         encoders: Vec<Arc<dyn TextEncoder>>,
+        access: Option<Arc<Access>>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 config,
                 models,
                 encoders,
+                access,
             }),
         }
+    }
+
+    pub fn access(&self) -> Option<&Arc<Access>> {
+        self.inner.access.as_ref()
+    }
+
+    /// Whether a served model is a base model or a tenant's custom one. Every model served
+    /// today ships with Enclave; custom models arrive with fine-tuning.
+    pub fn model_type(&self, _model: &str) -> ModelType {
+        ModelType::Base
     }
 
     pub fn encoders(&self) -> &[Arc<dyn TextEncoder>] {

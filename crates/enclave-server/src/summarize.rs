@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use enclave_engine::{ChatMessage, TextGenerator};
 
+use enclave_store::Units;
+
 use crate::error::{ApiError, Family};
 use crate::generation::{chat_prompt, prepare, SamplingInput, Usage, COHERE_BOUNDS};
 
@@ -126,6 +128,31 @@ fn split_by_tokens(
     pieces
 }
 
+/// Most tokens of text one summarizing call reads: the context less room for the
+/// instructions, the template and the answer.
+fn chunk_budget(generator: &Arc<dyn TextGenerator>, style: &Style) -> usize {
+    let context = generator.info().context_per_sequence as usize;
+    context
+        .saturating_sub(style.length.max_tokens() as usize + 128)
+        .max(64)
+}
+
+/// A generous bound on what summarizing `text` can bill, held against budgets: every level of
+/// the map-reduce reads at most the whole text plus one set of instructions per piece, and
+/// writes at most one answer per piece.
+pub fn max_units(generator: &Arc<dyn TextGenerator>, text: &str, style: &Style) -> Units {
+    let text_tokens = generator.tokenize(text, false).len() as i64;
+    let instruction_tokens = generator.tokenize(&instructions(style), false).len() as i64;
+    let half_chunk = (chunk_budget(generator, style) / 2).max(1) as i64;
+    let pieces = text_tokens / half_chunk + 1;
+    let levels = MAX_LEVELS as i64;
+    Units {
+        input_tokens: levels * (text_tokens + pieces * instruction_tokens),
+        output_tokens: levels * pieces * i64::from(style.length.max_tokens()),
+        ..Units::default()
+    }
+}
+
 /// Summarizes `text` in `style`, by map-reduce when it does not fit the context.
 pub async fn summarize(
     family: Family,
@@ -133,11 +160,7 @@ pub async fn summarize(
     text: &str,
     style: &Style,
 ) -> Result<(String, Usage), ApiError> {
-    let context = generator.info().context_per_sequence as usize;
-    // Room for the instructions, the template and the answer.
-    let budget = context
-        .saturating_sub(style.length.max_tokens() as usize + 128)
-        .max(64);
+    let budget = chunk_budget(generator, style);
     let mut usage = Usage::default();
     let mut current = text.to_string();
     for _ in 0..MAX_LEVELS {

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use enclave_engine::testing::load_test_model;
 use enclave_engine::{EngineConfig, TextGenerator};
+use enclave_server::access::Access;
 use enclave_server::{AppState, ServerConfig};
+use enclave_store::Store;
 use serde_json::{json, Value};
 
 const KEY: &str = "test-key";
@@ -15,19 +17,25 @@ const MODEL: &str = "smollm2-135m-instruct";
 /// Starts a server on an ephemeral loopback port in its own runtime thread.
 fn start(engine: EngineConfig, max_body_bytes: usize) -> String {
     let model: Arc<dyn TextGenerator> = Arc::new(load_test_model(&engine).expect("test model"));
-    let state = AppState::new(
-        ServerConfig {
-            api_key: KEY.into(),
-            max_body_bytes,
-            ..ServerConfig::default()
-        },
-        vec![model],
-        Vec::new(),
-    );
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Runtime::new().expect("runtime");
         runtime.block_on(async move {
+            let home = tempfile::tempdir().expect("tempdir");
+            let store = Store::open(&Store::default_url(home.path()))
+                .await
+                .expect("store");
+            store.ensure_admin_key(Some(KEY)).await.expect("admin key");
+            let access = Access::start(store).await.expect("access");
+            let state = AppState::new(
+                ServerConfig {
+                    max_body_bytes,
+                    ..ServerConfig::default()
+                },
+                vec![model],
+                Vec::new(),
+                Some(access),
+            );
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
                 .expect("bind");

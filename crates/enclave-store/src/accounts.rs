@@ -64,6 +64,35 @@ pub struct Scopes {
 }
 
 impl Scopes {
+    /// Parses a list of scope names: capability names (`chat`, `embed`, ...) and `model:NAME`.
+    pub fn parse(names: &[String]) -> Result<Self> {
+        let mut scopes = Scopes::default();
+        for name in names {
+            if let Some(model) = name.strip_prefix("model:") {
+                if model.is_empty() {
+                    return Err(StoreError::Invalid(
+                        "scope 'model:' needs a model name".into(),
+                    ));
+                }
+                scopes.models.push(model.to_string());
+            } else if let Some(capability) = Capability::parse(name) {
+                scopes.capabilities.push(capability);
+            } else {
+                return Err(StoreError::Invalid(format!(
+                    "unknown scope '{name}'; use chat, generate, embed, rerank, classify, summarize or model:NAME"
+                )));
+            }
+        }
+        Ok(scopes)
+    }
+
+    /// The scope names [`Scopes::parse`] reads back.
+    pub fn names(&self) -> Vec<String> {
+        let capabilities = self.capabilities.iter().map(|c| c.as_str().to_string());
+        let models = self.models.iter().map(|m| format!("model:{m}"));
+        capabilities.chain(models).collect()
+    }
+
     pub fn allows_capability(&self, capability: Capability) -> bool {
         self.capabilities.is_empty() || self.capabilities.contains(&capability)
     }

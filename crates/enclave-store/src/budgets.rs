@@ -75,6 +75,26 @@ pub struct BudgetSpec {
     pub period: Period,
 }
 
+impl BudgetSpec {
+    /// A budget of `usd` per `period` (monthly when not given).
+    pub fn from_usd(usd: f64, period: Option<&str>) -> Result<Self> {
+        let limit_pico = crate::money::usd_to_pico(usd).ok_or_else(|| {
+            StoreError::Invalid(format!(
+                "budget_usd must be a non-negative amount, got {usd}"
+            ))
+        })?;
+        let period = match period {
+            None => Period::Monthly,
+            Some(name) => Period::parse(name).ok_or_else(|| {
+                StoreError::Invalid(format!(
+                    "budget_period must be daily, monthly or total, got '{name}'"
+                ))
+            })?,
+        };
+        Ok(Self { limit_pico, period })
+    }
+}
+
 /// Money held for one call, to settle or release.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reservation {

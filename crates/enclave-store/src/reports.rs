@@ -179,3 +179,80 @@ impl Store {
         Ok(out)
     }
 }
+
+/// Reads a report bound: `YYYY-MM-DD` (a whole UTC day; as an end bound, the day is included),
+/// an RFC 3339 time, or Unix milliseconds.
+pub fn parse_time(text: &str, end: bool) -> Result<i64> {
+    let text = text.trim();
+    if let Ok(date) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        let days = date
+            .signed_duration_since(chrono::NaiveDate::default())
+            .num_days();
+        return Ok((days + i64::from(end)) * MS_PER_DAY);
+    }
+    if let Ok(time) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(time.timestamp_millis());
+    }
+    text.parse::<i64>().map_err(|_| {
+        StoreError::Invalid(format!(
+            "'{text}' is not a date (YYYY-MM-DD), an RFC 3339 time or Unix milliseconds"
+        ))
+    })
+}
+
+/// A report as CSV: the grouped columns asked for, then the sums.
+pub fn to_csv(rows: &[ReportRow], group_by: &[GroupBy]) -> String {
+    let mut header: Vec<&str> = group_by.iter().map(|g| g.name()).collect();
+    header.extend([
+        "events",
+        "input_tokens",
+        "output_tokens",
+        "search_units",
+        "classifications",
+        "cost_usd",
+    ]);
+    let mut out = header.join(",");
+    out.push('\n');
+    for row in rows {
+        let mut fields: Vec<String> = group_by
+            .iter()
+            .map(|g| {
+                let value = match g {
+                    GroupBy::Tenant => &row.tenant,
+                    GroupBy::Key => &row.key,
+                    GroupBy::Capability => &row.capability,
+                    GroupBy::Model => &row.model,
+                    GroupBy::ModelType => &row.model_type,
+                    GroupBy::Day => &row.day,
+                };
+                csv_field(value.as_deref().unwrap_or_default())
+            })
+            .collect();
+        fields.extend([
+            row.events.to_string(),
+            row.input_tokens.to_string(),
+            row.output_tokens.to_string(),
+            row.search_units.to_string(),
+            row.classifications.to_string(),
+            format!("{:.12}", row.cost_usd),
+        ]);
+        out.push_str(&fields.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+fn csv_field(value: &str) -> String {
+    if value.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", value.replace('"', "\"\""))
+    } else {
+        value.to_string()
+    }
+}
+
+/// A Unix time in ms as RFC 3339 (UTC, seconds).
+pub fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default()
+}

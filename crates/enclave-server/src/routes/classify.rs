@@ -4,16 +4,19 @@
 use std::collections::BTreeMap;
 
 use axum::extract::State;
-use axum::Json;
 use enclave_engine::classifier::{FitOptions, LinearClassifier};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use crate::auth::MaybeCaller;
 use crate::embedding::{embed_texts, parse_truncate, MAX_TEXTS};
 use crate::error::{ApiError, Family};
 use crate::extract::{ApiJson, CohereJson};
+use crate::metering::Bill;
 use crate::routes::cohere_common::new_id;
 use crate::state::AppState;
+use axum::response::Response;
+use enclave_store::{Capability, Units};
 
 const FAMILY: Family = Family::Cohere;
 const MAX_EXAMPLES: usize = 2500;
@@ -82,8 +85,9 @@ fn check_examples(examples: &[Example]) -> Result<(Vec<String>, Vec<usize>), Api
 
 pub async fn classify(
     State(state): State<AppState>,
+    caller: MaybeCaller,
     ApiJson(req, _): CohereJson<ClassifyRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     if req.preset.is_some() {
         return Err(ApiError::invalid(
             FAMILY,
@@ -111,6 +115,19 @@ pub async fn classify(
 
     let mut texts: Vec<String> = examples.iter().map(|e| e.text.clone()).collect();
     texts.extend(req.inputs.iter().cloned());
+    let units = Units {
+        classifications: req.inputs.len() as i64,
+        ..Units::default()
+    };
+    let bill = Bill::admit(
+        &state,
+        caller.get(),
+        FAMILY,
+        Capability::Classify,
+        &encoder.info().name,
+        units,
+    )
+    .await?;
     let embedded = embed_texts(FAMILY, &encoder, texts, truncate).await?;
     let (example_vectors, input_vectors) = embedded.vectors.split_at(examples.len());
     let training: Vec<(Vec<f32>, usize)> = example_vectors.iter().cloned().zip(targets).collect();
@@ -147,7 +164,8 @@ pub async fn classify(
             })
         })
         .collect();
-    Ok(Json(json!({
+    let receipt = bill.settle(units).await?;
+    Ok(receipt.json(json!({
         "id": new_id(),
         "classifications": classifications,
         "meta": {

@@ -7,6 +7,7 @@ use enclave_engine::ChatMessage;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::auth::MaybeCaller;
 use crate::error::{ApiError, Family};
 use crate::extract::{ApiJson, CohereJson};
 use crate::generation::{
@@ -15,6 +16,7 @@ use crate::generation::{
 };
 use crate::routes::cohere_common::{new_id, refuse_unsupported, v1_meta};
 use crate::state::AppState;
+use enclave_store::Capability;
 
 const FAMILY: Family = Family::Cohere;
 /// v1 generate's documented default.
@@ -89,6 +91,7 @@ fn sampling(
 
 pub async fn chat(
     State(state): State<AppState>,
+    caller: MaybeCaller,
     ApiJson(req, _): CohereJson<ChatRequest>,
 ) -> Result<Response, ApiError> {
     refuse_unsupported(
@@ -153,8 +156,11 @@ pub async fn chat(
         reply,
         text: String::new(),
     };
+    let bill = prepared
+        .admit(&state, &caller, FAMILY, Capability::Chat)
+        .await?;
     prepared
-        .respond(FAMILY, req.stream == Some(true), format)
+        .respond(FAMILY, req.stream == Some(true), format, bill)
         .await
 }
 
@@ -248,6 +254,7 @@ pub struct GenerateRequest {
 
 pub async fn generate(
     State(state): State<AppState>,
+    caller: MaybeCaller,
     ApiJson(req, _): CohereJson<GenerateRequest>,
 ) -> Result<Response, ApiError> {
     if req.num_generations.is_some_and(|n| n != 1) {
@@ -292,8 +299,11 @@ pub async fn generate(
         prompt: req.prompt,
         text: String::new(),
     };
+    let bill = prepared
+        .admit(&state, &caller, FAMILY, Capability::Generate)
+        .await?;
     prepared
-        .respond(FAMILY, req.stream == Some(true), format)
+        .respond(FAMILY, req.stream == Some(true), format, bill)
         .await
 }
 

@@ -6,6 +6,7 @@ use enclave_engine::ChatMessage;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::auth::MaybeCaller;
 use crate::error::{ApiError, Family};
 use crate::extract::{ApiJson, CohereJson};
 use crate::generation::{
@@ -16,6 +17,7 @@ use crate::routes::cohere_common::{
     check_priority, new_id, refuse_unsupported, usage_json, Content,
 };
 use crate::state::AppState;
+use enclave_store::Capability;
 
 const FAMILY: Family = Family::Cohere;
 
@@ -97,6 +99,7 @@ fn to_messages(messages: Vec<Message>) -> Result<Vec<ChatMessage>, ApiError> {
 
 pub async fn chat(
     State(state): State<AppState>,
+    caller: MaybeCaller,
     ApiJson(req, _): CohereJson<ChatRequest>,
 ) -> Result<Response, ApiError> {
     refuse_unsupported(
@@ -148,8 +151,11 @@ pub async fn chat(
         },
     )?;
     let id = new_id();
+    let bill = prepared
+        .admit(&state, &caller, FAMILY, Capability::Chat)
+        .await?;
     prepared
-        .respond(FAMILY, req.stream == Some(true), V2Stream { id })
+        .respond(FAMILY, req.stream == Some(true), V2Stream { id }, bill)
         .await
 }
 

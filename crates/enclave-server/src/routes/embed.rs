@@ -2,17 +2,20 @@
 //! typed when `embedding_types` is sent).
 
 use axum::extract::State;
-use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::auth::MaybeCaller;
 use crate::embedding::{
-    by_type, check_count, embed_texts, parse_truncate, EmbeddingType, MAX_TEXTS,
+    by_type, check_count, embed_texts, max_tokens, parse_truncate, EmbeddingType, MAX_TEXTS,
 };
 use crate::error::{ApiError, Family};
 use crate::extract::{ApiJson, CohereJson};
+use crate::metering::{Bill, Receipt};
 use crate::routes::cohere_common::{check_priority, new_id, refuse_unsupported};
 use crate::state::AppState;
+use axum::response::Response;
+use enclave_store::{Capability, Units};
 
 const FAMILY: Family = Family::Cohere;
 const INPUT_TYPES: [&str; 4] = [
@@ -145,11 +148,22 @@ fn check(
     Ok((Checked { texts, types }, req.model))
 }
 
+/// What an embed call returns to its route: vectors by type, meta, texts, the types asked for,
+/// and the receipt of the settled bill.
+type Embedding = (
+    Value,
+    Value,
+    Vec<String>,
+    Option<Vec<EmbeddingType>>,
+    Receipt,
+);
+
 async fn run(
     state: &AppState,
+    caller: &MaybeCaller,
     req: EmbedRequest,
     require_model: bool,
-) -> Result<(Value, Value, Vec<String>, Option<Vec<EmbeddingType>>), ApiError> {
+) -> Result<Embedding, ApiError> {
     let truncate = parse_truncate(FAMILY, req.truncate.as_deref())?;
     let dimension = req.output_dimension;
     let (checked, model) = check(state, req, require_model)?;
@@ -166,7 +180,26 @@ async fn run(
             ));
         }
     }
+    let max = Units {
+        input_tokens: max_tokens(&checked.texts),
+        ..Units::default()
+    };
+    let bill = Bill::admit(
+        state,
+        caller.get(),
+        FAMILY,
+        Capability::Embed,
+        &encoder.info().name,
+        max,
+    )
+    .await?;
     let embedded = embed_texts(FAMILY, &encoder, checked.texts.clone(), truncate).await?;
+    let receipt = bill
+        .settle(Units {
+            input_tokens: i64::from(embedded.tokens),
+            ..Units::default()
+        })
+        .await?;
     let meta = json!({
         "api_version": { "version": "2" },
         "billed_units": { "input_tokens": embedded.tokens },
@@ -180,15 +213,17 @@ async fn run(
         meta,
         checked.texts,
         checked.types,
+        receipt,
     ))
 }
 
 pub async fn embed_v2(
     State(state): State<AppState>,
+    caller: MaybeCaller,
     ApiJson(req, _): CohereJson<EmbedRequest>,
-) -> Result<Json<Value>, ApiError> {
-    let (embeddings, meta, texts, _) = run(&state, req, true).await?;
-    Ok(Json(json!({
+) -> Result<Response, ApiError> {
+    let (embeddings, meta, texts, _, receipt) = run(&state, &caller, req, true).await?;
+    Ok(receipt.json(json!({
         "id": new_id(),
         "response_type": "embeddings_by_type",
         "embeddings": embeddings,
@@ -199,12 +234,13 @@ pub async fn embed_v2(
 
 pub async fn embed_v1(
     State(state): State<AppState>,
+    caller: MaybeCaller,
     ApiJson(req, _): CohereJson<EmbedRequest>,
-) -> Result<Json<Value>, ApiError> {
-    let (embeddings, mut meta, texts, types) = run(&state, req, false).await?;
+) -> Result<Response, ApiError> {
+    let (embeddings, mut meta, texts, types, receipt) = run(&state, &caller, req, false).await?;
     meta["api_version"]["version"] = json!("1");
     if types.is_some() {
-        return Ok(Json(json!({
+        return Ok(receipt.json(json!({
             "id": new_id(),
             "response_type": "embeddings_by_type",
             "embeddings": embeddings,
@@ -212,7 +248,7 @@ pub async fn embed_v1(
             "meta": meta,
         })));
     }
-    Ok(Json(json!({
+    Ok(receipt.json(json!({
         "id": new_id(),
         "response_type": "embeddings_floats",
         "embeddings": embeddings["float"],

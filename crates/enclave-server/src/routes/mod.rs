@@ -1,3 +1,4 @@
+pub mod admin;
 pub mod classify;
 pub mod cohere_common;
 pub mod cohere_v1;

@@ -3,12 +3,12 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::response::Response;
 use enclave_engine::ChatMessage;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::auth::MaybeCaller;
 use crate::error::{ApiError, Family};
 use crate::extract::{ApiJson, OpenAiJson};
 use crate::generation::{
@@ -16,6 +16,9 @@ use crate::generation::{
     StreamEnd, StreamFormat, Usage, OPENAI_BOUNDS,
 };
 use crate::state::AppState;
+use enclave_store::{Capability, Units};
+
+use crate::metering::Bill;
 
 const FAMILY: Family = Family::OpenAi;
 /// OpenAI's documented default for `/v1/completions`.
@@ -150,6 +153,7 @@ fn usage_json(usage: &Usage) -> Value {
 
 pub async fn chat_completions(
     State(state): State<AppState>,
+    caller: MaybeCaller,
     ApiJson(req, _): OpenAiJson<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
     check_n(req.n)?;
@@ -199,8 +203,11 @@ pub async fn chat_completions(
             .and_then(|o| o.include_usage)
             .unwrap_or(false),
     };
+    let bill = prepared
+        .admit(&state, &caller, FAMILY, Capability::Chat)
+        .await?;
     prepared
-        .respond(FAMILY, req.stream == Some(true), format)
+        .respond(FAMILY, req.stream == Some(true), format, bill)
         .await
 }
 
@@ -234,6 +241,7 @@ pub struct CompletionRequest {
 
 pub async fn completions(
     State(state): State<AppState>,
+    caller: MaybeCaller,
     ApiJson(req, _): OpenAiJson<CompletionRequest>,
 ) -> Result<Response, ApiError> {
     check_n(req.n)?;
@@ -282,8 +290,11 @@ pub async fn completions(
             .and_then(|o| o.include_usage)
             .unwrap_or(false),
     };
+    let bill = prepared
+        .admit(&state, &caller, FAMILY, Capability::Generate)
+        .await?;
     prepared
-        .respond(FAMILY, req.stream == Some(true), format)
+        .respond(FAMILY, req.stream == Some(true), format, bill)
         .await
 }
 
@@ -413,9 +424,10 @@ pub struct EmbeddingsRequest {
 /// `POST /v1/embeddings`.
 pub async fn embeddings(
     State(state): State<AppState>,
+    caller: MaybeCaller,
     ApiJson(req, _): OpenAiJson<EmbeddingsRequest>,
 ) -> Result<Response, ApiError> {
-    use crate::embedding::{check_count, embed_texts, to_base64};
+    use crate::embedding::{check_count, embed_texts, max_tokens, to_base64};
     use enclave_engine::encoder::Truncate;
 
     let texts = match req.input {
@@ -454,7 +466,26 @@ pub async fn embeddings(
         }
     }
     // OpenAI truncates silently at the model's limit; so does this route.
+    let max = Units {
+        input_tokens: max_tokens(&texts),
+        ..Units::default()
+    };
+    let bill = Bill::admit(
+        &state,
+        caller.get(),
+        FAMILY,
+        Capability::Embed,
+        &req.model,
+        max,
+    )
+    .await?;
     let embedded = embed_texts(FAMILY, &encoder, texts, Truncate::End).await?;
+    let receipt = bill
+        .settle(Units {
+            input_tokens: i64::from(embedded.tokens),
+            ..Units::default()
+        })
+        .await?;
     let data: Vec<Value> = embedded
         .vectors
         .iter()
@@ -468,11 +499,10 @@ pub async fn embeddings(
             json!({ "object": "embedding", "index": index, "embedding": embedding })
         })
         .collect();
-    Ok(Json(json!({
+    Ok(receipt.json(json!({
         "object": "list",
         "data": data,
         "model": req.model,
         "usage": { "prompt_tokens": embedded.tokens, "total_tokens": embedded.tokens },
-    }))
-    .into_response())
+    })))
 }

@@ -5,7 +5,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde_json::{json, Value};
 
-use crate::auth::{bearer, key_matches};
+use crate::auth::bearer;
 use crate::state::AppState;
 
 pub async fn health() -> Json<Value> {
@@ -53,6 +53,15 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
 
 /// `{"valid": bool}`: answers for any key rather than rejecting, which is what the check is for.
 pub async fn check_api_key(State(state): State<AppState>, headers: HeaderMap) -> Json<Value> {
-    let valid = bearer(&headers).is_some_and(|k| key_matches(k, &state.config().api_key));
-    Json(json!({ "valid": valid }))
+    let (Some(access), Some(secret)) = (state.access(), bearer(&headers)) else {
+        return Json(json!({ "valid": state.access().is_none() }));
+    };
+    match access.authenticate(secret).await {
+        Ok(Ok(caller)) => Json(json!({
+            "valid": true,
+            "organization_id": caller.0.tenant_id,
+            "owner_id": caller.0.id,
+        })),
+        _ => Json(json!({ "valid": false })),
+    }
 }

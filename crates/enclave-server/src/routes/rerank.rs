@@ -2,15 +2,18 @@
 //! objects ranked on `rank_fields`, optionally echoed back).
 
 use axum::extract::State;
-use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use crate::auth::MaybeCaller;
 use crate::error::{ApiError, Family};
 use crate::extract::{ApiJson, CohereJson};
+use crate::metering::Bill;
 use crate::rerank::{score, scorer_for};
 use crate::routes::cohere_common::{check_priority, new_id};
 use crate::state::AppState;
+use axum::response::Response;
+use enclave_store::{Capability, Units};
 
 const FAMILY: Family = Family::Cohere;
 /// Most documents per call (each one is at least one forward pass).
@@ -79,10 +82,11 @@ fn echo(doc: &Document) -> Value {
 
 async fn rerank(
     state: &AppState,
+    caller: &MaybeCaller,
     req: RerankRequest,
     version: &str,
     require_model: bool,
-) -> Result<Value, ApiError> {
+) -> Result<Response, ApiError> {
     if require_model && req.model.as_deref().is_none_or(str::is_empty) {
         return Err(ApiError::invalid(FAMILY, "model is required"));
     }
@@ -138,7 +142,22 @@ async fn rerank(
         .map(|(i, d)| rank_text(i, d, &fields))
         .collect::<Result<Vec<_>, _>>()?;
     let scorer = scorer_for(state, FAMILY, req.model.as_deref())?;
+    // One search unit per query per 100 documents.
+    let units = Units {
+        search_units: count.div_ceil(100) as i64,
+        ..Units::default()
+    };
+    let bill = Bill::admit(
+        state,
+        caller.get(),
+        FAMILY,
+        Capability::Rerank,
+        scorer.model_name(),
+        units,
+    )
+    .await?;
     let scores = score(FAMILY, &scorer, &req.query, &texts, max_chunks).await?;
+    let receipt = bill.settle(units).await?;
 
     let mut order: Vec<usize> = (0..count).collect();
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
@@ -154,27 +173,28 @@ async fn rerank(
             result
         })
         .collect();
-    Ok(json!({
+    Ok(receipt.json(json!({
         "id": new_id(),
         "results": results,
         "meta": {
             "api_version": { "version": version },
-            // One search unit per query per 100 documents.
-            "billed_units": { "search_units": count.div_ceil(100) },
+            "billed_units": { "search_units": units.search_units },
         },
-    }))
+    })))
 }
 
 pub async fn rerank_v2(
     State(state): State<AppState>,
+    caller: MaybeCaller,
     ApiJson(req, _): CohereJson<RerankRequest>,
-) -> Result<Json<Value>, ApiError> {
-    rerank(&state, req, "2", true).await.map(Json)
+) -> Result<Response, ApiError> {
+    rerank(&state, &caller, req, "2", true).await
 }
 
 pub async fn rerank_v1(
     State(state): State<AppState>,
+    caller: MaybeCaller,
     ApiJson(req, _): CohereJson<RerankRequest>,
-) -> Result<Json<Value>, ApiError> {
-    rerank(&state, req, "1", false).await.map(Json)
+) -> Result<Response, ApiError> {
+    rerank(&state, &caller, req, "1", false).await
 }

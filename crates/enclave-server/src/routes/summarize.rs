@@ -1,15 +1,19 @@
 //! `POST /v1/summarize`.
 
 use axum::extract::State;
-use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
+use crate::auth::MaybeCaller;
 use crate::error::{ApiError, Family};
 use crate::extract::{ApiJson, CohereJson};
+use crate::generation::billed;
+use crate::metering::Bill;
 use crate::routes::cohere_common::{new_id, v1_meta};
 use crate::state::AppState;
-use crate::summarize::{summarize, Length, Style};
+use crate::summarize::{max_units, summarize, Length, Style};
+use axum::response::Response;
+use enclave_store::Capability;
 
 const FAMILY: Family = Family::Cohere;
 /// The documented upper bound on the text.
@@ -45,8 +49,9 @@ fn choice<'a>(
 
 pub async fn summarize_route(
     State(state): State<AppState>,
+    caller: MaybeCaller,
     ApiJson(req, _): CohereJson<SummarizeRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let chars = req.text.chars().count();
     if req.text.trim().is_empty() || chars > MAX_CHARS {
         return Err(ApiError::invalid(
@@ -106,8 +111,17 @@ pub async fn summarize_route(
         additional_command: req.additional_command,
         temperature,
     };
+    let max = max_units(&generator, &req.text, &style);
+    let bill = Bill::admit(
+        &state,
+        caller.get(),
+        FAMILY,
+        Capability::Summarize,
+        &generator.info().name,
+        max,
+    )
+    .await?;
     let (summary, usage) = summarize(FAMILY, &generator, &req.text, &style).await?;
-    Ok(Json(
-        json!({ "id": new_id(), "summary": summary, "meta": v1_meta(Some(&usage)) }),
-    ))
+    let receipt = bill.settle(billed(&usage)).await?;
+    Ok(receipt.json(json!({ "id": new_id(), "summary": summary, "meta": v1_meta(Some(&usage)) })))
 }

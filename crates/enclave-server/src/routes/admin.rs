@@ -1,0 +1,514 @@
+//! The admin API under `/admin/`: tenants, keys, the price book, usage reports and ledger
+//! verification. The platform admin (the bootstrap key) sees everything; a tenant admin key
+//! manages its own tenant's keys and reads its own tenant's usage, and nothing else.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use enclave_store::money::{pico_to_usd, usd_to_pico};
+use enclave_store::reports::{parse_time, rfc3339, to_csv};
+use enclave_store::{
+    BudgetSpec, Capability, GroupBy, KeyRecord, ModelType, NewKey, PriceRow, ReportQuery, Role,
+    Scopes, StoreError, Tenant,
+};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::auth::AdminCaller;
+use crate::error::{ApiError, Family};
+use crate::extract::{ApiJson, CohereJson};
+use crate::state::AppState;
+
+const FAMILY: Family = Family::Cohere;
+
+fn store_error(err: StoreError) -> ApiError {
+    match err {
+        StoreError::Invalid(m) => ApiError::invalid(FAMILY, m),
+        StoreError::NotFound(m) => ApiError::not_found(FAMILY, format!("{m} not found")),
+        StoreError::Conflict(m) => ApiError::new(FAMILY, StatusCode::CONFLICT, m),
+        other => crate::metering::store_error(FAMILY, other),
+    }
+}
+
+fn forbidden(message: &str) -> ApiError {
+    ApiError::new(FAMILY, StatusCode::FORBIDDEN, message)
+}
+
+fn require_platform_admin(admin: &AdminCaller) -> Result<(), ApiError> {
+    if admin.is_platform_admin() {
+        Ok(())
+    } else {
+        Err(forbidden("this route needs the platform admin key"))
+    }
+}
+
+fn store(state: &AppState) -> Result<&enclave_store::Store, ApiError> {
+    state
+        .access()
+        .map(|a| a.store())
+        .ok_or_else(|| ApiError::not_found(FAMILY, "this server runs without accounts"))
+}
+
+fn budget_json(budget: Option<BudgetSpec>) -> Value {
+    match budget {
+        Some(b) => json!({ "usd": pico_to_usd(b.limit_pico), "period": b.period.as_str() }),
+        None => Value::Null,
+    }
+}
+
+fn tenant_json(tenant: &Tenant) -> Value {
+    json!({ "id": tenant.id, "name": tenant.name, "created_at": rfc3339(tenant.created_ms) })
+}
+
+fn key_json(key: &KeyRecord) -> Value {
+    json!({
+        "id": key.id,
+        "tenant": key.tenant_id,
+        "tenant_name": key.tenant_name,
+        "name": key.name,
+        "prefix": key.prefix,
+        "role": key.role.as_str(),
+        "scopes": key.scopes.names(),
+        "rpm": key.rpm,
+        "tpm": key.tpm,
+        "budget": budget_json(key.budget),
+        "expires_at": key.expires_ms.map(rfc3339),
+        "revoked_at": key.revoked_ms.map(rfc3339),
+        "created_at": rfc3339(key.created_ms),
+    })
+}
+
+fn budget_of(usd: Option<f64>, period: Option<&str>) -> Result<Option<BudgetSpec>, ApiError> {
+    match (usd, period) {
+        (None, None) => Ok(None),
+        (None, Some(_)) => Err(ApiError::invalid(FAMILY, "budget_period needs budget_usd")),
+        (Some(usd), period) => BudgetSpec::from_usd(usd, period)
+            .map(Some)
+            .map_err(store_error),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    name: String,
+    budget_usd: Option<f64>,
+    budget_period: Option<String>,
+}
+
+pub async fn create_tenant(
+    State(state): State<AppState>,
+    admin: AdminCaller,
+    ApiJson(req, _): CohereJson<CreateTenant>,
+) -> Result<Response, ApiError> {
+    require_platform_admin(&admin)?;
+    let budget = budget_of(req.budget_usd, req.budget_period.as_deref())?;
+    let tenant = store(&state)?
+        .create_tenant(&req.name, budget)
+        .await
+        .map_err(store_error)?;
+    Ok((StatusCode::CREATED, Json(tenant_json(&tenant))).into_response())
+}
+
+pub async fn list_tenants(
+    State(state): State<AppState>,
+    admin: AdminCaller,
+) -> Result<Json<Value>, ApiError> {
+    let tenants = store(&state)?.list_tenants().await.map_err(store_error)?;
+    let visible: Vec<Value> = tenants
+        .iter()
+        .filter(|t| admin.tenant_scope().is_none_or(|scope| scope == t.id))
+        .map(tenant_json)
+        .collect();
+    Ok(Json(json!({ "tenants": visible })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetBudget {
+    budget_usd: f64,
+    budget_period: Option<String>,
+}
+
+/// `PUT /admin/tenants/{id}/budget`.
+pub async fn set_tenant_budget(
+    State(state): State<AppState>,
+    admin: AdminCaller,
+    Path(tenant): Path<String>,
+    ApiJson(req, _): CohereJson<SetBudget>,
+) -> Result<Json<Value>, ApiError> {
+    require_platform_admin(&admin)?;
+    let store = store(&state)?;
+    let tenant = store.find_tenant(&tenant).await.map_err(store_error)?;
+    let budget =
+        BudgetSpec::from_usd(req.budget_usd, req.budget_period.as_deref()).map_err(store_error)?;
+    store
+        .set_tenant_budget(&tenant.id, budget)
+        .await
+        .map_err(store_error)?;
+    if let Some(access) = state.access() {
+        access.forget_keys();
+    }
+    Ok(Json(
+        json!({ "tenant": tenant.id, "budget": budget_json(Some(budget)) }),
+    ))
+}
+
+/// Scopes as a list of names, or as `{"capabilities": [...], "models": [...]}`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum ScopesInput {
+    Names(Vec<String>),
+    Parts(Scopes),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    tenant: String,
+    name: Option<String>,
+    budget_usd: Option<f64>,
+    budget_period: Option<String>,
+    rpm: Option<i64>,
+    tpm: Option<i64>,
+    scopes: Option<ScopesInput>,
+    role: Option<String>,
+    /// RFC 3339 time or date after which the key stops working.
+    expires_at: Option<String>,
+}
+
+pub async fn create_key(
+    State(state): State<AppState>,
+    admin: AdminCaller,
+    ApiJson(req, _): CohereJson<CreateKey>,
+) -> Result<Response, ApiError> {
+    let store = store(&state)?;
+    let tenant = store.find_tenant(&req.tenant).await.map_err(store_error)?;
+    if admin.tenant_scope().is_some_and(|scope| scope != tenant.id) {
+        return Err(ApiError::not_found(
+            FAMILY,
+            format!("tenant '{}' not found", req.tenant),
+        ));
+    }
+    let role = match req.role.as_deref() {
+        None => Role::Member,
+        Some(name) => Role::parse(name).ok_or_else(|| {
+            ApiError::invalid(
+                FAMILY,
+                format!("role must be member, tenant_admin or admin, got '{name}'"),
+            )
+        })?,
+    };
+    if role == Role::Admin
+        && !(admin.is_platform_admin() && tenant.name == enclave_store::accounts::SYSTEM_TENANT)
+    {
+        return Err(forbidden(
+            "admin keys are made by the platform admin in the system tenant only",
+        ));
+    }
+    let scopes = match req.scopes {
+        None => Scopes::default(),
+        Some(ScopesInput::Names(names)) => Scopes::parse(&names).map_err(store_error)?,
+        Some(ScopesInput::Parts(parts)) => parts,
+    };
+    let expires_ms = req
+        .expires_at
+        .as_deref()
+        .map(|t| parse_time(t, false))
+        .transpose()
+        .map_err(store_error)?;
+    let new = NewKey {
+        tenant_id: tenant.id.clone(),
+        name: req.name.unwrap_or_default(),
+        role,
+        scopes,
+        rpm: req.rpm,
+        tpm: req.tpm,
+        expires_ms,
+        budget: budget_of(req.budget_usd, req.budget_period.as_deref())?,
+        secret: None,
+    };
+    let (key, secret) = store.create_key(new).await.map_err(store_error)?;
+    let mut body = key_json(&key);
+    body["key"] = json!(secret);
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct KeyFilter {
+    tenant: Option<String>,
+}
+
+pub async fn list_keys(
+    State(state): State<AppState>,
+    admin: AdminCaller,
+    Query(filter): Query<KeyFilter>,
+) -> Result<Json<Value>, ApiError> {
+    let store = store(&state)?;
+    let tenant = match (&filter.tenant, admin.tenant_scope()) {
+        (Some(name), _) => Some(store.find_tenant(name).await.map_err(store_error)?.id),
+        (None, scope) => scope.map(str::to_string),
+    };
+    if let (Some(scope), Some(wanted)) = (admin.tenant_scope(), &tenant) {
+        if scope != wanted {
+            return Err(forbidden("this key can only list its own tenant's keys"));
+        }
+    }
+    let keys = store
+        .list_keys(tenant.as_deref())
+        .await
+        .map_err(store_error)?;
+    Ok(Json(
+        json!({ "keys": keys.iter().map(key_json).collect::<Vec<_>>() }),
+    ))
+}
+
+pub async fn revoke_key(
+    State(state): State<AppState>,
+    admin: AdminCaller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let key = store(&state)?
+        .revoke_key(&id, admin.tenant_scope())
+        .await
+        .map_err(store_error)?;
+    if let Some(access) = state.access() {
+        access.forget_keys();
+    }
+    Ok(Json(key_json(&key)))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct UsageQuery {
+    group_by: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    tenant: Option<String>,
+    key: Option<String>,
+    format: Option<String>,
+}
+
+pub async fn usage(
+    State(state): State<AppState>,
+    admin: AdminCaller,
+    Query(q): Query<UsageQuery>,
+) -> Result<Response, ApiError> {
+    let store = store(&state)?;
+    let group_by = GroupBy::parse_list(
+        q.group_by
+            .as_deref()
+            .unwrap_or("tenant,capability,model,model_type"),
+    )
+    .map_err(store_error)?;
+    let tenant = match &q.tenant {
+        Some(name) => Some(store.find_tenant(name).await.map_err(store_error)?.id),
+        None => admin.tenant_scope().map(str::to_string),
+    };
+    if let (Some(scope), Some(wanted)) = (admin.tenant_scope(), &tenant) {
+        if scope != wanted {
+            return Err(forbidden("this key can only read its own tenant's usage"));
+        }
+    }
+    let query = ReportQuery {
+        group_by: group_by.clone(),
+        from_ms: q
+            .from
+            .as_deref()
+            .map(|t| parse_time(t, false))
+            .transpose()
+            .map_err(store_error)?,
+        to_ms: q
+            .to
+            .as_deref()
+            .map(|t| parse_time(t, true))
+            .transpose()
+            .map_err(store_error)?,
+        tenant_id: tenant,
+        key_id: q.key.clone(),
+    };
+    let rows = store.report(&query).await.map_err(store_error)?;
+    match q.format.as_deref() {
+        None | Some("json") => Ok(Json(json!({ "rows": rows })).into_response()),
+        Some("csv") => Ok((
+            [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+            to_csv(&rows, &group_by),
+        )
+            .into_response()),
+        Some(other) => Err(ApiError::invalid(
+            FAMILY,
+            format!("format must be json or csv, got '{other}'"),
+        )),
+    }
+}
+
+/// `GET /admin/usage/verify`: re-walks every tenant's hash chain.
+pub async fn verify(
+    State(state): State<AppState>,
+    admin: AdminCaller,
+) -> Result<Json<Value>, ApiError> {
+    require_platform_admin(&admin)?;
+    let report = store(&state)?.verify().await.map_err(store_error)?;
+    Ok(Json(
+        json!({ "ok": report.ok(), "tenants": report.tenants }),
+    ))
+}
+
+pub async fn prices(
+    State(state): State<AppState>,
+    _admin: AdminCaller,
+) -> Result<Json<Value>, ApiError> {
+    let book = store(&state)?.price_book().await.map_err(store_error)?;
+    let versions: Vec<Value> = book
+        .versions
+        .iter()
+        .map(|v| {
+            let rows: Vec<Value> = v
+                .rows
+                .iter()
+                .map(|r| {
+                    json!({
+                        "capability": r.capability,
+                        "model": r.model,
+                        "model_type": r.model_type,
+                        "unit": r.unit,
+                        "usd_per_million": pico_to_usd(r.pico_per_unit) * 1e6,
+                    })
+                })
+                .collect();
+            json!({
+                "version": v.version,
+                "effective_at": rfc3339(v.effective_ms),
+                "created_at": rfc3339(v.created_ms),
+                "note": v.note,
+                "prices": rows,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "versions": versions })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceInput {
+    capability: String,
+    model: Option<String>,
+    model_type: Option<String>,
+    unit: String,
+    usd_per_million: f64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewPrices {
+    effective_at: Option<String>,
+    note: Option<String>,
+    prices: Vec<PriceInput>,
+}
+
+/// `POST /admin/prices`: a new version of the book, the given prices laid over the newest.
+pub async fn add_prices(
+    State(state): State<AppState>,
+    admin: AdminCaller,
+    ApiJson(req, _): CohereJson<NewPrices>,
+) -> Result<Response, ApiError> {
+    require_platform_admin(&admin)?;
+    if req.prices.is_empty() || req.prices.len() > 1000 {
+        return Err(ApiError::invalid(
+            FAMILY,
+            "prices must hold 1 to 1000 entries",
+        ));
+    }
+    let mut rows = Vec::with_capacity(req.prices.len());
+    for (i, p) in req.prices.iter().enumerate() {
+        let capability = Capability::parse(&p.capability).ok_or_else(|| {
+            ApiError::invalid(
+                FAMILY,
+                format!(
+                    "prices[{i}].capability '{}' is not a capability",
+                    p.capability
+                ),
+            )
+        })?;
+        let model_type = match p.model_type.as_deref() {
+            None => ModelType::Base,
+            Some(name) => ModelType::parse(name).ok_or_else(|| {
+                ApiError::invalid(
+                    FAMILY,
+                    format!("prices[{i}].model_type must be base or custom"),
+                )
+            })?,
+        };
+        let pico_per_unit = usd_to_pico(p.usd_per_million / 1e6).ok_or_else(|| {
+            ApiError::invalid(
+                FAMILY,
+                format!("prices[{i}].usd_per_million must be a non-negative amount"),
+            )
+        })?;
+        rows.push(PriceRow {
+            capability,
+            model: p
+                .model
+                .clone()
+                .unwrap_or_else(|| enclave_store::prices::ANY_MODEL.into()),
+            model_type,
+            unit: p.unit.clone(),
+            pico_per_unit,
+        });
+    }
+    let effective_ms = req
+        .effective_at
+        .as_deref()
+        .map(|t| parse_time(t, false))
+        .transpose()
+        .map_err(store_error)?;
+    let store = store(&state)?;
+    let version = store
+        .add_price_version(effective_ms, req.note.as_deref().unwrap_or(""), &rows)
+        .await
+        .map_err(store_error)?;
+    if let Some(access) = state.access() {
+        access.refresh_prices().await.map_err(store_error)?;
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "version": version.version, "effective_at": rfc3339(version.effective_ms) })),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EventsQuery {
+    tenant: Option<String>,
+    /// Sequence number to continue after (0: from the start).
+    after: Option<i64>,
+    limit: Option<i64>,
+}
+
+/// `GET /admin/usage/events`: one tenant's ledger in chain order, with each event's hash, so
+/// an auditor can re-check the bill line by line.
+pub async fn events(
+    State(state): State<AppState>,
+    admin: AdminCaller,
+    Query(q): Query<EventsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let store = store(&state)?;
+    let tenant = match (&q.tenant, admin.tenant_scope()) {
+        (Some(name), _) => store.find_tenant(name).await.map_err(store_error)?.id,
+        (None, Some(scope)) => scope.to_string(),
+        (None, None) => return Err(ApiError::invalid(FAMILY, "tenant is required")),
+    };
+    if admin.tenant_scope().is_some_and(|scope| scope != tenant) {
+        return Err(forbidden("this key can only read its own tenant's ledger"));
+    }
+    let limit = q.limit.unwrap_or(1000);
+    if !(1..=10_000).contains(&limit) {
+        return Err(ApiError::invalid(FAMILY, "limit must be 1 to 10000"));
+    }
+    let events = store
+        .events(&tenant, q.after.unwrap_or(0), limit)
+        .await
+        .map_err(store_error)?;
+    let next_after = events.last().map(|e| e.seq);
+    Ok(Json(json!({ "events": events, "next_after": next_after })))
+}
