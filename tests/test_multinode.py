@@ -157,6 +157,7 @@ def test_kill_9_mid_load_loses_no_usage(backend, postgres_url):
             stop(proc)
         assert code == 0, output
         recorded = [e["request_id"] for e in events]
+        print(f"{backend}: {len(received)} successes received, {len(failures)} failed calls, {len(recorded)} events")
         assert len(recorded) == len(set(recorded)), "no event twice"
         # Every success a client received is in the ledger.
         assert set(received) <= set(recorded)

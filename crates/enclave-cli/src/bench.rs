@@ -21,6 +21,8 @@ pub enum BenchCommand {
     Rerank(RerankArgs),
     /// What auth, admission and metering add per request, against the same routes without them.
     Overhead(crate::bench_overhead::OverheadArgs),
+    /// Fills a ledger with a million events and times usage reports (roll-ups vs events).
+    Usage(crate::bench_usage::UsageBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -112,6 +114,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
             BenchCommand::Embed(args) => embed(args).await,
             BenchCommand::Rerank(args) => rerank(args).await,
             BenchCommand::Overhead(args) => crate::bench_overhead::overhead(args).await,
+            BenchCommand::Usage(args) => crate::bench_usage::usage(args).await,
         }
     })?;
     println!("{}", serde_json::to_string_pretty(&report)?);

@@ -7,6 +7,7 @@
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::any::AnyRow;
+use sqlx::{Any, Transaction};
 
 use crate::budgets::finish_holds;
 use crate::{
@@ -139,38 +140,39 @@ impl VerifyReport {
     }
 }
 
-impl Store {
-    /// Writes one usage event and settles the call's budget hold, durably and atomically.
-    pub async fn record(&self, event: NewEvent) -> Result<RecordedEvent> {
-        let cost = event.prices.cost(&event.units)?;
-        let created_ms = now_ms();
-        let mut tx = self.pool().begin().await?;
-        let head = sqlx::query(
-            "UPDATE ledger_heads SET seq = seq + 1 WHERE tenant_id = $1 RETURNING seq, head_hash",
-        )
-        .bind(&event.tenant_id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| StoreError::NotFound(format!("tenant '{}'", event.tenant_id)))?;
-        let mut recorded = RecordedEvent {
-            tenant_id: event.tenant_id,
-            seq: col(&head, "seq")?,
-            request_id: event.request_id,
-            key_id: event.key_id,
-            capability: event.capability.as_str().to_string(),
-            model: event.model,
-            model_type: event.model_type.as_str().to_string(),
-            units: event.units,
-            price_version: event.price_version,
-            prices: event.prices,
-            cost_pico: cost,
-            created_ms,
-            prev_hash: col(&head, "head_hash")?,
-            hash: String::new(),
-        };
-        recorded.hash = recorded.compute_hash();
-        let r = &recorded;
-        let inserted = sqlx::query(&format!(
+/// Appends one event to its tenant's chain and adds it to the day's roll-up, inside `tx`.
+async fn append(
+    tx: &mut Transaction<'_, Any>,
+    event: NewEvent,
+    created_ms: i64,
+) -> Result<RecordedEvent> {
+    let cost = event.prices.cost(&event.units)?;
+    let head = sqlx::query(
+        "UPDATE ledger_heads SET seq = seq + 1 WHERE tenant_id = $1 RETURNING seq, head_hash",
+    )
+    .bind(&event.tenant_id)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or_else(|| StoreError::NotFound(format!("tenant '{}'", event.tenant_id)))?;
+    let mut recorded = RecordedEvent {
+        tenant_id: event.tenant_id,
+        seq: col(&head, "seq")?,
+        request_id: event.request_id,
+        key_id: event.key_id,
+        capability: event.capability.as_str().to_string(),
+        model: event.model,
+        model_type: event.model_type.as_str().to_string(),
+        units: event.units,
+        price_version: event.price_version,
+        prices: event.prices,
+        cost_pico: cost,
+        created_ms,
+        prev_hash: col(&head, "head_hash")?,
+        hash: String::new(),
+    };
+    recorded.hash = recorded.compute_hash();
+    let r = &recorded;
+    let inserted = sqlx::query(&format!(
             "INSERT INTO usage_events ({EVENT_COLUMNS}, day) VALUES \
              ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
         ))
@@ -195,24 +197,24 @@ impl Store {
         .bind(&r.prev_hash)
         .bind(&r.hash)
         .bind(created_ms.div_euclid(MS_PER_DAY))
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await;
-        match inserted {
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                return Err(StoreError::Conflict(format!(
-                    "request {} is already recorded",
-                    r.request_id
-                )))
-            }
-            other => other?,
-        };
-        sqlx::query("UPDATE ledger_heads SET head_hash = $1 WHERE tenant_id = $2")
-            .bind(&r.hash)
-            .bind(&r.tenant_id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO usage_daily (tenant_id, key_id, capability, model, model_type, day, events, \
+    match inserted {
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            return Err(StoreError::Conflict(format!(
+                "request {} is already recorded",
+                r.request_id
+            )))
+        }
+        other => other?,
+    };
+    sqlx::query("UPDATE ledger_heads SET head_hash = $1 WHERE tenant_id = $2")
+        .bind(&r.hash)
+        .bind(&r.tenant_id)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO usage_daily (tenant_id, key_id, capability, model, model_type, day, events, \
              input_tokens, output_tokens, search_units, classifications, cost_pico) \
              VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8, $9, $10, $11) \
              ON CONFLICT (tenant_id, key_id, capability, model, model_type, day) DO UPDATE SET \
@@ -222,23 +224,43 @@ impl Store {
              search_units = usage_daily.search_units + excluded.search_units, \
              classifications = usage_daily.classifications + excluded.classifications, \
              cost_pico = usage_daily.cost_pico + excluded.cost_pico",
-        )
-        .bind(&r.tenant_id)
-        .bind(&r.key_id)
-        .bind(&r.capability)
-        .bind(&r.model)
-        .bind(&r.model_type)
-        .bind(created_ms.div_euclid(MS_PER_DAY))
-        .bind(r.units.input_tokens)
-        .bind(r.units.output_tokens)
-        .bind(r.units.search_units)
-        .bind(r.units.classifications)
-        .bind(r.cost_pico)
-        .execute(&mut *tx)
-        .await?;
-        finish_holds(&mut tx, &r.request_id, Some(cost)).await?;
+    )
+    .bind(&r.tenant_id)
+    .bind(&r.key_id)
+    .bind(&r.capability)
+    .bind(&r.model)
+    .bind(&r.model_type)
+    .bind(created_ms.div_euclid(MS_PER_DAY))
+    .bind(r.units.input_tokens)
+    .bind(r.units.output_tokens)
+    .bind(r.units.search_units)
+    .bind(r.units.classifications)
+    .bind(r.cost_pico)
+    .execute(&mut **tx)
+    .await?;
+    Ok(recorded)
+}
+
+impl Store {
+    /// Writes one usage event and settles the call's budget hold, durably and atomically.
+    pub async fn record(&self, event: NewEvent) -> Result<RecordedEvent> {
+        let mut tx = self.pool().begin().await?;
+        let recorded = append(&mut tx, event, now_ms()).await?;
+        finish_holds(&mut tx, &recorded.request_id, Some(recorded.cost_pico)).await?;
         tx.commit().await?;
         Ok(recorded)
+    }
+
+    /// Appends many events, each with its own time, in one transaction: usage metered
+    /// elsewhere being imported, and the report benchmark. No budget holds are involved.
+    pub async fn record_batch(&self, events: Vec<(NewEvent, i64)>) -> Result<usize> {
+        let count = events.len();
+        let mut tx = self.pool().begin().await?;
+        for (event, created_ms) in events {
+            append(&mut tx, event, created_ms).await?;
+        }
+        tx.commit().await?;
+        Ok(count)
     }
 
     /// Events of one tenant in chain order, from sequence number `after` on (at most `limit`).
