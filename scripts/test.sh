@@ -6,6 +6,15 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 
 export ENCLAVE_HOME="${ENCLAVE_HOME:-$HOME/.enclave}"
+
+# The store and multi-node suites need PostgreSQL at 127.0.0.1:5432 (ENCLAVE_TEST_POSTGRES to
+# point elsewhere); start the machine's own cluster if it is installed but stopped.
+if command -v pg_isready >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 -p 5432; then
+  if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
+    echo "test: starting PostgreSQL" >&2
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
+  fi
+fi
 TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 cargo build --release --workspace --all-targets
 "$TARGET_DIR/release/enclave" pull smollm2-135m-instruct

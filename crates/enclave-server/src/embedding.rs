@@ -8,7 +8,12 @@ use base64::Engine as _;
 use enclave_engine::encoder::{EncoderError, TextEncoder, Truncate};
 use serde_json::{json, Map, Value};
 
+use enclave_store::{Capability, Units};
+
+use crate::auth::MaybeCaller;
 use crate::error::{ApiError, Family};
+use crate::metering::{Bill, Receipt};
+use crate::state::AppState;
 
 /// Cohere's documented bound on texts per call.
 pub const MAX_TEXTS: usize = 96;
@@ -74,8 +79,28 @@ pub fn check_count(
 
 /// An upper bound on the tokens `texts` can become (every token covers at least one byte,
 /// plus the two markers around each text), which is what an embed call holds against budgets.
-pub fn max_tokens(texts: &[String]) -> i64 {
+fn max_tokens(texts: &[String]) -> i64 {
     texts.iter().map(|t| t.len() as i64 + 2).sum()
+}
+
+/// Embeds `texts` as one billed call: holds the most they can cost, embeds them, and settles
+/// the tokens embedded.
+pub async fn embed_billed(
+    state: &AppState,
+    caller: &MaybeCaller,
+    family: Family,
+    encoder: &Arc<dyn TextEncoder>,
+    texts: Vec<String>,
+    truncate: Truncate,
+) -> Result<(Embedded, Receipt), ApiError> {
+    let max = Units::tokens(max_tokens(&texts), 0);
+    let model = &encoder.info().name;
+    let bill = Bill::admit(state, caller.get(), family, Capability::Embed, model, max).await?;
+    let embedded = embed_texts(family, encoder, texts, truncate).await?;
+    let receipt = bill
+        .settle(Units::tokens(i64::from(embedded.tokens), 0))
+        .await?;
+    Ok((embedded, receipt))
 }
 
 /// Vectors of a call and the tokens it consumed.

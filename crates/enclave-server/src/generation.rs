@@ -355,11 +355,10 @@ impl Prepared {
 /// The meters of a generation: the caller's own input tokens (never the template's) and the
 /// generated tokens.
 pub fn billed(usage: &Usage) -> Units {
-    Units {
-        input_tokens: i64::from(usage.billed_input),
-        output_tokens: i64::from(usage.completion_tokens),
-        ..Units::default()
-    }
+    Units::tokens(
+        i64::from(usage.billed_input),
+        i64::from(usage.completion_tokens),
+    )
 }
 
 /// A finished generation.

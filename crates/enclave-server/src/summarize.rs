@@ -146,11 +146,10 @@ pub fn max_units(generator: &Arc<dyn TextGenerator>, text: &str, style: &Style) 
     let half_chunk = (chunk_budget(generator, style) / 2).max(1) as i64;
     let pieces = text_tokens / half_chunk + 1;
     let levels = MAX_LEVELS as i64;
-    Units {
-        input_tokens: levels * (text_tokens + pieces * instruction_tokens),
-        output_tokens: levels * pieces * i64::from(style.length.max_tokens()),
-        ..Units::default()
-    }
+    Units::tokens(
+        levels * (text_tokens + pieces * instruction_tokens),
+        levels * pieces * i64::from(style.length.max_tokens()),
+    )
 }
 
 /// Summarizes `text` in `style`, by map-reduce when it does not fit the context.

@@ -91,6 +91,31 @@ pub struct Units {
     pub classifications: i64,
 }
 
+impl Units {
+    /// Token meters (chat, generate, summarize; embed uses input only).
+    pub fn tokens(input_tokens: i64, output_tokens: i64) -> Self {
+        Self {
+            input_tokens,
+            output_tokens,
+            ..Self::default()
+        }
+    }
+
+    pub fn search_units(search_units: i64) -> Self {
+        Self {
+            search_units,
+            ..Self::default()
+        }
+    }
+
+    pub fn classifications(classifications: i64) -> Self {
+        Self {
+            classifications,
+            ..Self::default()
+        }
+    }
+}
+
 /// Pico-dollars per unit of each meter.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnitPrices {

@@ -115,10 +115,7 @@ pub async fn classify(
 
     let mut texts: Vec<String> = examples.iter().map(|e| e.text.clone()).collect();
     texts.extend(req.inputs.iter().cloned());
-    let units = Units {
-        classifications: req.inputs.len() as i64,
-        ..Units::default()
-    };
+    let units = Units::classifications(req.inputs.len() as i64);
     let bill = Bill::admit(
         &state,
         caller.get(),

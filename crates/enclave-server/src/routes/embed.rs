@@ -7,15 +7,14 @@ use serde_json::{json, Value};
 
 use crate::auth::MaybeCaller;
 use crate::embedding::{
-    by_type, check_count, embed_texts, max_tokens, parse_truncate, EmbeddingType, MAX_TEXTS,
+    by_type, check_count, embed_billed, parse_truncate, EmbeddingType, MAX_TEXTS,
 };
 use crate::error::{ApiError, Family};
 use crate::extract::{ApiJson, CohereJson};
-use crate::metering::{Bill, Receipt};
+use crate::metering::Receipt;
 use crate::routes::cohere_common::{check_priority, new_id, refuse_unsupported};
 use crate::state::AppState;
 use axum::response::Response;
-use enclave_store::{Capability, Units};
 
 const FAMILY: Family = Family::Cohere;
 const INPUT_TYPES: [&str; 4] = [
@@ -180,26 +179,15 @@ async fn run(
             ));
         }
     }
-    let max = Units {
-        input_tokens: max_tokens(&checked.texts),
-        ..Units::default()
-    };
-    let bill = Bill::admit(
+    let (embedded, receipt) = embed_billed(
         state,
-        caller.get(),
+        caller,
         FAMILY,
-        Capability::Embed,
-        &encoder.info().name,
-        max,
+        &encoder,
+        checked.texts.clone(),
+        truncate,
     )
     .await?;
-    let embedded = embed_texts(FAMILY, &encoder, checked.texts.clone(), truncate).await?;
-    let receipt = bill
-        .settle(Units {
-            input_tokens: i64::from(embedded.tokens),
-            ..Units::default()
-        })
-        .await?;
     let meta = json!({
         "api_version": { "version": "2" },
         "billed_units": { "input_tokens": embedded.tokens },

@@ -16,9 +16,7 @@ use crate::generation::{
     StreamEnd, StreamFormat, Usage, OPENAI_BOUNDS,
 };
 use crate::state::AppState;
-use enclave_store::{Capability, Units};
-
-use crate::metering::Bill;
+use enclave_store::Capability;
 
 const FAMILY: Family = Family::OpenAi;
 /// OpenAI's documented default for `/v1/completions`.
@@ -427,7 +425,7 @@ pub async fn embeddings(
     caller: MaybeCaller,
     ApiJson(req, _): OpenAiJson<EmbeddingsRequest>,
 ) -> Result<Response, ApiError> {
-    use crate::embedding::{check_count, embed_texts, max_tokens, to_base64};
+    use crate::embedding::{check_count, embed_billed, to_base64};
     use enclave_engine::encoder::Truncate;
 
     let texts = match req.input {
@@ -466,26 +464,8 @@ pub async fn embeddings(
         }
     }
     // OpenAI truncates silently at the model's limit; so does this route.
-    let max = Units {
-        input_tokens: max_tokens(&texts),
-        ..Units::default()
-    };
-    let bill = Bill::admit(
-        &state,
-        caller.get(),
-        FAMILY,
-        Capability::Embed,
-        &req.model,
-        max,
-    )
-    .await?;
-    let embedded = embed_texts(FAMILY, &encoder, texts, Truncate::End).await?;
-    let receipt = bill
-        .settle(Units {
-            input_tokens: i64::from(embedded.tokens),
-            ..Units::default()
-        })
-        .await?;
+    let (embedded, receipt) =
+        embed_billed(&state, &caller, FAMILY, &encoder, texts, Truncate::End).await?;
     let data: Vec<Value> = embedded
         .vectors
         .iter()

@@ -143,10 +143,7 @@ async fn rerank(
         .collect::<Result<Vec<_>, _>>()?;
     let scorer = scorer_for(state, FAMILY, req.model.as_deref())?;
     // One search unit per query per 100 documents.
-    let units = Units {
-        search_units: count.div_ceil(100) as i64,
-        ..Units::default()
-    };
+    let units = Units::search_units(count.div_ceil(100) as i64);
     let bill = Bill::admit(
         state,
         caller.get(),
