@@ -10,6 +10,7 @@ use std::sync::Arc;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use enclave_store::money::pico_to_usd;
+use enclave_store::reports::rfc3339;
 use enclave_store::{
     now_ms, BudgetExceeded, Capability, KeyRecord, ModelType, NewEvent, RateLimited, UnitPrices,
     Units,
@@ -100,7 +101,7 @@ pub struct Bill {
 
 fn budget_error(family: Family, exceeded: &BudgetExceeded) -> ApiError {
     let resets = match exceeded.resets_ms {
-        Some(ms) => format!("; it resets at {}", chrono_like(ms)),
+        Some(ms) => format!("; it resets at {}", rfc3339(ms)),
         None => "; it does not reset".to_string(),
     };
     ApiError::new(
@@ -117,11 +118,6 @@ fn budget_error(family: Family, exceeded: &BudgetExceeded) -> ApiError {
     )
 }
 
-/// A Unix time in ms as RFC 3339 (UTC).
-pub fn chrono_like(ms: i64) -> String {
-    enclave_store::reports::rfc3339(ms)
-}
-
 /// The 429 for a rate limit, with `Retry-After` until the window resets.
 pub fn rate_error(family: Family, limited: RateLimited) -> ApiError {
     let (what, limit, resets_ms) = match limited {
@@ -134,7 +130,7 @@ pub fn rate_error(family: Family, limited: RateLimited) -> ApiError {
         StatusCode::TOO_MANY_REQUESTS,
         format!(
             "rate limit exceeded: this key allows {limit} {what} per minute; it resets at {} (in {wait_s} s)",
-            chrono_like(resets_ms)
+            rfc3339(resets_ms)
         ),
     );
     error.retry_after = Some(wait_s);
