@@ -43,9 +43,12 @@ if [ ! -x "$SERVER_BIN" ]; then
 fi
 
 PORT=$(( 20000 + RANDOM % 20000 ))
-COMMON=(--model "$MODEL" --prompt-tokens "$PROMPT_TOKENS" --gen-tokens "$GEN_TOKENS" --concurrency "$CONCURRENCY" --json)
+KEY="enclave-bench-key"
+BENCH_DB=$(mktemp -d)
+COMMON=(--model "$MODEL" --prompt-tokens "$PROMPT_TOKENS" --gen-tokens "$GEN_TOKENS" --concurrency "$CONCURRENCY"
+  --api-key "$KEY" --json)
 SERVER_PID=""
-trap '[ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null || true' EXIT
+trap '[ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null; rm -rf "$BENCH_DB"' EXIT
 
 # measure LABEL LOG COMMAND...: starts the server COMMAND on $PORT, waits for /health, runs the
 # shared client against it, stops it, and prints the client's JSON.
@@ -67,10 +70,12 @@ measure() {
 LLAMA_JSON=$(measure llama-server /tmp/llama-server-bench.log \
   "$SERVER_BIN" -m "$GGUF" --host 127.0.0.1 --port "$PORT" -t "$THREADS" -tb "$THREADS" \
   --parallel "$PARALLEL" -c $(( CTX_PER_SEQ * PARALLEL )) --no-webui)
-# Enclave as its own process too, so both servers are measured the same way.
+# Enclave as its own process too, so both servers are measured the same way: with its key check
+# and metering on (a scratch database), as it serves in production.
 # shellcheck disable=SC2086 # ENCLAVE_SERVE_ENV / ENCLAVE_SERVE_ARGS are word lists on purpose.
 ENCLAVE_JSON=$(measure enclave /tmp/enclave-bench.log \
-  env ${ENCLAVE_SERVE_ENV:-} "$ENCLAVE" serve --port "$PORT" --model "$MODEL" --api-key bench \
+  env ${ENCLAVE_SERVE_ENV:-} "$ENCLAVE" serve --port "$PORT" --model "$MODEL" --api-key "$KEY" \
+  --database-url "sqlite://$BENCH_DB/enclave.db" \
   --parallel "$PARALLEL" --threads "$THREADS" --ctx-size "$CTX_PER_SEQ" ${ENCLAVE_SERVE_ARGS:-})
 
 python3 - "$ENCLAVE_JSON" "$LLAMA_JSON" <<'PY'

@@ -261,3 +261,30 @@ def test_reports_export_csv_and_the_cli_verifies_the_ledger(server, server_db):
                             capture_output=True, text=True, timeout=120)
     assert report.returncode == 0 and "embed" in report.stdout and "total cost" in report.stdout
     assert admin(server, "GET", "/admin/usage/verify").json()["ok"] is True
+
+
+def test_cli_verbs_manage_tenants_and_keys_of_a_running_server(server, server_db):
+    def enclave(*args):
+        done = subprocess.run([enclave_bin(), *args, "--database-url", server_db],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    name = unique("cli")
+    tenant_id = enclave("tenants", "create", name, "--budget-usd", "5").split("\t")[0]
+    assert name in enclave("tenants", "list")
+    created = enclave("keys", "create", "--tenant", name, "--name", "from-cli", "--rpm", "100", "--scope", "embed")
+    fields = dict(line.split(":", 1) for line in created.strip().splitlines())
+    key_id, secret = fields["id"].strip(), fields["key"].strip()
+    assert secret.startswith("ek_")
+    listed = enclave("keys", "list", "--tenant", tenant_id)
+    assert key_id in listed and "active" in listed and secret not in listed
+    # The running server takes the new key at once, and refuses it within a second of revocation.
+    assert embed(server, secret).status_code == 200
+    enclave("keys", "revoke", key_id)
+    time.sleep(1.0)
+    assert embed(server, secret).status_code == 401
+    assert "revoked" in enclave("keys", "list", "--tenant", name)
+    bad = subprocess.run([enclave_bin(), "keys", "create", "--tenant", name, "--scope", "teleport",
+                          "--database-url", server_db], capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "teleport" in bad.stderr
