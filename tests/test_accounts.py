@@ -102,6 +102,10 @@ def test_budgets_refuse_with_402_and_are_never_overspent(server):
     spent = sum(r["cost_usd"] for r in usage_rows(server, "key", key=API_KEY, tenant=tenant))
     assert 0 < spent <= 0.000005 + 1e-15
     assert len(ledger(server, tenant)) == statuses.count(200)
+    listed = {k["id"]: k for k in admin(server, "GET", "/admin/keys", params={"tenant": tenant}).json()["keys"]}
+    budget = listed[key_id]["budget"]
+    assert budget["period"] == "daily" and budget["held_usd"] == 0
+    assert abs(budget["spent_usd"] - spent) < 1e-12
 
 
 def test_tenant_budgets_cover_all_their_keys(server):

@@ -1,8 +1,10 @@
 //! Enclave's HTTP server: the Cohere (v1, v2) and OpenAI wire protocols over the engine's
-//! [`enclave_engine::TextGenerator`] seam, plus health and readiness. It is a library so other
-//! programs can embed the router; the `enclave` binary is one such program.
+//! [`enclave_engine::TextGenerator`] seam, the admin API, plus health and readiness. Every API
+//! call is authenticated, admitted (scopes, rate limits, budget holds) and metered through
+//! [`enclave_store`]. It is a library so other programs can embed the router; the `enclave`
+//! binary is one such program.
 //!
-//! It must not know how models are fetched or which engine runs them.
+//! It must not know how models are fetched, which engine runs them, or which database is used.
 
 pub mod access;
 pub mod auth;

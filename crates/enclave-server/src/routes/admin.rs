@@ -259,9 +259,20 @@ pub async fn list_keys(
         .list_keys(tenant.as_deref())
         .await
         .map_err(store_error)?;
-    Ok(Json(
-        json!({ "keys": keys.iter().map(key_json).collect::<Vec<_>>() }),
-    ))
+    let mut listed = Vec::with_capacity(keys.len());
+    for key in &keys {
+        let mut item = key_json(key);
+        if let Some(budget) = key.budget {
+            let (spent, held) = store
+                .budget_state(&key.id, budget.period)
+                .await
+                .map_err(store_error)?;
+            item["budget"]["spent_usd"] = json!(pico_to_usd(spent));
+            item["budget"]["held_usd"] = json!(pico_to_usd(held));
+        }
+        listed.push(item);
+    }
+    Ok(Json(json!({ "keys": listed })))
 }
 
 pub async fn revoke_key(
