@@ -26,6 +26,9 @@ pub struct OverheadArgs {
     /// Requests per route and per server.
     #[arg(long, default_value_t = 2000)]
     pub requests: usize,
+    /// Measure with this database (e.g. postgres://...) instead of a scratch SQLite file.
+    #[arg(long)]
+    pub database_url: Option<String>,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
@@ -108,8 +111,14 @@ pub async fn overhead(args: OverheadArgs) -> Result<Value> {
     })
     .await??;
     let home = tempfile::tempdir()?;
-    let store = Store::open(&Store::default_url(home.path())).await?;
-    let tenant = store.create_tenant("bench", None).await?;
+    let url = args
+        .database_url
+        .clone()
+        .unwrap_or_else(|| Store::default_url(home.path()));
+    let store = Store::open(&url).await?;
+    let backend = format!("{:?}", store.backend()).to_lowercase();
+    let tenant_name = format!("bench-overhead-{}", enclave_store::now_ms());
+    let tenant = store.create_tenant(&tenant_name, None).await?;
     let mut key = NewKey::member(&tenant.id);
     // Limits that never trip but are checked on every call.
     key.rpm = Some(1_000_000_000);
@@ -155,7 +164,7 @@ pub async fn overhead(args: OverheadArgs) -> Result<Value> {
     )
     .await?;
     Ok(json!({
-        "store": "sqlite",
+        "store": backend,
         "requests": args.requests,
         "tokenize (auth + admission)": tokenize,
         "embed (auth + admission + budget hold + durable ledger write)": embed,
