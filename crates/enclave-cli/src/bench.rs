@@ -530,6 +530,19 @@ async fn one_request(
     })
 }
 
+/// The database a benchmark fills: the one given, or a scratch SQLite file that lives as long as
+/// the returned directory.
+pub(crate) async fn bench_store(
+    url: Option<&str>,
+) -> Result<(enclave_store::Store, tempfile::TempDir)> {
+    let scratch = tempfile::tempdir()?;
+    let url = url.map_or_else(
+        || enclave_store::Store::default_url(scratch.path()),
+        str::to_string,
+    );
+    Ok((enclave_store::Store::open(&url).await?, scratch))
+}
+
 /// Two decimals, for readable reports.
 pub(crate) fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0

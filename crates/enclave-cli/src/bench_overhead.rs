@@ -9,10 +9,10 @@ use anyhow::{anyhow, Result};
 use clap::Args;
 use enclave_server::access::Access;
 use enclave_server::{AppState, ServerConfig};
-use enclave_store::{BudgetSpec, NewKey, Period, Store};
+use enclave_store::{BudgetSpec, NewKey, Period};
 use serde_json::{json, Value};
 
-use crate::bench::{percentile, round2};
+use crate::bench::{bench_store, percentile, round2};
 use crate::EngineArgs;
 
 #[derive(Args, Debug)]
@@ -110,13 +110,8 @@ pub async fn overhead(args: OverheadArgs) -> Result<Value> {
         crate::serve::load_models(&specs, &config, &encoder_config)
     })
     .await??;
-    let home = tempfile::tempdir()?;
-    let url = args
-        .database_url
-        .clone()
-        .unwrap_or_else(|| Store::default_url(home.path()));
-    let store = Store::open(&url).await?;
-    let backend = format!("{:?}", store.backend()).to_lowercase();
+    let (store, _scratch) = bench_store(args.database_url.as_deref()).await?;
+    let backend = store.backend().name();
     let tenant_name = format!("bench-overhead-{}", enclave_store::now_ms());
     let tenant = store.create_tenant(&tenant_name, None).await?;
     let mut key = NewKey::member(&tenant.id);

@@ -12,7 +12,7 @@ use enclave_store::{
 };
 use serde_json::{json, Value};
 
-use crate::bench::round2;
+use crate::bench::{bench_store, round2};
 
 #[derive(Args, Debug)]
 pub struct UsageBenchArgs {
@@ -47,12 +47,7 @@ async fn time_report(store: &Store, query: &ReportQuery, runs: usize) -> Result<
 }
 
 pub async fn usage(args: UsageBenchArgs) -> Result<Value> {
-    let home = tempfile::tempdir()?;
-    let url = args
-        .database_url
-        .clone()
-        .unwrap_or_else(|| Store::default_url(home.path()));
-    let store = Store::open(&url).await?;
+    let (store, _scratch) = bench_store(args.database_url.as_deref()).await?;
     let mut tenants = Vec::new();
     for i in 0..args.tenants {
         let name = format!("bench-{i}-{}", uuid_suffix());
@@ -134,7 +129,7 @@ pub async fn usage(args: UsageBenchArgs) -> Result<Value> {
     let (week_ms, _) = time_report(&store, &by_day_last_week, 5).await?;
     let (events_ms, _) = time_report(&store, &from_events, 3).await?;
     Ok(json!({
-        "store": format!("{:?}", store.backend()).to_lowercase(),
+        "store": store.backend().name(),
         "events": args.events,
         "insert_events_per_s": (args.events as f64 / insert_s).round(),
         "report_rows": rollup_rows,
