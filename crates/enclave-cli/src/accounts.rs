@@ -107,10 +107,10 @@ pub struct UsageArgs {
     /// Any of tenant, key, capability, model, model_type, day.
     #[arg(long, default_value = "tenant,capability,model,model_type")]
     pub group_by: String,
-    /// YYYY-MM-DD, RFC 3339 or Unix ms (inclusive).
+    /// YYYY-MM-DD, RFC 3339 or Unix seconds/ms (inclusive).
     #[arg(long)]
     pub from: Option<String>,
-    /// YYYY-MM-DD (that day included), RFC 3339 or Unix ms (exclusive).
+    /// YYYY-MM-DD (that day included), RFC 3339 or Unix seconds/ms (exclusive).
     #[arg(long)]
     pub to: Option<String>,
     #[arg(long)]

@@ -47,7 +47,7 @@ fn answer(model: &dyn TextGenerator, history: &[ChatMessage], args: &ChatArgs) -
     let mut text = String::new();
     while let Some(event) = stream.blocking_recv() {
         match event {
-            GenEvent::Text(piece) => {
+            GenEvent::Text { text: piece, .. } => {
                 print!("{piece}");
                 stdout.flush()?;
                 text.push_str(&piece);

@@ -37,8 +37,9 @@ pub enum FinishReason {
 /// What a running generation sends back.
 #[derive(Debug, Clone, PartialEq)]
 pub enum GenEvent {
-    /// Newly generated text (whole characters, never part of a stop sequence).
-    Text(String),
+    /// Newly generated text (whole characters, never part of a stop sequence), with the number
+    /// of tokens generated so far (what a client that leaves now has been served).
+    Text { text: String, generated: u32 },
     Done {
         reason: FinishReason,
         prompt_tokens: u32,

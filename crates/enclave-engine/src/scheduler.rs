@@ -65,7 +65,10 @@ struct Slot {
 impl Slot {
     fn send_text(&self, text: String) {
         if !text.is_empty() {
-            let _ = self.tx.send(GenEvent::Text(text));
+            let _ = self.tx.send(GenEvent::Text {
+                text,
+                generated: self.generated,
+            });
         }
     }
 

@@ -30,7 +30,7 @@ fn collect(mut stream: GenerationStream) -> (String, FinishReason, u32) {
     let mut text = String::new();
     while let Some(event) = stream.blocking_recv() {
         match event {
-            GenEvent::Text(piece) => text.push_str(&piece),
+            GenEvent::Text { text: piece, .. } => text.push_str(&piece),
             GenEvent::Done {
                 reason,
                 completion_tokens,
@@ -187,7 +187,10 @@ fn a_dropped_stream_frees_its_slot_and_the_queue_bounds_waiting() {
     let prompt = chat_prompt(&model, "Tell me a long story.");
     let mut running = model.submit(prompt.clone(), long.clone()).expect("first");
     // Wait until it is generating, so it holds the only slot.
-    assert!(matches!(running.blocking_recv(), Some(GenEvent::Text(_))));
+    assert!(matches!(
+        running.blocking_recv(),
+        Some(GenEvent::Text { .. })
+    ));
     let _waiting = model
         .submit(prompt.clone(), long.clone())
         .expect("second waits in the queue");
@@ -229,7 +232,7 @@ fn a_follow_up_turn_reuses_the_conversation_prefix_and_answers_the_same() {
     let mut cached_tokens = 0;
     while let Some(event) = stream.blocking_recv() {
         match event {
-            GenEvent::Text(t) => reused_text.push_str(&t),
+            GenEvent::Text { text: t, .. } => reused_text.push_str(&t),
             GenEvent::Done {
                 cached_tokens: c, ..
             } => {

@@ -260,7 +260,7 @@ impl Prepared {
         let mut text = String::new();
         while let Some(event) = stream.recv().await {
             match event {
-                GenEvent::Text(piece) => text.push_str(&piece),
+                GenEvent::Text { text: piece, .. } => text.push_str(&piece),
                 GenEvent::Logits(_) => {}
                 GenEvent::Done {
                     reason,
@@ -330,7 +330,6 @@ impl Prepared {
         bill: Bill,
     ) -> Result<Response, ApiError> {
         if stream {
-            let generator = Arc::clone(&self.generator);
             let (generation, usage) = self.start(family)?;
             return Ok(stream_response(
                 StreamState {
@@ -338,8 +337,6 @@ impl Prepared {
                     usage,
                     format,
                     bill: Some(bill),
-                    generator,
-                    sent_tokens: 0,
                 },
                 Phase::Start,
             ));
@@ -408,16 +405,12 @@ struct StreamState<F> {
     format: F,
     /// Settled at the end; while streaming, dropping it bills what was sent.
     bill: Option<Bill>,
-    generator: Arc<dyn TextGenerator>,
-    /// Tokens of the text sent so far (what a disconnect bills).
-    sent_tokens: u32,
 }
 
 impl<F: StreamFormat> StreamState<F> {
-    fn note_sent(&mut self, text: &str) {
-        self.sent_tokens += self.generator.tokenize(text, false).len() as u32;
+    fn note_sent(&mut self, generated: u32) {
         let so_far = Usage {
-            completion_tokens: self.sent_tokens,
+            completion_tokens: generated,
             ..self.usage
         };
         if let Some(bill) = &mut self.bill {
@@ -497,9 +490,9 @@ fn frames<F: StreamFormat>(
                 Some(GenEvent::Logits(_)) => {
                     return Some((Ok(Bytes::new()), (state, Phase::Streaming)));
                 }
-                Some(GenEvent::Text(text)) => {
+                Some(GenEvent::Text { text, generated }) => {
                     let chunk = state.format.text(&text);
-                    state.note_sent(&text);
+                    state.note_sent(generated);
                     return Some((Ok(Bytes::from(chunk)), (state, Phase::Streaming)));
                 }
                 Some(GenEvent::Done {

@@ -88,7 +88,8 @@ struct Pending {
     model_type: ModelType,
     price_version: i64,
     prices: UnitPrices,
-    held: bool,
+    /// The budgets the call was admitted under (owner id, period start).
+    holds: Vec<(String, i64)>,
     /// Units to bill if the bill is dropped unsettled (a stream whose client went away).
     bill_on_drop: Option<Units>,
 }
@@ -192,15 +193,17 @@ impl Bill {
         .into_iter()
         .flatten()
         .collect();
-        let held = !budgets.is_empty();
-        if held {
+        let holds = if budgets.is_empty() {
+            Vec::new()
+        } else {
             access
                 .store()
                 .reserve(&request_id, max_cost, &budgets)
                 .await
                 .map_err(|e| store_error(family, e))?
-                .map_err(|exceeded| budget_error(family, &exceeded))?;
-        }
+                .map_err(|exceeded| budget_error(family, &exceeded))?
+                .holds
+        };
         Ok(Self {
             pending: Some(Pending {
                 access: Arc::clone(access),
@@ -212,7 +215,7 @@ impl Bill {
                 model_type,
                 price_version,
                 prices,
-                held,
+                holds,
                 bill_on_drop: None,
             }),
         })
@@ -238,20 +241,62 @@ impl Bill {
     }
 
     /// Records the usage event for `units`; the call has succeeded only when this returns Ok.
+    /// The write runs as its own task, so a caller that goes away meanwhile (a stream's client
+    /// leaving after the last text) cannot cut it off half-way.
     pub async fn settle(mut self, units: Units) -> Result<Receipt, ApiError> {
-        match self.pending.take() {
-            None => Ok(Receipt::default()),
-            Some(pending) => {
-                let family = pending.family;
-                record(pending, units)
-                    .await
-                    .map_err(|e| store_error(family, e))
-            }
+        let Some(pending) = self.pending.take() else {
+            return Ok(Receipt::default());
+        };
+        let family = pending.family;
+        match tokio::spawn(record(pending, units)).await {
+            Ok(done) => done.map_err(|e| store_error(family, e)),
+            Err(_) => Err(ApiError::internal(family, "recording usage failed")),
         }
     }
 }
 
+/// Attempts at writing one usage event before the call is given up as failed.
+const RECORD_ATTEMPTS: u32 = 3;
+
+/// Writes the event, retrying transient database errors; an attempt that finds the event
+/// already there (an earlier attempt committed but its answer was lost) has succeeded.
 async fn record(pending: Pending, units: Units) -> Result<Receipt, enclave_store::StoreError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match write_event(&pending, units).await {
+            Err(enclave_store::StoreError::Database(e)) if attempt < RECORD_ATTEMPTS => {
+                tracing::warn!("recording usage failed (attempt {attempt}), retrying: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100 * u64::from(attempt)))
+                    .await;
+            }
+            Err(enclave_store::StoreError::Conflict(_)) if attempt > 1 => {
+                let cost_pico = pending.prices.cost(&units)?;
+                return Ok(Receipt {
+                    request_id: pending.request_id.clone(),
+                    units,
+                    cost_pico,
+                    price_version: pending.price_version,
+                });
+            }
+            Err(e) => {
+                if !pending.holds.is_empty() {
+                    if let Err(release) = pending.access.store().release(&pending.request_id).await
+                    {
+                        tracing::warn!("releasing a budget hold failed: {release}");
+                    }
+                }
+                return Err(e);
+            }
+            Ok(receipt) => return Ok(receipt),
+        }
+    }
+}
+
+async fn write_event(
+    pending: &Pending,
+    units: Units,
+) -> Result<Receipt, enclave_store::StoreError> {
     let event = NewEvent {
         request_id: pending.request_id.clone(),
         tenant_id: pending.key.tenant_id.clone(),
@@ -263,28 +308,17 @@ async fn record(pending: Pending, units: Units) -> Result<Receipt, enclave_store
         price_version: pending.price_version,
         prices: pending.prices,
     };
-    match pending.access.store().record(event).await {
-        Ok(recorded) => {
-            pending
-                .access
-                .add_tokens(&pending.key, units.input_tokens + units.output_tokens)
-                .await;
-            Ok(Receipt {
-                request_id: recorded.request_id,
-                units,
-                cost_pico: recorded.cost_pico,
-                price_version: recorded.price_version,
-            })
-        }
-        Err(e) => {
-            if pending.held {
-                if let Err(release) = pending.access.store().release(&pending.request_id).await {
-                    tracing::warn!("releasing a budget hold failed: {release}");
-                }
-            }
-            Err(e)
-        }
-    }
+    let recorded = pending.access.store().record(event, &pending.holds).await?;
+    pending
+        .access
+        .add_tokens(&pending.key, units.input_tokens + units.output_tokens)
+        .await;
+    Ok(Receipt {
+        request_id: recorded.request_id,
+        units,
+        cost_pico: recorded.cost_pico,
+        price_version: recorded.price_version,
+    })
 }
 
 impl Drop for Bill {
@@ -292,7 +326,7 @@ impl Drop for Bill {
         let Some(pending) = self.pending.take() else {
             return;
         };
-        if pending.bill_on_drop.is_none() && !pending.held {
+        if pending.bill_on_drop.is_none() && pending.holds.is_empty() {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {

@@ -205,7 +205,7 @@ async fn judge_scores(
                     GenEvent::Logits(values) => logits = Some(values),
                     GenEvent::Error(message) => return Err(ApiError::internal(family, message)),
                     GenEvent::Done { .. } => break,
-                    GenEvent::Text(_) => {}
+                    GenEvent::Text { .. } => {}
                 }
             }
             let logits =

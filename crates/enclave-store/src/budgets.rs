@@ -4,14 +4,17 @@
 //! Holds of a node that died expire and are swept, so a crash can block money for a while but
 //! never lets a budget be overspent.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use chrono::{Datelike, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{Any, Transaction};
 
 use crate::{col, now_ms, Pico, Result, Store, StoreError};
 
-/// How long a hold lasts if its call never settles (its node crashed).
-pub const RESERVATION_TTL_MS: i64 = 15 * 60 * 1000;
+/// How long a hold lasts if its call never settles (its node crashed). Longer than any call
+/// runs; a call that outlives its hold still has its cost added to the budget when it settles.
+pub const RESERVATION_TTL_MS: i64 = 60 * 60 * 1000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -138,28 +141,44 @@ pub(crate) async fn put_budget(
     Ok(())
 }
 
-/// Moves a hold of `amount` into spent `cost` (settle) or drops it (release, cost 0).
+/// Ends a call's holds: drops them (release: `settle` is `None`), or turns them into spend of
+/// `cost` on every budget the call was admitted under — also one whose hold already expired and
+/// was swept, so a long call is never left out of its budget. Budget rows are updated in one
+/// order (by owner id: key ids sort before tenant ids, as `reserve` takes them), so concurrent
+/// settlements and reservations cannot deadlock.
 pub(crate) async fn finish_holds(
     tx: &mut Transaction<'_, Any>,
     request_id: &str,
-    cost: Option<Pico>,
+    settle: Option<(Pico, &[(String, i64)])>,
 ) -> Result<()> {
-    let holds = sqlx::query(
+    let rows = sqlx::query(
         "DELETE FROM reservations WHERE request_id = $1 RETURNING owner_id, period_start_ms, amount_pico",
     )
     .bind(request_id)
     .fetch_all(&mut **tx)
     .await?;
-    for hold in &holds {
-        let owner: String = col(hold, "owner_id")?;
-        let start: i64 = col(hold, "period_start_ms")?;
-        let amount: i64 = col(hold, "amount_pico")?;
+    let mut held = BTreeMap::new();
+    for row in &rows {
+        let owner: String = col(row, "owner_id")?;
+        let start: i64 = col(row, "period_start_ms")?;
+        held.insert((owner, start), col::<i64>(row, "amount_pico")?);
+    }
+    let mut budgets: BTreeSet<(String, i64)> = held.keys().cloned().collect();
+    let cost = match settle {
+        Some((cost, admitted)) => {
+            budgets.extend(admitted.iter().cloned());
+            cost
+        }
+        None => 0,
+    };
+    for (owner, start) in budgets {
+        let amount = held.get(&(owner.clone(), start)).copied().unwrap_or(0);
         sqlx::query(
             "UPDATE budget_periods SET reserved_pico = reserved_pico - $1, spent_pico = spent_pico + $2 \
              WHERE owner_id = $3 AND period_start_ms = $4",
         )
         .bind(amount)
-        .bind(cost.unwrap_or(0))
+        .bind(cost)
         .bind(&owner)
         .bind(start)
         .execute(&mut **tx)

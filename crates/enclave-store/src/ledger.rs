@@ -242,11 +242,17 @@ async fn append(
 }
 
 impl Store {
-    /// Writes one usage event and settles the call's budget hold, durably and atomically.
-    pub async fn record(&self, event: NewEvent) -> Result<RecordedEvent> {
+    /// Writes one usage event and settles the call's budget holds (`holds`: the budgets it was
+    /// admitted under, from its [`crate::Reservation`]), durably and atomically.
+    pub async fn record(&self, event: NewEvent, holds: &[(String, i64)]) -> Result<RecordedEvent> {
         let mut tx = self.pool().begin().await?;
         let recorded = append(&mut tx, event, now_ms()).await?;
-        finish_holds(&mut tx, &recorded.request_id, Some(recorded.cost_pico)).await?;
+        finish_holds(
+            &mut tx,
+            &recorded.request_id,
+            Some((recorded.cost_pico, holds)),
+        )
+        .await?;
         tx.commit().await?;
         Ok(recorded)
     }

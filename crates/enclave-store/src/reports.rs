@@ -181,7 +181,7 @@ impl Store {
 }
 
 /// Reads a report bound: `YYYY-MM-DD` (a whole UTC day; as an end bound, the day is included),
-/// an RFC 3339 time, or Unix milliseconds.
+/// an RFC 3339 time, or a Unix time in seconds or milliseconds.
 pub fn parse_time(text: &str, end: bool) -> Result<i64> {
     let text = text.trim();
     if let Ok(date) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
@@ -193,10 +193,16 @@ pub fn parse_time(text: &str, end: bool) -> Result<i64> {
     if let Ok(time) = chrono::DateTime::parse_from_rfc3339(text) {
         return Ok(time.timestamp_millis());
     }
-    text.parse::<i64>().map_err(|_| {
+    // Unix time: numbers below 10^11 are seconds (10^11 ms is 1973; 10^11 s is year 5138).
+    let number = text.parse::<i64>().map_err(|_| {
         StoreError::Invalid(format!(
-            "'{text}' is not a date (YYYY-MM-DD), an RFC 3339 time or Unix milliseconds"
+            "'{text}' is not a date (YYYY-MM-DD), an RFC 3339 time or a Unix time"
         ))
+    })?;
+    Ok(if number.abs() < 100_000_000_000 {
+        number.saturating_mul(1000)
+    } else {
+        number
     })
 }
 
@@ -255,4 +261,26 @@ pub fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_bounds_read_days_times_and_unix_seconds_or_ms() {
+        let day = parse_time("2026-11-29", false).expect("day");
+        assert_eq!(day % MS_PER_DAY, 0);
+        assert_eq!(
+            parse_time("2026-11-29", true).expect("end"),
+            day + MS_PER_DAY
+        );
+        assert_eq!(parse_time("2026-11-29T00:00:00Z", false).expect("rfc"), day);
+        assert_eq!(
+            parse_time(&(day / 1000).to_string(), false).expect("s"),
+            day
+        );
+        assert_eq!(parse_time(&day.to_string(), false).expect("ms"), day);
+        assert!(parse_time("yesterday", false).is_err());
+    }
 }

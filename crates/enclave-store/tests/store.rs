@@ -54,7 +54,7 @@ async fn drop_database(url: &str) {
     let name = url.rsplit('/').next().unwrap_or_default();
     let admin = sqlx::AnyPool::connect(&admin_url()).await.expect("connect");
     admin
-        .execute(format!("DROP DATABASE IF EXISTS {name}").as_str())
+        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
         .await
         .expect("drop database");
     admin.close().await;
@@ -177,19 +177,22 @@ async fn the_ledger_chain_verifies_and_catches_tampering() {
         let b = store.create_tenant("b", None).await.expect("tenant");
         for i in 0..5 {
             let recorded = store
-                .record(event(&a.id, "k1", &format!("req-a-{i}"), tokens(10, 20)))
+                .record(
+                    event(&a.id, "k1", &format!("req-a-{i}"), tokens(10, 20)),
+                    &[],
+                )
                 .await
                 .expect("record");
             assert_eq!(recorded.seq, i + 1);
             assert_eq!(recorded.cost_pico, 10 * 150_000 + 20 * 600_000);
         }
         store
-            .record(event(&b.id, "k2", "req-b-0", tokens(1, 1)))
+            .record(event(&b.id, "k2", "req-b-0", tokens(1, 1)), &[])
             .await
             .expect("record");
         assert!(matches!(
             store
-                .record(event(&a.id, "k1", "req-a-0", tokens(1, 1)))
+                .record(event(&a.id, "k1", "req-a-0", tokens(1, 1)), &[])
                 .await,
             Err(StoreError::Conflict(_))
         ));
@@ -287,7 +290,7 @@ async fn concurrent_reservations_never_overspend() {
                     ..Default::default()
                 };
                 e.units.classifications = 1;
-                store.record(e).await.expect("settle");
+                store.record(e, &[]).await.expect("settle");
             } else {
                 store.release(request).await.expect("release");
             }
@@ -307,6 +310,40 @@ async fn concurrent_reservations_never_overspend() {
         assert_eq!(refused.owner, "tenant");
         assert_eq!(refused.spent_pico, 2_000);
         assert!(refused.resets_ms.is_some());
+
+        // A call that outlives its hold (expired and swept) still spends from its budget.
+        let long = store
+            .reserve("long", 1_000, &[("tenant", tenant.id.as_str(), budget)])
+            .await
+            .expect("reserve")
+            .expect("fits");
+        store
+            .pool()
+            .execute("UPDATE reservations SET expires_ms = 0 WHERE request_id = 'long'")
+            .await
+            .expect("expire");
+        assert_eq!(store.sweep_expired_reservations().await.expect("sweep"), 1);
+        assert_eq!(
+            store
+                .budget_state(&tenant.id, Period::Daily)
+                .await
+                .expect("state"),
+            (2_000, 0)
+        );
+        let mut e = event(&tenant.id, "k", "long", tokens(0, 0));
+        e.prices = UnitPrices {
+            classifications: 700,
+            ..Default::default()
+        };
+        e.units.classifications = 1;
+        store.record(e, &long.holds).await.expect("settle late");
+        assert_eq!(
+            store
+                .budget_state(&tenant.id, Period::Daily)
+                .await
+                .expect("state"),
+            (2_700, 0)
+        );
     })
     .await;
 }
@@ -374,13 +411,13 @@ async fn prices_are_versioned_and_reports_group_usage() {
         let t = store.create_tenant("t", None).await.expect("tenant");
         for i in 0..3 {
             store
-                .record(event(&t.id, "k1", &format!("c{i}"), tokens(5, 7)))
+                .record(event(&t.id, "k1", &format!("c{i}"), tokens(5, 7)), &[])
                 .await
                 .expect("record");
         }
         let mut e = event(&t.id, "k2", "e0", tokens(11, 0));
         e.capability = Capability::Embed;
-        store.record(e).await.expect("record");
+        store.record(e, &[]).await.expect("record");
         let rows = store
             .report(&ReportQuery {
                 group_by: GroupBy::parse_list("capability,key").expect("groups"),

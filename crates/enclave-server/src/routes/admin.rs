@@ -50,6 +50,27 @@ fn store(state: &AppState) -> Result<&enclave_store::Store, ApiError> {
         .ok_or_else(|| ApiError::not_found(FAMILY, "this server runs without accounts"))
 }
 
+/// The tenant a request names (by id or name), or the caller's own when it names none. A
+/// tenant admin naming any other tenant gets the same 404 as for a tenant that does not exist,
+/// so tenants cannot be discovered by probing.
+async fn visible_tenant(
+    store: &enclave_store::Store,
+    admin: &AdminCaller,
+    requested: Option<&str>,
+) -> Result<Option<String>, ApiError> {
+    let Some(name) = requested else {
+        return Ok(admin.tenant_scope().map(str::to_string));
+    };
+    let own = &admin.caller.0;
+    if admin.tenant_scope().is_some() && name != own.tenant_id && name != own.tenant_name {
+        return Err(ApiError::not_found(
+            FAMILY,
+            format!("tenant '{name}' not found"),
+        ));
+    }
+    Ok(Some(store.find_tenant(name).await.map_err(store_error)?.id))
+}
+
 fn budget_json(budget: Option<BudgetSpec>) -> Value {
     match budget {
         Some(b) => json!({ "usd": pico_to_usd(b.limit_pico), "period": b.period.as_str() }),
@@ -184,13 +205,8 @@ pub async fn create_key(
     ApiJson(req, _): CohereJson<CreateKey>,
 ) -> Result<Response, ApiError> {
     let store = store(&state)?;
+    visible_tenant(store, &admin, Some(&req.tenant)).await?;
     let tenant = store.find_tenant(&req.tenant).await.map_err(store_error)?;
-    if admin.tenant_scope().is_some_and(|scope| scope != tenant.id) {
-        return Err(ApiError::not_found(
-            FAMILY,
-            format!("tenant '{}' not found", req.tenant),
-        ));
-    }
     let role = match req.role.as_deref() {
         None => Role::Member,
         Some(name) => Role::parse(name).ok_or_else(|| {
@@ -246,15 +262,7 @@ pub async fn list_keys(
     Query(filter): Query<KeyFilter>,
 ) -> Result<Json<Value>, ApiError> {
     let store = store(&state)?;
-    let tenant = match (&filter.tenant, admin.tenant_scope()) {
-        (Some(name), _) => Some(store.find_tenant(name).await.map_err(store_error)?.id),
-        (None, scope) => scope.map(str::to_string),
-    };
-    if let (Some(scope), Some(wanted)) = (admin.tenant_scope(), &tenant) {
-        if scope != wanted {
-            return Err(forbidden("this key can only list its own tenant's keys"));
-        }
-    }
+    let tenant = visible_tenant(store, &admin, filter.tenant.as_deref()).await?;
     let keys = store
         .list_keys(tenant.as_deref())
         .await
@@ -312,15 +320,7 @@ pub async fn usage(
             .unwrap_or("tenant,capability,model,model_type"),
     )
     .map_err(store_error)?;
-    let tenant = match &q.tenant {
-        Some(name) => Some(store.find_tenant(name).await.map_err(store_error)?.id),
-        None => admin.tenant_scope().map(str::to_string),
-    };
-    if let (Some(scope), Some(wanted)) = (admin.tenant_scope(), &tenant) {
-        if scope != wanted {
-            return Err(forbidden("this key can only read its own tenant's usage"));
-        }
-    }
+    let tenant = visible_tenant(store, &admin, q.tenant.as_deref()).await?;
     let query = ReportQuery {
         group_by: group_by.clone(),
         from_ms: q
@@ -504,14 +504,9 @@ pub async fn events(
     Query(q): Query<EventsQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let store = store(&state)?;
-    let tenant = match (&q.tenant, admin.tenant_scope()) {
-        (Some(name), _) => store.find_tenant(name).await.map_err(store_error)?.id,
-        (None, Some(scope)) => scope.to_string(),
-        (None, None) => return Err(ApiError::invalid(FAMILY, "tenant is required")),
-    };
-    if admin.tenant_scope().is_some_and(|scope| scope != tenant) {
-        return Err(forbidden("this key can only read its own tenant's ledger"));
-    }
+    let tenant = visible_tenant(store, &admin, q.tenant.as_deref())
+        .await?
+        .ok_or_else(|| ApiError::invalid(FAMILY, "tenant is required"))?;
     let limit = q.limit.unwrap_or(1000);
     if !(1..=10_000).contains(&limit) {
         return Err(ApiError::invalid(FAMILY, "limit must be 1 to 10000"));
