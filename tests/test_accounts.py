@@ -294,3 +294,31 @@ def test_cli_verbs_manage_tenants_and_keys_of_a_running_server(server, server_db
     bad = subprocess.run([enclave_bin(), "keys", "create", "--tenant", name, "--scope", "teleport",
                           "--database-url", server_db], capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "teleport" in bad.stderr
+
+
+def test_idempotency_keys_bill_a_retried_call_once(server):
+    tenant = new_tenant(server, unique("idem"))
+    _, key = new_key(server, tenant)
+    headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": "order-42"}
+    body = {"model": EMBED_MODEL, "texts": ["retry me"], "input_type": "search_query", "embedding_types": ["float"]}
+    first = httpx.post(server + "/v2/embed", headers=headers, json=body)
+    again = httpx.post(server + "/v2/embed", headers=headers, json=body)
+    assert first.status_code == again.status_code == 200
+    assert again.json()["embeddings"] == first.json()["embeddings"]
+    assert again.headers["x-enclave-request-id"] == first.headers["x-enclave-request-id"]
+    assert len(ledger(server, tenant)) == 1
+    assert ledger(server, tenant)[0]["idempotency_key"] == "order-42"
+    # The same key on another capability is a conflict; a fresh key is a new call.
+    rerank = httpx.post(server + "/v2/rerank", headers=headers,
+                        json={"model": EMBED_MODEL, "query": "q", "documents": ["a", "b"]})
+    assert rerank.status_code == 409 and "order-42" in rerank.json()["message"]
+    headers["Idempotency-Key"] = "order-43"
+    assert httpx.post(server + "/v2/embed", headers=headers, json=body).status_code == 200
+    assert len(ledger(server, tenant)) == 2
+    headers["Idempotency-Key"] = "x" * 300
+    assert httpx.post(server + "/v2/embed", headers=headers, json=body).status_code == 400
+    # The OpenAI SDK sends the header through extra_headers.
+    oai = openai.OpenAI(api_key=key, base_url=server + "/v1")
+    for _ in range(2):
+        oai.embeddings.create(model=EMBED_MODEL, input="once", extra_headers={"Idempotency-Key": "oai-1"})
+    assert len(ledger(server, tenant)) == 3

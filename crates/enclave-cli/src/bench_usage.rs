@@ -100,6 +100,7 @@ pub async fn usage(args: UsageBenchArgs) -> Result<Value> {
             units,
             price_version: 1,
             prices,
+            idempotency_key: None,
         };
         batch.push((event, day * MS_PER_DAY + next(MS_PER_DAY as u64) as i64));
         if batch.len() == BATCH {

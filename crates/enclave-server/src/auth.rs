@@ -59,20 +59,39 @@ pub async fn require_key(
     next.run(request).await
 }
 
-/// The caller, when the server runs with accounts (always, but for bare-engine benchmarks).
-pub struct MaybeCaller(pub Option<Caller>);
+/// Longest `Idempotency-Key` accepted.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
 
-impl<S: Send + Sync> FromRequestParts<S> for MaybeCaller {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(parts.extensions.get::<Caller>().cloned()))
-    }
+/// The caller of a billable route: its key (absent only when the server runs without accounts,
+/// for bare-engine benchmarks) and the client's `Idempotency-Key`, if it sent one.
+pub struct MaybeCaller {
+    pub caller: Option<Caller>,
+    pub idempotency_key: Option<String>,
 }
 
-impl MaybeCaller {
-    pub fn get(&self) -> Option<&Caller> {
-        self.0.as_ref()
+impl<S: Send + Sync> FromRequestParts<S> for MaybeCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let family = Family::of_path(parts.uri.path());
+        let idempotency_key = match parts.headers.get("idempotency-key") {
+            None => None,
+            Some(value) => match value.to_str() {
+                Ok(key) if !key.is_empty() && key.len() <= MAX_IDEMPOTENCY_KEY => {
+                    Some(key.to_string())
+                }
+                _ => {
+                    return Err(ApiError::invalid(
+                        family,
+                        format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
+                    ))
+                }
+            },
+        };
+        Ok(Self {
+            caller: parts.extensions.get::<Caller>().cloned(),
+            idempotency_key,
+        })
     }
 }
 

@@ -95,7 +95,7 @@ pub async fn embed_billed(
 ) -> Result<(Embedded, Receipt), ApiError> {
     let max = Units::tokens(max_tokens(&texts), 0);
     let model = &encoder.info().name;
-    let bill = Bill::admit(state, caller.get(), family, Capability::Embed, model, max).await?;
+    let bill = Bill::admit(state, caller, family, Capability::Embed, model, max).await?;
     let embedded = embed_texts(family, encoder, texts, truncate).await?;
     let receipt = bill
         .settle(Units::tokens(i64::from(embedded.tokens), 0))

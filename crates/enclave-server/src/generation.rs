@@ -309,15 +309,7 @@ impl Prepared {
         capability: Capability,
     ) -> Result<Bill, ApiError> {
         let model = &self.generator.info().name;
-        Bill::admit(
-            state,
-            caller.get(),
-            family,
-            capability,
-            model,
-            self.max_units(),
-        )
-        .await
+        Bill::admit(state, caller, family, capability, model, self.max_units()).await
     }
 
     /// Streams the answer in `format` when `stream`, otherwise waits for it and sends it whole;

@@ -12,11 +12,12 @@ use axum::response::{IntoResponse, Response};
 use enclave_store::money::pico_to_usd;
 use enclave_store::reports::rfc3339;
 use enclave_store::{
-    now_ms, BudgetExceeded, Capability, KeyRecord, ModelType, NewEvent, RateLimited, UnitPrices,
-    Units,
+    now_ms, BudgetExceeded, Capability, KeyRecord, ModelType, NewEvent, RateLimited, RecordedEvent,
+    UnitPrices, Units,
 };
 
 use crate::access::{Access, Caller};
+use crate::auth::MaybeCaller;
 use crate::error::{ApiError, Family};
 use crate::state::AppState;
 
@@ -92,12 +93,27 @@ struct Pending {
     holds: Vec<(String, i64)>,
     /// Units to bill if the bill is dropped unsettled (a stream whose client went away).
     bill_on_drop: Option<Units>,
+    idempotency_key: Option<String>,
 }
 
 /// One billable call between admission and settlement.
 pub struct Bill {
-    /// `None` when the server runs without accounts (benchmarks of the bare engine path).
+    /// `None` when the server runs without accounts (benchmarks of the bare engine path), or
+    /// when the call repeats one already billed.
     pending: Option<Pending>,
+    /// The earlier call's receipt, when this one repeats it under the same Idempotency-Key.
+    replay: Option<Receipt>,
+}
+
+impl From<&RecordedEvent> for Receipt {
+    fn from(event: &RecordedEvent) -> Self {
+        Self {
+            request_id: event.request_id.clone(),
+            units: event.units,
+            cost_pico: event.cost_pico,
+            price_version: event.price_version,
+        }
+    }
 }
 
 fn budget_error(family: Family, exceeded: &BudgetExceeded) -> ApiError {
@@ -153,16 +169,19 @@ impl Bill {
     /// Admits a call that may consume up to `max` units of `capability` on `model`.
     pub async fn admit(
         state: &AppState,
-        caller: Option<&Caller>,
+        caller: &MaybeCaller,
         family: Family,
         capability: Capability,
         model: &str,
         max: Units,
     ) -> Result<Self, ApiError> {
         let Some(access) = state.access() else {
-            return Ok(Self { pending: None });
+            return Ok(Self {
+                pending: None,
+                replay: None,
+            });
         };
-        let Some(Caller(key)) = caller else {
+        let Some(Caller(key)) = &caller.caller else {
             return Err(ApiError::unauthorized(family));
         };
         if !key.scopes.allows_capability(capability) {
@@ -178,6 +197,30 @@ impl Bill {
                 StatusCode::FORBIDDEN,
                 format!("this key may not use model '{model}'"),
             ));
+        }
+        if let Some(idempotency_key) = &caller.idempotency_key {
+            let earlier = access
+                .store()
+                .event_by_idempotency_key(&key.tenant_id, idempotency_key)
+                .await
+                .map_err(|e| store_error(family, e))?;
+            if let Some(event) = earlier {
+                if event.capability != capability.as_str() || event.model != model {
+                    return Err(ApiError::new(
+                        family,
+                        StatusCode::CONFLICT,
+                        format!(
+                            "Idempotency-Key '{idempotency_key}' was already used for a {} call on {}",
+                            event.capability, event.model
+                        ),
+                    ));
+                }
+                // Already billed: run the call again, bill nothing, answer with the first receipt.
+                return Ok(Self {
+                    pending: None,
+                    replay: Some(Receipt::from(&event)),
+                });
+            }
         }
         let model_type = state.model_type(model);
         let (price_version, prices) = access.prices(capability, model, model_type);
@@ -217,7 +260,9 @@ impl Bill {
                 prices,
                 holds,
                 bill_on_drop: None,
+                idempotency_key: caller.idempotency_key.clone(),
             }),
+            replay: None,
         })
     }
 
@@ -230,7 +275,11 @@ impl Bill {
 
     /// The id the usage event will carry (empty without accounts).
     pub fn request_id(&self) -> &str {
-        self.pending.as_ref().map_or("", |p| p.request_id.as_str())
+        match (&self.pending, &self.replay) {
+            (Some(pending), _) => &pending.request_id,
+            (None, Some(replay)) => &replay.request_id,
+            (None, None) => "",
+        }
     }
 
     /// The call failed after all: dropping the bill bills nothing and releases its hold.
@@ -245,7 +294,7 @@ impl Bill {
     /// leaving after the last text) cannot cut it off half-way.
     pub async fn settle(mut self, units: Units) -> Result<Receipt, ApiError> {
         let Some(pending) = self.pending.take() else {
-            return Ok(Receipt::default());
+            return Ok(self.replay.take().unwrap_or_default());
         };
         let family = pending.family;
         match tokio::spawn(record(pending, units)).await {
@@ -270,14 +319,10 @@ async fn record(pending: Pending, units: Units) -> Result<Receipt, enclave_store
                 tokio::time::sleep(std::time::Duration::from_millis(100 * u64::from(attempt)))
                     .await;
             }
-            Err(enclave_store::StoreError::Conflict(_)) if attempt > 1 => {
-                let cost_pico = pending.prices.cost(&units)?;
-                return Ok(Receipt {
-                    request_id: pending.request_id.clone(),
-                    units,
-                    cost_pico,
-                    price_version: pending.price_version,
-                });
+            Err(enclave_store::StoreError::Conflict(conflict)) => {
+                return already_recorded(&pending)
+                    .await?
+                    .ok_or(enclave_store::StoreError::Conflict(conflict));
             }
             Err(e) => {
                 if !pending.holds.is_empty() {
@@ -290,6 +335,26 @@ async fn record(pending: Pending, units: Units) -> Result<Receipt, enclave_store
             }
             Ok(receipt) => return Ok(receipt),
         }
+    }
+}
+
+/// After a conflict: the event of this call (an earlier attempt committed but its answer was
+/// lost), or of a concurrent call with the same Idempotency-Key — then this call's hold goes back.
+async fn already_recorded(pending: &Pending) -> Result<Option<Receipt>, enclave_store::StoreError> {
+    let store = pending.access.store();
+    if let Some(event) = store.event_by_request_id(&pending.request_id).await? {
+        return Ok(Some(Receipt::from(&event)));
+    }
+    if !pending.holds.is_empty() {
+        store.release(&pending.request_id).await?;
+    }
+    match &pending.idempotency_key {
+        Some(key) => Ok(store
+            .event_by_idempotency_key(&pending.key.tenant_id, key)
+            .await?
+            .as_ref()
+            .map(Receipt::from)),
+        None => Ok(None),
     }
 }
 
@@ -307,6 +372,7 @@ async fn write_event(
         units,
         price_version: pending.price_version,
         prices: pending.prices,
+        idempotency_key: pending.idempotency_key.clone(),
     };
     let recorded = pending.access.store().record(event, &pending.holds).await?;
     pending

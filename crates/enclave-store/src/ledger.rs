@@ -28,6 +28,8 @@ pub struct NewEvent {
     pub units: Units,
     pub price_version: i64,
     pub prices: UnitPrices,
+    /// The client's Idempotency-Key: at most one event per tenant carries a given key.
+    pub idempotency_key: Option<String>,
 }
 
 /// An event as stored.
@@ -47,6 +49,8 @@ pub struct RecordedEvent {
     pub created_ms: i64,
     pub prev_hash: String,
     pub hash: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 impl RecordedEvent {
@@ -75,8 +79,10 @@ impl RecordedEvent {
             self.cost_pico.to_string(),
             self.created_ms.to_string(),
         ];
+        // Events without a key hash exactly as they did before keys existed.
+        let key = self.idempotency_key.iter().cloned();
         let mut hasher = Sha256::new();
-        for field in fields {
+        for field in fields.into_iter().chain(key) {
             // Length-prefixed, so no two different events share a byte string.
             hasher.update((field.len() as u64).to_le_bytes());
             hasher.update(field.as_bytes());
@@ -110,13 +116,15 @@ impl RecordedEvent {
             created_ms: col(row, "created_ms")?,
             prev_hash: col(row, "prev_hash")?,
             hash: col(row, "hash")?,
+            idempotency_key: col(row, "idempotency_key")?,
         })
     }
 }
 
 const EVENT_COLUMNS: &str = "tenant_id, seq, request_id, key_id, capability, model, model_type, \
     input_tokens, output_tokens, search_units, classifications, price_version, input_price_pico, \
-    output_price_pico, search_price_pico, classification_price_pico, cost_pico, created_ms, prev_hash, hash";
+    output_price_pico, search_price_pico, classification_price_pico, cost_pico, created_ms, prev_hash, hash, \
+    idempotency_key";
 
 pub const MS_PER_DAY: i64 = 86_400_000;
 
@@ -169,12 +177,13 @@ async fn append(
         created_ms,
         prev_hash: col(&head, "head_hash")?,
         hash: String::new(),
+        idempotency_key: event.idempotency_key,
     };
     recorded.hash = recorded.compute_hash();
     let r = &recorded;
     let inserted = sqlx::query(&format!(
             "INSERT INTO usage_events ({EVENT_COLUMNS}, day) VALUES \
-             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)"
         ))
         .bind(&r.tenant_id)
         .bind(r.seq)
@@ -196,6 +205,7 @@ async fn append(
         .bind(r.created_ms)
         .bind(&r.prev_hash)
         .bind(&r.hash)
+        .bind(r.idempotency_key.as_deref())
         .bind(created_ms.div_euclid(MS_PER_DAY))
         .execute(&mut **tx)
         .await;
@@ -267,6 +277,33 @@ impl Store {
         }
         tx.commit().await?;
         Ok(count)
+    }
+
+    /// The event a request id names, if it was recorded.
+    pub async fn event_by_request_id(&self, request_id: &str) -> Result<Option<RecordedEvent>> {
+        let row = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM usage_events WHERE request_id = $1"
+        ))
+        .bind(request_id)
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(RecordedEvent::from_row).transpose()
+    }
+
+    /// The tenant's event that carries a client's Idempotency-Key, if any.
+    pub async fn event_by_idempotency_key(
+        &self,
+        tenant_id: &str,
+        key: &str,
+    ) -> Result<Option<RecordedEvent>> {
+        let row = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM usage_events WHERE tenant_id = $1 AND idempotency_key = $2"
+        ))
+        .bind(tenant_id)
+        .bind(key)
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(RecordedEvent::from_row).transpose()
     }
 
     /// Events of one tenant in chain order, from sequence number `after` on (at most `limit`).

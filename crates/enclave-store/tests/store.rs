@@ -75,6 +75,7 @@ fn event(store_tenant: &str, key: &str, request: &str, units: Units) -> NewEvent
             output_tokens: 600_000,
             ..Default::default()
         },
+        idempotency_key: None,
     }
 }
 
@@ -196,6 +197,40 @@ async fn the_ledger_chain_verifies_and_catches_tampering() {
                 .await,
             Err(StoreError::Conflict(_))
         ));
+        // One event per tenant and Idempotency-Key; the key is part of the hashed event.
+        let mut keyed = event(&b.id, "k2", "req-b-1", tokens(2, 2));
+        keyed.idempotency_key = Some("client-retry-1".into());
+        store.record(keyed.clone(), &[]).await.expect("keyed");
+        keyed.request_id = "req-b-2".into();
+        assert!(matches!(
+            store.record(keyed.clone(), &[]).await,
+            Err(StoreError::Conflict(_))
+        ));
+        let found = store
+            .event_by_idempotency_key(&b.id, "client-retry-1")
+            .await
+            .expect("lookup")
+            .expect("found");
+        assert_eq!(found.request_id, "req-b-1");
+        assert!(store
+            .event_by_idempotency_key(&a.id, "client-retry-1")
+            .await
+            .expect("lookup")
+            .is_none());
+        keyed.tenant_id = a.id.clone();
+        keyed.request_id = "req-a-keyed".into();
+        store
+            .record(keyed, &[])
+            .await
+            .expect("same key, other tenant");
+        assert_eq!(
+            store
+                .event_by_request_id("req-b-1")
+                .await
+                .expect("by id")
+                .map(|e| e.seq),
+            Some(2)
+        );
         let report = store.verify().await.expect("verify");
         assert!(report.ok(), "{report:?}");
         let a_events = report
@@ -203,7 +238,7 @@ async fn the_ledger_chain_verifies_and_catches_tampering() {
             .iter()
             .find(|t| t.tenant_id == a.id)
             .map(|t| t.events);
-        assert_eq!(a_events, Some(5));
+        assert_eq!(a_events, Some(6));
 
         // Editing a row breaks the chain at that row.
         store
@@ -235,7 +270,7 @@ async fn the_ledger_chain_verifies_and_catches_tampering() {
         assert!(store.verify().await.expect("verify").ok());
         store
             .pool()
-            .execute("DELETE FROM usage_events WHERE request_id = 'req-a-4'")
+            .execute("DELETE FROM usage_events WHERE request_id = 'req-a-keyed'")
             .await
             .expect("delete");
         assert!(!store.verify().await.expect("verify").ok());

@@ -118,7 +118,7 @@ pub async fn classify(
     let units = Units::classifications(req.inputs.len() as i64);
     let bill = Bill::admit(
         &state,
-        caller.get(),
+        &caller,
         FAMILY,
         Capability::Classify,
         &encoder.info().name,

@@ -146,7 +146,7 @@ async fn rerank(
     let units = Units::search_units(count.div_ceil(100) as i64);
     let bill = Bill::admit(
         state,
-        caller.get(),
+        caller,
         FAMILY,
         Capability::Rerank,
         scorer.model_name(),

@@ -114,7 +114,7 @@ pub async fn summarize_route(
     let max = max_units(&generator, &req.text, &style);
     let bill = Bill::admit(
         &state,
-        caller.get(),
+        &caller,
         FAMILY,
         Capability::Summarize,
         &generator.info().name,
