@@ -4,7 +4,7 @@
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use enclave_store::Role;
@@ -42,52 +42,79 @@ pub async fn require_key(
     let Some(access) = state.access() else {
         return next.run(request).await;
     };
-    let Some(secret) = bearer(request.headers()) else {
-        return ApiError::unauthorized(family).into_response();
+    let limit = state.config().max_body_bytes;
+    let Some(secret) = bearer(request.headers()).map(str::to_string) else {
+        return reject(request, ApiError::unauthorized(family), limit).await;
     };
-    let caller = match access.authenticate(secret).await {
+    let caller = match access.authenticate(&secret).await {
         Ok(Ok(caller)) => caller,
-        Ok(Err(refusal)) => return refused(family, &refusal).into_response(),
-        Err(e) => return store_error(family, e).into_response(),
+        Ok(Err(refusal)) => return reject(request, refused(family, &refusal), limit).await,
+        Err(e) => return reject(request, store_error(family, e), limit).await,
     };
     match access.take_request_slot(&caller.0).await {
         Ok(Ok(())) => {}
-        Ok(Err(limited)) => return rate_error(family, limited).into_response(),
-        Err(e) => return store_error(family, e).into_response(),
+        Ok(Err(limited)) => return reject(request, rate_error(family, limited), limit).await,
+        Err(e) => return reject(request, store_error(family, e), limit).await,
     }
     request.extensions_mut().insert(caller);
     next.run(request).await
+}
+
+/// Answers `error` before the handler runs. The request body is read first (up to the body
+/// limit): a kept-alive connection whose body was left unread is closed by the HTTP layer, and a
+/// client that sends its next request on it meanwhile sees it cut off. A body too large to read
+/// is answered with `Connection: close`.
+async fn reject(request: Request, error: ApiError, limit: usize) -> Response {
+    let drained = axum::body::to_bytes(request.into_body(), limit)
+        .await
+        .is_ok();
+    let mut response = error.into_response();
+    if !drained {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 /// Longest `Idempotency-Key` accepted.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
 /// The caller of a billable route: its key (absent only when the server runs without accounts,
-/// for bare-engine benchmarks) and the client's `Idempotency-Key`, if it sent one.
+/// for bare-engine benchmarks) and the client's `Idempotency-Key`, if it sent one. Extracting it
+/// never fails, so the body is always read before any error is answered.
 pub struct MaybeCaller {
     pub caller: Option<Caller>,
-    pub idempotency_key: Option<String>,
+    idempotency_key: Option<Option<String>>,
+}
+
+impl MaybeCaller {
+    /// The client's `Idempotency-Key`; 400 when it is empty, too long or not visible ASCII.
+    pub fn idempotency_key(&self, family: Family) -> Result<Option<&str>, ApiError> {
+        match &self.idempotency_key {
+            None => Ok(None),
+            Some(Some(key)) => Ok(Some(key)),
+            Some(None) => Err(ApiError::invalid(
+                family,
+                format!(
+                    "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
+                ),
+            )),
+        }
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for MaybeCaller {
-    type Rejection = ApiError;
+    type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let family = Family::of_path(parts.uri.path());
-        let idempotency_key = match parts.headers.get("idempotency-key") {
-            None => None,
-            Some(value) => match value.to_str() {
-                Ok(key) if !key.is_empty() && key.len() <= MAX_IDEMPOTENCY_KEY => {
-                    Some(key.to_string())
-                }
-                _ => {
-                    return Err(ApiError::invalid(
-                        family,
-                        format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
-                    ))
-                }
-            },
-        };
+        let idempotency_key = parts.headers.get("idempotency-key").map(|value| {
+            value
+                .to_str()
+                .ok()
+                .filter(|key| !key.is_empty() && key.len() <= MAX_IDEMPOTENCY_KEY)
+                .map(str::to_string)
+        });
         Ok(Self {
             caller: parts.extensions.get::<Caller>().cloned(),
             idempotency_key,

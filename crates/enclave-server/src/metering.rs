@@ -184,6 +184,7 @@ impl Bill {
         let Some(Caller(key)) = &caller.caller else {
             return Err(ApiError::unauthorized(family));
         };
+        let idempotency_key = caller.idempotency_key(family)?;
         if !key.scopes.allows_capability(capability) {
             return Err(ApiError::new(
                 family,
@@ -198,7 +199,7 @@ impl Bill {
                 format!("this key may not use model '{model}'"),
             ));
         }
-        if let Some(idempotency_key) = &caller.idempotency_key {
+        if let Some(idempotency_key) = idempotency_key {
             let earlier = access
                 .store()
                 .event_by_idempotency_key(&key.tenant_id, idempotency_key)
@@ -260,7 +261,7 @@ impl Bill {
                 prices,
                 holds,
                 bill_on_drop: None,
-                idempotency_key: caller.idempotency_key.clone(),
+                idempotency_key: idempotency_key.map(str::to_string),
             }),
             replay: None,
         })
