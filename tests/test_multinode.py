@@ -51,6 +51,15 @@ def verify(database_url):
     return done.returncode, done.stdout + done.stderr
 
 
+def wait_until(done, workers, seconds=180):
+    """Waits for `done()`, failing (instead of hanging) when the load threads die or time runs out."""
+    deadline = time.time() + seconds
+    while not done():
+        assert any(w.is_alive() for w in workers), "every load thread stopped"
+        assert time.time() < deadline, "the load made no progress"
+        time.sleep(0.05)
+
+
 def wait_for_fresh_minute(margin=20):
     """Rate windows are whole minutes: start a burst early in one."""
     if time.time() % 60 > 60 - margin:
@@ -148,15 +157,13 @@ def test_kill_9_mid_load_loses_no_usage(backend, postgres_url):
         workers = [threading.Thread(target=load, args=(i,)) for i in range(4)]
         for w in workers:
             w.start()
-        while len(received) < 40:
-            time.sleep(0.05)
+        wait_until(lambda: len(received) >= 40, workers)
         proc.kill()  # SIGKILL: no shutdown, no flush
         proc.wait()
         time.sleep(0.5)
         proc, target["base"] = launch([EMBED_MODEL], database_url)
         before_restart = len(received)
-        while len(received) < before_restart + 20:
-            time.sleep(0.05)
+        wait_until(lambda: len(received) >= before_restart + 20, workers)
         stop_load.set()
         for w in workers:
             w.join()
