@@ -154,7 +154,8 @@ def test_kill_9_mid_load_loses_no_usage(backend, postgres_url):
                         received[intent] = response.headers["x-enclave-request-id"]
                     break
 
-        workers = [threading.Thread(target=load, args=(i,)) for i in range(4)]
+        # Daemons: a failing assertion below must not leave the test process waiting on them.
+        workers = [threading.Thread(target=load, args=(i,), daemon=True) for i in range(4)]
         for w in workers:
             w.start()
         wait_until(lambda: len(received) >= 40, workers)
