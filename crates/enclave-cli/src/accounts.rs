@@ -253,6 +253,10 @@ pub fn keys(command: KeysCommand) -> Result<()> {
 pub fn usage(args: UsageArgs) -> Result<()> {
     runtime()?.block_on(async move {
         if let Some(UsageCommand::Verify { db }) = args.command {
+            // `enclave usage --database-url URL verify` names the database before the verb.
+            let db = DatabaseArgs {
+                database_url: db.database_url.or(args.db.database_url),
+            };
             let report = db.open().await?.verify().await?;
             for tenant in &report.tenants {
                 match &tenant.problem {
