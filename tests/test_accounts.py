@@ -308,7 +308,10 @@ def test_idempotency_keys_bill_a_retried_call_once(server):
     assert again.headers["x-enclave-request-id"] == first.headers["x-enclave-request-id"]
     assert len(ledger(server, tenant)) == 1
     assert ledger(server, tenant)[0]["idempotency_key"] == "order-42"
-    # The same key on another capability is a conflict; a fresh key is a new call.
+    # The same key with another request (other texts, or another capability) is a conflict, so a
+    # reused key can never buy an unbilled call; a fresh key is a new call.
+    other = httpx.post(server + "/v2/embed", headers=headers, json={**body, "texts": ["something else entirely"]})
+    assert other.status_code == 409 and "different request" in other.json()["message"]
     rerank = httpx.post(server + "/v2/rerank", headers=headers,
                         json={"model": EMBED_MODEL, "query": "q", "documents": ["a", "b"]})
     assert rerank.status_code == 409 and "order-42" in rerank.json()["message"]

@@ -101,6 +101,7 @@ pub async fn usage(args: UsageBenchArgs) -> Result<Value> {
             price_version: 1,
             prices,
             idempotency_key: None,
+            request_fingerprint: None,
         };
         batch.push((event, day * MS_PER_DAY + next(MS_PER_DAY as u64) as i64));
         if batch.len() == BATCH {

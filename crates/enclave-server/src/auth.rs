@@ -8,6 +8,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use enclave_store::Role;
+use sha2::{Digest, Sha256};
 
 use crate::access::{Caller, Refusal};
 use crate::error::{ApiError, Family};
@@ -44,30 +45,87 @@ pub async fn require_key(
     };
     let limit = state.config().max_body_bytes;
     let Some(secret) = bearer(request.headers()).map(str::to_string) else {
-        return reject(request, ApiError::unauthorized(family), limit).await;
+        return reject(request, ApiError::unauthorized(family)).await;
     };
     let caller = match access.authenticate(&secret).await {
         Ok(Ok(caller)) => caller,
-        Ok(Err(refusal)) => return reject(request, refused(family, &refusal), limit).await,
-        Err(e) => return reject(request, store_error(family, e), limit).await,
+        Ok(Err(refusal)) => return reject(request, refused(family, &refusal)).await,
+        Err(e) => return reject(request, store_error(family, e)).await,
     };
     match access.take_request_slot(&caller.0).await {
         Ok(Ok(())) => {}
-        Ok(Err(limited)) => return reject(request, rate_error(family, limited), limit).await,
-        Err(e) => return reject(request, store_error(family, e), limit).await,
+        Ok(Err(limited)) => return reject(request, rate_error(family, limited)).await,
+        Err(e) => return reject(request, store_error(family, e)).await,
     }
     request.extensions_mut().insert(caller);
+    if request.headers().contains_key(IDEMPOTENCY_KEY) {
+        request = match fingerprinted(request, limit).await {
+            Ok(request) => request,
+            Err(response) => return response,
+        };
+    }
     next.run(request).await
 }
 
-/// Answers `error` before the handler runs. The request body is read first (up to the body
-/// limit): a kept-alive connection whose body was left unread is closed by the HTTP layer, and a
-/// client that sends its next request on it meanwhile sees it cut off. A body too large to read
-/// is answered with `Connection: close`.
-async fn reject(request: Request, error: ApiError, limit: usize) -> Response {
-    let drained = axum::body::to_bytes(request.into_body(), limit)
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// A hash of a request's method, path and body: a retry under an Idempotency-Key matches it,
+/// a different request under a reused key does not.
+#[derive(Debug, Clone)]
+pub struct RequestFingerprint(pub String);
+
+/// Reads the body (within the body limit), fingerprints the request and puts the body back.
+async fn fingerprinted(request: Request, limit: usize) -> Result<Request, Response> {
+    let (mut parts, body) = request.into_parts();
+    let family = Family::of_path(parts.uri.path());
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(
+            family,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body is larger than {limit} bytes or could not be read"),
+        )
+        .into_response()
+    })?;
+    let mut hasher = Sha256::new();
+    hasher.update(parts.method.as_str().as_bytes());
+    hasher.update([0]);
+    hasher.update(parts.uri.path().as_bytes());
+    hasher.update([0]);
+    hasher.update(&bytes);
+    let digest: String = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    parts.extensions.insert(RequestFingerprint(digest));
+    Ok(Request::from_parts(parts, axum::body::Body::from(bytes)))
+}
+
+/// Largest body read (and dropped) to keep a refused client's connection usable.
+const DRAIN_LIMIT: u64 = 64 * 1024;
+/// How long a refused client may take to send that body.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Answers `error` before the handler runs. A small body is read first: a kept-alive
+/// connection whose body was left unread is closed by the HTTP layer, and a client that sends
+/// its next request on it meanwhile sees it cut off. Anything else — a large or unsized body, a
+/// client waiting for `100 Continue`, a slow sender — is answered with `Connection: close`
+/// instead of being read for a caller that was refused.
+async fn reject(request: Request, error: ApiError) -> Response {
+    let headers = request.headers();
+    let small = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n <= DRAIN_LIMIT);
+    let drained = small
+        && !headers.contains_key(header::EXPECT)
+        && tokio::time::timeout(
+            DRAIN_TIMEOUT,
+            axum::body::to_bytes(request.into_body(), DRAIN_LIMIT as usize),
+        )
         .await
-        .is_ok();
+        .is_ok_and(|read| read.is_ok());
     let mut response = error.into_response();
     if !drained {
         response
@@ -86,6 +144,8 @@ const MAX_IDEMPOTENCY_KEY: usize = 255;
 pub struct MaybeCaller {
     pub caller: Option<Caller>,
     idempotency_key: Option<Option<String>>,
+    /// Set by the key check whenever an Idempotency-Key is sent.
+    pub fingerprint: Option<String>,
 }
 
 impl MaybeCaller {
@@ -108,7 +168,7 @@ impl<S: Send + Sync> FromRequestParts<S> for MaybeCaller {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let idempotency_key = parts.headers.get("idempotency-key").map(|value| {
+        let idempotency_key = parts.headers.get(IDEMPOTENCY_KEY).map(|value| {
             value
                 .to_str()
                 .ok()
@@ -118,6 +178,10 @@ impl<S: Send + Sync> FromRequestParts<S> for MaybeCaller {
         Ok(Self {
             caller: parts.extensions.get::<Caller>().cloned(),
             idempotency_key,
+            fingerprint: parts
+                .extensions
+                .get::<RequestFingerprint>()
+                .map(|f| f.0.clone()),
         })
     }
 }

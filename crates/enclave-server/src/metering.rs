@@ -94,6 +94,7 @@ struct Pending {
     /// Units to bill if the bill is dropped unsettled (a stream whose client went away).
     bill_on_drop: Option<Units>,
     idempotency_key: Option<String>,
+    fingerprint: Option<String>,
 }
 
 /// One billable call between admission and settlement.
@@ -206,15 +207,8 @@ impl Bill {
                 .await
                 .map_err(|e| store_error(family, e))?;
             if let Some(event) = earlier {
-                if event.capability != capability.as_str() || event.model != model {
-                    return Err(ApiError::new(
-                        family,
-                        StatusCode::CONFLICT,
-                        format!(
-                            "Idempotency-Key '{idempotency_key}' was already used for a {} call on {}",
-                            event.capability, event.model
-                        ),
-                    ));
+                if event.request_fingerprint != caller.fingerprint {
+                    return Err(reused_key(family, idempotency_key));
                 }
                 // Already billed: run the call again, bill nothing, answer with the first receipt.
                 return Ok(Self {
@@ -262,6 +256,7 @@ impl Bill {
                 holds,
                 bill_on_drop: None,
                 idempotency_key: idempotency_key.map(str::to_string),
+                fingerprint: caller.fingerprint.clone(),
             }),
             replay: None,
         })
@@ -299,6 +294,9 @@ impl Bill {
         };
         let family = pending.family;
         match tokio::spawn(record(pending, units)).await {
+            Ok(Err(enclave_store::StoreError::Conflict(message))) => {
+                Err(ApiError::new(family, StatusCode::CONFLICT, message))
+            }
             Ok(done) => done.map_err(|e| store_error(family, e)),
             Err(_) => Err(ApiError::internal(family, "recording usage failed")),
         }
@@ -347,16 +345,31 @@ async fn already_recorded(pending: &Pending) -> Result<Option<Receipt>, enclave_
         return Ok(Some(Receipt::from(&event)));
     }
     if !pending.holds.is_empty() {
-        store.release(&pending.request_id).await?;
+        if let Err(e) = store.release(&pending.request_id).await {
+            tracing::warn!("releasing the hold of {} failed: {e}", pending.request_id);
+        }
     }
-    match &pending.idempotency_key {
-        Some(key) => Ok(store
-            .event_by_idempotency_key(&pending.key.tenant_id, key)
-            .await?
-            .as_ref()
-            .map(Receipt::from)),
+    let Some(key) = &pending.idempotency_key else {
+        return Ok(None);
+    };
+    match store
+        .event_by_idempotency_key(&pending.key.tenant_id, key)
+        .await?
+    {
+        Some(event) if event.request_fingerprint == pending.fingerprint => {
+            Ok(Some(Receipt::from(&event)))
+        }
+        Some(_) => Err(enclave_store::StoreError::Conflict(reused_key_message(key))),
         None => Ok(None),
     }
+}
+
+fn reused_key_message(key: &str) -> String {
+    format!("Idempotency-Key '{key}' was already used for a different request")
+}
+
+fn reused_key(family: Family, key: &str) -> ApiError {
+    ApiError::new(family, StatusCode::CONFLICT, reused_key_message(key))
 }
 
 async fn write_event(
@@ -374,6 +387,7 @@ async fn write_event(
         price_version: pending.price_version,
         prices: pending.prices,
         idempotency_key: pending.idempotency_key.clone(),
+        request_fingerprint: pending.fingerprint.clone(),
     };
     let recorded = pending.access.store().record(event, &pending.holds).await?;
     pending

@@ -30,6 +30,8 @@ pub struct NewEvent {
     pub prices: UnitPrices,
     /// The client's Idempotency-Key: at most one event per tenant carries a given key.
     pub idempotency_key: Option<String>,
+    /// A hash of the request that carried the key, to tell a retry from a different request.
+    pub request_fingerprint: Option<String>,
 }
 
 /// An event as stored.
@@ -51,6 +53,9 @@ pub struct RecordedEvent {
     pub hash: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// Not part of the hash: it bills nothing, it only matches retries.
+    #[serde(skip)]
+    pub request_fingerprint: Option<String>,
 }
 
 impl RecordedEvent {
@@ -117,6 +122,7 @@ impl RecordedEvent {
             prev_hash: col(row, "prev_hash")?,
             hash: col(row, "hash")?,
             idempotency_key: col(row, "idempotency_key")?,
+            request_fingerprint: col(row, "request_fingerprint")?,
         })
     }
 }
@@ -124,7 +130,7 @@ impl RecordedEvent {
 const EVENT_COLUMNS: &str = "tenant_id, seq, request_id, key_id, capability, model, model_type, \
     input_tokens, output_tokens, search_units, classifications, price_version, input_price_pico, \
     output_price_pico, search_price_pico, classification_price_pico, cost_pico, created_ms, prev_hash, hash, \
-    idempotency_key";
+    idempotency_key, request_fingerprint";
 
 pub const MS_PER_DAY: i64 = 86_400_000;
 
@@ -178,12 +184,13 @@ async fn append(
         prev_hash: col(&head, "head_hash")?,
         hash: String::new(),
         idempotency_key: event.idempotency_key,
+        request_fingerprint: event.request_fingerprint,
     };
     recorded.hash = recorded.compute_hash();
     let r = &recorded;
     let inserted = sqlx::query(&format!(
             "INSERT INTO usage_events ({EVENT_COLUMNS}, day) VALUES \
-             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)"
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)"
         ))
         .bind(&r.tenant_id)
         .bind(r.seq)
@@ -206,6 +213,7 @@ async fn append(
         .bind(&r.prev_hash)
         .bind(&r.hash)
         .bind(r.idempotency_key.as_deref())
+        .bind(r.request_fingerprint.as_deref())
         .bind(created_ms.div_euclid(MS_PER_DAY))
         .execute(&mut **tx)
         .await;

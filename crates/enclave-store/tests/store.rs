@@ -76,6 +76,7 @@ fn event(store_tenant: &str, key: &str, request: &str, units: Units) -> NewEvent
             ..Default::default()
         },
         idempotency_key: None,
+        request_fingerprint: None,
     }
 }
 
