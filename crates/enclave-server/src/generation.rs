@@ -300,27 +300,20 @@ impl Prepared {
         })
     }
 
-    /// Admits this generation for billing under `capability`.
-    pub async fn admit(
-        &self,
-        state: &AppState,
-        caller: &MaybeCaller,
-        family: Family,
-        capability: Capability,
-    ) -> Result<Bill, ApiError> {
-        let model = &self.generator.info().name;
-        Bill::admit(state, caller, family, capability, model, self.max_units()).await
-    }
-
-    /// Streams the answer in `format` when `stream`, otherwise waits for it and sends it whole;
-    /// either way `bill` is settled before the client sees the end.
+    /// Admits the generation for billing under `capability`, then streams the answer in
+    /// `format` when `stream`, otherwise waits for it and sends it whole; either way the bill is
+    /// settled before the client sees the end.
     pub async fn respond<F: StreamFormat>(
         self,
+        state: &AppState,
+        caller: &MaybeCaller,
+        capability: Capability,
         family: Family,
         stream: bool,
         format: F,
-        bill: Bill,
     ) -> Result<Response, ApiError> {
+        let model = &self.generator.info().name;
+        let bill = Bill::admit(state, caller, family, capability, model, self.max_units()).await?;
         if stream {
             let (generation, usage) = self.start(family)?;
             return Ok(stream_response(

@@ -156,11 +156,15 @@ pub async fn chat(
         reply,
         text: String::new(),
     };
-    let bill = prepared
-        .admit(&state, &caller, FAMILY, Capability::Chat)
-        .await?;
     prepared
-        .respond(FAMILY, req.stream == Some(true), format, bill)
+        .respond(
+            &state,
+            &caller,
+            Capability::Chat,
+            FAMILY,
+            req.stream == Some(true),
+            format,
+        )
         .await
 }
 
@@ -299,11 +303,15 @@ pub async fn generate(
         prompt: req.prompt,
         text: String::new(),
     };
-    let bill = prepared
-        .admit(&state, &caller, FAMILY, Capability::Generate)
-        .await?;
     prepared
-        .respond(FAMILY, req.stream == Some(true), format, bill)
+        .respond(
+            &state,
+            &caller,
+            Capability::Generate,
+            FAMILY,
+            req.stream == Some(true),
+            format,
+        )
         .await
 }
 

@@ -151,11 +151,15 @@ pub async fn chat(
         },
     )?;
     let id = new_id();
-    let bill = prepared
-        .admit(&state, &caller, FAMILY, Capability::Chat)
-        .await?;
     prepared
-        .respond(FAMILY, req.stream == Some(true), V2Stream { id }, bill)
+        .respond(
+            &state,
+            &caller,
+            Capability::Chat,
+            FAMILY,
+            req.stream == Some(true),
+            V2Stream { id },
+        )
         .await
 }
 

@@ -201,11 +201,15 @@ pub async fn chat_completions(
             .and_then(|o| o.include_usage)
             .unwrap_or(false),
     };
-    let bill = prepared
-        .admit(&state, &caller, FAMILY, Capability::Chat)
-        .await?;
     prepared
-        .respond(FAMILY, req.stream == Some(true), format, bill)
+        .respond(
+            &state,
+            &caller,
+            Capability::Chat,
+            FAMILY,
+            req.stream == Some(true),
+            format,
+        )
         .await
 }
 
@@ -288,11 +292,15 @@ pub async fn completions(
             .and_then(|o| o.include_usage)
             .unwrap_or(false),
     };
-    let bill = prepared
-        .admit(&state, &caller, FAMILY, Capability::Generate)
-        .await?;
     prepared
-        .respond(FAMILY, req.stream == Some(true), format, bill)
+        .respond(
+            &state,
+            &caller,
+            Capability::Generate,
+            FAMILY,
+            req.stream == Some(true),
+            format,
+        )
         .await
 }
 
