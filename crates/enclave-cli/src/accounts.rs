@@ -138,14 +138,6 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-fn budget(usd: Option<f64>, period: Option<&str>) -> Result<Option<BudgetSpec>> {
-    match usd {
-        None if period.is_some() => bail!("--budget-period needs --budget-usd"),
-        None => Ok(None),
-        Some(usd) => Ok(Some(BudgetSpec::from_usd(usd, period)?)),
-    }
-}
-
 pub fn tenants(command: TenantsCommand) -> Result<()> {
     runtime()?.block_on(async move {
         match command {
@@ -157,7 +149,10 @@ pub fn tenants(command: TenantsCommand) -> Result<()> {
             } => {
                 let store = db.open().await?;
                 let tenant = store
-                    .create_tenant(&name, budget(budget_usd, budget_period.as_deref())?)
+                    .create_tenant(
+                        &name,
+                        BudgetSpec::optional(budget_usd, budget_period.as_deref())?,
+                    )
                     .await?;
                 println!("{}\t{}", tenant.id, tenant.name);
             }
@@ -209,7 +204,7 @@ pub fn keys(command: KeysCommand) -> Result<()> {
                         .as_deref()
                         .map(|t| parse_time(t, false))
                         .transpose()?,
-                    budget: budget(budget_usd, budget_period.as_deref())?,
+                    budget: BudgetSpec::optional(budget_usd, budget_period.as_deref())?,
                     secret: None,
                 };
                 let (record, secret) = store.create_key(key).await?;

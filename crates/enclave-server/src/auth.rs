@@ -92,12 +92,9 @@ async fn fingerprinted(request: Request, limit: usize) -> Result<Request, Respon
     hasher.update(parts.uri.path().as_bytes());
     hasher.update([0]);
     hasher.update(&bytes);
-    let digest: String = hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    parts.extensions.insert(RequestFingerprint(digest));
+    parts
+        .extensions
+        .insert(RequestFingerprint(hex::encode(hasher.finalize())));
     Ok(Request::from_parts(parts, axum::body::Body::from(bytes)))
 }
 

@@ -79,6 +79,15 @@ pub struct BudgetSpec {
 }
 
 impl BudgetSpec {
+    /// The budget a request or command asks for, if any: an amount, optionally with a period.
+    pub fn optional(usd: Option<f64>, period: Option<&str>) -> Result<Option<Self>> {
+        match (usd, period) {
+            (None, None) => Ok(None),
+            (None, Some(_)) => Err(StoreError::Invalid("budget_period needs budget_usd".into())),
+            (Some(usd), period) => Self::from_usd(usd, period).map(Some),
+        }
+    }
+
     /// A budget of `usd` per `period` (monthly when not given).
     pub fn from_usd(usd: f64, period: Option<&str>) -> Result<Self> {
         let limit_pico = crate::money::usd_to_pico(usd).ok_or_else(|| {

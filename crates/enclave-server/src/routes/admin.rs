@@ -58,9 +58,18 @@ async fn visible_tenant(
     admin: &AdminCaller,
     requested: Option<&str>,
 ) -> Result<Option<String>, ApiError> {
-    let Some(name) = requested else {
-        return Ok(admin.tenant_scope().map(str::to_string));
-    };
+    match requested {
+        None => Ok(admin.tenant_scope().map(str::to_string)),
+        Some(name) => Ok(Some(named_tenant(store, admin, name).await?.id)),
+    }
+}
+
+/// The tenant `name` (id or name) as this caller may see it; see [`visible_tenant`].
+async fn named_tenant(
+    store: &enclave_store::Store,
+    admin: &AdminCaller,
+    name: &str,
+) -> Result<Tenant, ApiError> {
     let own = &admin.caller.0;
     if admin.tenant_scope().is_some() && name != own.tenant_id && name != own.tenant_name {
         return Err(ApiError::not_found(
@@ -68,7 +77,7 @@ async fn visible_tenant(
             format!("tenant '{name}' not found"),
         ));
     }
-    Ok(Some(store.find_tenant(name).await.map_err(store_error)?.id))
+    store.find_tenant(name).await.map_err(store_error)
 }
 
 fn budget_json(budget: Option<BudgetSpec>) -> Value {
@@ -100,16 +109,6 @@ fn key_json(key: &KeyRecord) -> Value {
     })
 }
 
-fn budget_of(usd: Option<f64>, period: Option<&str>) -> Result<Option<BudgetSpec>, ApiError> {
-    match (usd, period) {
-        (None, None) => Ok(None),
-        (None, Some(_)) => Err(ApiError::invalid(FAMILY, "budget_period needs budget_usd")),
-        (Some(usd), period) => BudgetSpec::from_usd(usd, period)
-            .map(Some)
-            .map_err(store_error),
-    }
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
@@ -124,7 +123,8 @@ pub async fn create_tenant(
     ApiJson(req, _): CohereJson<CreateTenant>,
 ) -> Result<Response, ApiError> {
     require_platform_admin(&admin)?;
-    let budget = budget_of(req.budget_usd, req.budget_period.as_deref())?;
+    let budget =
+        BudgetSpec::optional(req.budget_usd, req.budget_period.as_deref()).map_err(store_error)?;
     let tenant = store(&state)?
         .create_tenant(&req.name, budget)
         .await
@@ -205,8 +205,7 @@ pub async fn create_key(
     ApiJson(req, _): CohereJson<CreateKey>,
 ) -> Result<Response, ApiError> {
     let store = store(&state)?;
-    visible_tenant(store, &admin, Some(&req.tenant)).await?;
-    let tenant = store.find_tenant(&req.tenant).await.map_err(store_error)?;
+    let tenant = named_tenant(store, &admin, &req.tenant).await?;
     let role = match req.role.as_deref() {
         None => Role::Member,
         Some(name) => Role::parse(name).ok_or_else(|| {
@@ -242,7 +241,8 @@ pub async fn create_key(
         rpm: req.rpm,
         tpm: req.tpm,
         expires_ms,
-        budget: budget_of(req.budget_usd, req.budget_period.as_deref())?,
+        budget: BudgetSpec::optional(req.budget_usd, req.budget_period.as_deref())
+            .map_err(store_error)?,
         secret: None,
     };
     let (key, secret) = store.create_key(new).await.map_err(store_error)?;
