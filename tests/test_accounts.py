@@ -181,6 +181,9 @@ def test_bad_admin_input_gets_clear_errors(server):
         assert words in response.json()["message"], response.text
     assert admin(server, "GET", "/admin/usage", params={"group_by": "colour"}).status_code == 400
     assert admin(server, "GET", "/admin/usage", params={"from": "yesterday"}).status_code == 400
+    # Malformed query strings answer in the Cohere shape too.
+    bad_query = admin(server, "GET", "/admin/usage/events", params={"tenant": "x", "limit": "many"})
+    assert bad_query.status_code == 400 and "limit" in bad_query.json()["message"]
     assert admin(server, "GET", "/admin/usage", key="not-a-key").status_code == 401
 
 

@@ -2,7 +2,7 @@
 //! verification. The platform admin (the bootstrap key) sees everything; a tenant admin key
 //! manages its own tenant's keys and reads its own tenant's usage, and nothing else.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use crate::auth::AdminCaller;
 use crate::error::{ApiError, Family};
-use crate::extract::{ApiJson, CohereJson};
+use crate::extract::{ApiJson, ApiQuery, CohereJson, CohereQuery};
 use crate::state::AppState;
 
 const FAMILY: Family = Family::Cohere;
@@ -259,7 +259,7 @@ pub struct KeyFilter {
 pub async fn list_keys(
     State(state): State<AppState>,
     admin: AdminCaller,
-    Query(filter): Query<KeyFilter>,
+    ApiQuery(filter, _): CohereQuery<KeyFilter>,
 ) -> Result<Json<Value>, ApiError> {
     let store = store(&state)?;
     let tenant = visible_tenant(store, &admin, filter.tenant.as_deref()).await?;
@@ -311,7 +311,7 @@ pub struct UsageQuery {
 pub async fn usage(
     State(state): State<AppState>,
     admin: AdminCaller,
-    Query(q): Query<UsageQuery>,
+    ApiQuery(q, _): CohereQuery<UsageQuery>,
 ) -> Result<Response, ApiError> {
     let store = store(&state)?;
     let group_by = GroupBy::parse_list(
@@ -501,7 +501,7 @@ pub struct EventsQuery {
 pub async fn events(
     State(state): State<AppState>,
     admin: AdminCaller,
-    Query(q): Query<EventsQuery>,
+    ApiQuery(q, _): CohereQuery<EventsQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let store = store(&state)?;
     let tenant = visible_tenant(store, &admin, q.tenant.as_deref())

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::Json;
 use enclave_engine::catalog::ModelKind;
 use enclave_engine::encoder::TextEncoder;
@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::error::{ApiError, Family};
+use crate::extract::{ApiQuery, SharedQuery};
 use crate::state::AppState;
 
 const FAMILY: Family = Family::Shared;
@@ -87,9 +88,8 @@ pub struct ListQuery {
 
 pub async fn list(
     State(state): State<AppState>,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(query, _): SharedQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::invalid(FAMILY, e.body_text()))?;
     let page_size = query.page_size.unwrap_or(20);
     if !(1..=1000).contains(&page_size) {
         return Err(ApiError::invalid(
