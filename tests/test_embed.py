@@ -9,7 +9,7 @@ import openai
 import pytest
 
 from conftest import EMBED_MODEL
-from minilm_reference import MiniLM
+from bert_reference import MiniLM
 
 SENTENCES = [
     "hello world",

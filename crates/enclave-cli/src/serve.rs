@@ -64,7 +64,7 @@ pub fn load_models(
             .with_context(|| format!("getting model {spec}"))?;
         tracing::info!(model = %name, path = %path.display(), "loading model");
         match kind {
-            ModelKind::Embedding => {
+            ModelKind::Embedding | ModelKind::Reranker => {
                 let encoder = LlamaEncoder::load(&name, &path, encoder_config)
                     .with_context(|| format!("loading model {name}"))?;
                 loaded.encoders.push(Arc::new(encoder));

@@ -19,6 +19,8 @@ pub enum ModelKind {
     Completion,
     /// Sentence encoder: embed (and the capabilities built on embeddings).
     Embedding,
+    /// Cross-encoder (a BERT-family sequence classifier): rerank only.
+    Reranker,
 }
 
 /// One file of a model, assembled from its pieces in order and verified.

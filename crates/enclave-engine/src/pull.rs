@@ -12,6 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 
 use crate::catalog::{self, CatalogEntry, ModelFile, ModelKind};
+use crate::encoder::convert;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
@@ -41,6 +42,8 @@ pub enum PullError {
         expected: String,
         actual: String,
     },
+    #[error("model folder {path}: {reason}")]
+    Folder { path: String, reason: String },
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -120,12 +123,21 @@ pub fn resolve(home: &Path, spec: &str, progress: bool) -> Result<LocalModel, Pu
             kind: ModelKind::Chat,
         });
     }
-    // A folder with BERT-family safetensors weights is an encoder.
+    // A folder with BERT-family safetensors weights is an encoder: a sentence encoder, or a
+    // cross-encoder when its config names a sequence-classification architecture.
     if as_path.join("model.safetensors").is_file() && as_path.join("config.json").is_file() {
+        let labels = convert::classifier_labels(as_path).map_err(|e| PullError::Folder {
+            path: spec.to_string(),
+            reason: e.to_string(),
+        })?;
         return Ok(LocalModel {
             name: stem(),
             path: as_path.to_path_buf(),
-            kind: ModelKind::Embedding,
+            kind: if labels.is_some() {
+                ModelKind::Reranker
+            } else {
+                ModelKind::Embedding
+            },
         });
     }
     let entry = catalog::find(spec).ok_or_else(|| PullError::UnknownModel {
@@ -138,7 +150,7 @@ pub fn resolve(home: &Path, spec: &str, progress: bool) -> Result<LocalModel, Pu
     })?;
     let main_file = pull(home, entry, progress)?;
     let path = match entry.kind {
-        ModelKind::Embedding => model_dir(home, entry),
+        ModelKind::Embedding | ModelKind::Reranker => model_dir(home, entry),
         ModelKind::Chat | ModelKind::Completion => main_file,
     };
     Ok(LocalModel {

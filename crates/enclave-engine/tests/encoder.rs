@@ -11,7 +11,7 @@ fn embed(encoder: &dyn TextEncoder, texts: &[&str]) -> Vec<Vec<f32>> {
         .map(|(i, t)| encoder.tokenize(i, t, Truncate::End).expect("tokenize"))
         .collect();
     encoder
-        .embed(tokens)
+        .encode(tokens)
         .expect("queue")
         .blocking_recv()
         .expect("reply")

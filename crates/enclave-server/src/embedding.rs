@@ -116,20 +116,34 @@ pub async fn embed_texts(
     texts: Vec<String>,
     truncate: Truncate,
 ) -> Result<Embedded, ApiError> {
-    let tokenizer = Arc::clone(encoder);
-    let tokenized = tokio::task::spawn_blocking(move || {
+    encode_with(family, encoder, move |encoder| {
         texts
             .iter()
             .enumerate()
-            .map(|(i, text)| tokenizer.tokenize(i, text, truncate))
-            .collect::<Result<Vec<_>, _>>()
+            .map(|(i, text)| encoder.tokenize(i, text, truncate))
+            .collect()
     })
     .await
-    .map_err(|e| ApiError::internal(family, format!("tokenizer task failed: {e}")))?
-    .map_err(|e| encoder_error(family, e))?;
+}
+
+/// Runs `tokenize` on a blocking thread (tokenizing is CPU work), then the encoder on its
+/// output: one output per tokenized input, and the tokens consumed.
+pub async fn encode_with<F>(
+    family: Family,
+    encoder: &Arc<dyn TextEncoder>,
+    tokenize: F,
+) -> Result<Embedded, ApiError>
+where
+    F: FnOnce(&dyn TextEncoder) -> Result<Vec<Vec<u32>>, EncoderError> + Send + 'static,
+{
+    let tokenizer = Arc::clone(encoder);
+    let tokenized = tokio::task::spawn_blocking(move || tokenize(tokenizer.as_ref()))
+        .await
+        .map_err(|e| ApiError::internal(family, format!("tokenizer task failed: {e}")))?
+        .map_err(|e| encoder_error(family, e))?;
     let tokens = tokenized.iter().map(|t| t.len() as u32).sum();
     let receiver = encoder
-        .embed(tokenized)
+        .encode(tokenized)
         .map_err(|e| encoder_error(family, e))?;
     let vectors = receiver
         .await

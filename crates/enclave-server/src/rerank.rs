@@ -1,6 +1,9 @@
 //! The rerank capability: relevance of each document to a query, from one of the scorers behind
 //! [`Scorer`]. Long documents are split into chunks and score by their best chunk.
 //!
+//! - A cross-encoder (a user's BERT-family sequence classifier) reads query and chunk together
+//!   and scores by its relevance logit: the sigmoid of a single logit, or the softmax
+//!   probability of the last label when it has several.
 //! - An embedding model scores by cosine similarity of query and chunk embeddings.
 //! - A chat model is an LLM relevance judge: the probability it puts on "yes" against "no"
 //!   under a fixed relevance prompt, read from the logits of one forward pass per pair
@@ -12,7 +15,7 @@ use enclave_engine::catalog::ModelKind;
 use enclave_engine::encoder::{TextEncoder, Truncate};
 use enclave_engine::{ChatMessage, GenEvent, TextGenerator};
 
-use crate::embedding::embed_texts;
+use crate::embedding::{embed_texts, encode_with};
 use crate::error::{ApiError, Family};
 use crate::state::AppState;
 
@@ -22,6 +25,7 @@ const CHUNK_WORDS: usize = 180;
 const JUDGE_SYSTEM: &str = "You judge search results. Answer only yes or no.";
 
 pub enum Scorer {
+    CrossEncoder(Arc<dyn TextEncoder>),
     Embedding(Arc<dyn TextEncoder>),
     Judge(Arc<dyn TextGenerator>),
 }
@@ -30,7 +34,7 @@ impl Scorer {
     /// The model that scores (what a call is billed under).
     pub fn model_name(&self) -> &str {
         match self {
-            Scorer::Embedding(encoder) => &encoder.info().name,
+            Scorer::CrossEncoder(encoder) | Scorer::Embedding(encoder) => &encoder.info().name,
             Scorer::Judge(generator) => &generator.info().name,
         }
     }
@@ -38,14 +42,15 @@ impl Scorer {
     /// How the scorer is named in `/v1/models`.
     pub fn kind(&self) -> &'static str {
         match self {
+            Scorer::CrossEncoder(_) => "cross-encoder",
             Scorer::Embedding(_) => "embedding-cosine",
             Scorer::Judge(_) => "llm-judge",
         }
     }
 }
 
-/// The scorer for a rerank model name; without a name, the first chat model judges (else the
-/// first embedding model).
+/// The scorer for a rerank model name; without a name, the first cross-encoder served, else the
+/// first chat model as judge, else the first embedding model.
 pub fn scorer_for(
     state: &AppState,
     family: Family,
@@ -54,12 +59,18 @@ pub fn scorer_for(
     let is_chat = |m: &&Arc<dyn TextGenerator>| m.info().kind == ModelKind::Chat;
     match model.filter(|m| !m.is_empty()) {
         None => {
+            if let Some(reranker) = state.cross_encoder(None) {
+                return Ok(Scorer::CrossEncoder(reranker));
+            }
             if let Some(judge) = state.models().iter().find(is_chat) {
                 return Ok(Scorer::Judge(Arc::clone(judge)));
             }
             state.encoder(family, None).map(Scorer::Embedding)
         }
         Some(name) => {
+            if let Some(reranker) = state.cross_encoder(Some(name)) {
+                return Ok(Scorer::CrossEncoder(reranker));
+            }
             if let Ok(encoder) = state.encoder(family, Some(name)) {
                 return Ok(Scorer::Embedding(encoder));
             }
@@ -98,6 +109,9 @@ pub async fn score(
         }
     }
     let piece_scores = match scorer {
+        Scorer::CrossEncoder(encoder) => {
+            cross_encoder_scores(family, encoder, query, pieces).await?
+        }
         Scorer::Embedding(encoder) => embedding_scores(family, encoder, query, pieces).await?,
         Scorer::Judge(judge) => judge_scores(family, judge, query, &pieces).await?,
     };
@@ -106,6 +120,34 @@ pub async fn score(
         best[doc] = best[doc].max(s);
     }
     Ok(best)
+}
+
+async fn cross_encoder_scores(
+    family: Family,
+    encoder: &Arc<dyn TextEncoder>,
+    query: &str,
+    pieces: Vec<String>,
+) -> Result<Vec<f32>, ApiError> {
+    let query = query.to_string();
+    let outputs = encode_with(family, encoder, move |encoder| {
+        pieces
+            .iter()
+            .enumerate()
+            .map(|(i, piece)| encoder.tokenize_pair(i, &query, piece))
+            .collect()
+    })
+    .await?;
+    Ok(outputs.vectors.iter().map(|l| relevance(l)).collect())
+}
+
+/// A cross-encoder's relevance from its logits: the sigmoid of a single logit, else the softmax
+/// probability of the last label.
+fn relevance(logits: &[f32]) -> f32 {
+    match logits {
+        [] => 0.0,
+        [single] => 1.0 / (1.0 + (-single).exp()),
+        [.., last] => (last - log_sum_exp(logits)).exp(),
+    }
 }
 
 async fn embedding_scores(
@@ -229,6 +271,14 @@ mod tests {
         assert_eq!(parts.len(), 3);
         assert_eq!(chunks(&text, 2).len(), 2);
         assert_eq!(chunks("", 10), vec![String::new()]);
+    }
+
+    #[test]
+    fn relevance_reads_one_or_several_logits() {
+        assert!((relevance(&[0.0]) - 0.5).abs() < 1e-6);
+        assert!(relevance(&[4.0]) > 0.98);
+        assert!((relevance(&[1.0, 1.0]) - 0.5).abs() < 1e-6);
+        assert!(relevance(&[-3.0, 3.0]) > 0.99);
     }
 
     #[test]

@@ -38,7 +38,8 @@ struct Inner {
     config: ServerConfig,
     /// In the order given at start-up; the first is the default model.
     models: Vec<Arc<dyn TextGenerator>>,
-    /// Embedding models, the first being the default.
+    /// Encoders in start-up order: sentence encoders (the first is the default embedding model)
+    /// and cross-encoder rerankers.
     encoders: Vec<Arc<dyn TextEncoder>>,
     /// Keys, limits and metering; `None` only for benchmarks of the bare engine path.
     access: Option<Arc<Access>>,
@@ -75,14 +76,39 @@ impl AppState {
         &self.inner.encoders
     }
 
+    fn encoders_where(&self, embedding: bool) -> Vec<Arc<dyn TextEncoder>> {
+        self.inner
+            .encoders
+            .iter()
+            .filter(|e| e.info().head.is_embedding() == embedding)
+            .cloned()
+            .collect()
+    }
+
     /// The named embedding model, or the default one when the request may omit it.
     pub fn encoder(
         &self,
         family: Family,
         name: Option<&str>,
     ) -> Result<Arc<dyn TextEncoder>, ApiError> {
-        pick(&self.inner.encoders, name, |m| &m.info().name)
-            .ok_or_else(|| self.unknown_model(family, name))
+        if let Some(encoder) = pick(&self.encoders_where(true), name, |m| &m.info().name) {
+            return Ok(encoder);
+        }
+        match name.and_then(|n| self.cross_encoder(Some(n))) {
+            Some(reranker) => Err(ApiError::bad_request(
+                family,
+                format!(
+                    "model '{}' is a cross-encoder reranker; it serves only /v1/rerank and /v2/rerank",
+                    reranker.info().name
+                ),
+            )),
+            None => Err(self.unknown_model(family, name)),
+        }
+    }
+
+    /// The named cross-encoder reranker, or the first one served when no name is given.
+    pub fn cross_encoder(&self, name: Option<&str>) -> Option<Arc<dyn TextEncoder>> {
+        pick(&self.encoders_where(false), name, |m| &m.info().name)
     }
 
     fn unknown_model(&self, family: Family, name: Option<&str>) -> ApiError {
@@ -116,8 +142,25 @@ impl AppState {
         family: Family,
         name: Option<&str>,
     ) -> Result<Arc<dyn TextGenerator>, ApiError> {
-        pick(&self.inner.models, name, |m| &m.info().name)
-            .ok_or_else(|| self.unknown_model(family, name))
+        if let Some(model) = pick(&self.inner.models, name, |m| &m.info().name) {
+            return Ok(model);
+        }
+        let encoder = name.and_then(|n| self.inner.encoders.iter().find(|e| e.info().name == n));
+        match encoder {
+            Some(encoder) => Err(ApiError::bad_request(
+                family,
+                format!(
+                    "model '{}' is an encoder ({}); this route needs a generative model",
+                    encoder.info().name,
+                    if encoder.info().head.is_embedding() {
+                        "embed, classify and rerank"
+                    } else {
+                        "rerank only"
+                    }
+                ),
+            )),
+            None => Err(self.unknown_model(family, name)),
+        }
     }
 
     /// Like [`Self::model`], but only models with a chat template may be chatted with.

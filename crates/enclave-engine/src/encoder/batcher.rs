@@ -1,7 +1,8 @@
 //! [`TextEncoder`] on llama.cpp's BERT path. Requests are tokenized by the caller (off the
 //! engine thread); one thread per model packs queued inputs into batches bounded by a token
 //! budget and a sequence count, runs each batch in one forward pass, and returns mean-pooled,
-//! L2-normalised vectors. A bounded queue answers `Busy` instead of letting latency pile up.
+//! L2-normalised vectors (a sentence encoder) or classifier logits (a cross-encoder). A bounded
+//! queue answers `Busy` instead of letting latency pile up.
 
 use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU32;
@@ -16,7 +17,7 @@ use llama_cpp_2::token::LlamaToken;
 use tokio::sync::{mpsc, oneshot};
 
 use super::convert::{self, Precision};
-use super::{EmbeddingsReceiver, EncoderError, EncoderInfo, TextEncoder, Truncate};
+use super::{EncoderError, EncoderHead, EncoderInfo, OutputsReceiver, TextEncoder, Truncate};
 use crate::llama::{backend, LoadError};
 
 /// How an encoder is run. Zero values mean "pick for me".
@@ -58,6 +59,8 @@ pub struct LlamaEncoder {
     queue: mpsc::Sender<Job>,
     cls: u32,
     sep: u32,
+    /// Where the segment-B copies of the vocabulary start (cross-encoders with token types).
+    segment_b_offset: Option<u32>,
 }
 
 impl LlamaEncoder {
@@ -75,6 +78,18 @@ impl LlamaEncoder {
                 reason: e.to_string(),
             })?;
         let model = Arc::new(model);
+        let labels = convert::classifier_labels(dir).map_err(|e| LoadError::Model {
+            path: dir.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let segment_b_offset = model
+            .meta_val_str(convert::SEGMENT_B_OFFSET_KEY)
+            .ok()
+            .and_then(|v| v.parse().ok());
+        let (head, pooling) = match labels {
+            Some(labels) => (EncoderHead::Classifier { labels }, LlamaPoolingType::Rank),
+            None => (EncoderHead::Embedding, LlamaPoolingType::Mean),
+        };
         let max_batch_tokens = config.max_batch_tokens.max(16);
         // One input may be as long as the model allows even when the packing budget is smaller.
         let max_tokens = model.n_ctx_train() as usize;
@@ -94,10 +109,14 @@ impl LlamaEncoder {
             .with_n_threads(threads)
             .with_n_threads_batch(threads)
             .with_embeddings(true)
-            .with_pooling_type(LlamaPoolingType::Mean);
+            .with_pooling_type(pooling);
         let vocab = model.vocab();
         let (cls, sep) = (vocab.bos().0 as u32, vocab.sep().0 as u32);
-        let dimensions = usize::try_from(model.n_embd()).unwrap_or(0);
+        let dimensions = match &head {
+            EncoderHead::Embedding => usize::try_from(model.n_embd()).unwrap_or(0),
+            EncoderHead::Classifier { labels } => labels.len(),
+        };
+        let normalize = head == EncoderHead::Embedding;
 
         let capacity = config.max_concurrent_requests.max(1);
         let (queue, jobs) = mpsc::channel(capacity);
@@ -110,6 +129,7 @@ impl LlamaEncoder {
                     capacity: context_tokens,
                     budget: max_batch_tokens,
                     max_seqs,
+                    normalize,
                 };
                 run(thread_model, params, limits, jobs, ready_tx)
             })
@@ -122,6 +142,7 @@ impl LlamaEncoder {
             model,
             info: EncoderInfo {
                 name: name.to_string(),
+                head,
                 dimensions,
                 max_tokens,
                 max_concurrent_requests: capacity,
@@ -129,7 +150,18 @@ impl LlamaEncoder {
             queue,
             cls,
             sep,
+            segment_b_offset,
         })
+    }
+
+    /// Token ids of `text` with `[CLS]` and `[SEP]`, untruncated.
+    fn token_ids(&self, text: &str) -> Vec<u32> {
+        self.model
+            .vocab()
+            .tokenize(text.as_bytes(), true, false)
+            .into_iter()
+            .map(|t| t.0 as u32)
+            .collect()
     }
 }
 
@@ -147,13 +179,7 @@ impl TextEncoder for LlamaEncoder {
         if text.trim().is_empty() {
             return Err(EncoderError::EmptyInput { index });
         }
-        let mut tokens: Vec<u32> = self
-            .model
-            .vocab()
-            .tokenize(text.as_bytes(), true, false)
-            .into_iter()
-            .map(|t| t.0 as u32)
-            .collect();
+        let mut tokens = self.token_ids(text);
         let max = self.info.max_tokens;
         if tokens.len() <= max {
             return Ok(tokens);
@@ -181,7 +207,41 @@ impl TextEncoder for LlamaEncoder {
         }
     }
 
-    fn embed(&self, inputs: Vec<Vec<u32>>) -> Result<EmbeddingsReceiver, EncoderError> {
+    fn tokenize_pair(
+        &self,
+        index: usize,
+        first: &str,
+        second: &str,
+    ) -> Result<Vec<u32>, EncoderError> {
+        if first.trim().is_empty() {
+            return Err(EncoderError::EmptyInput { index });
+        }
+        let max = self.info.max_tokens;
+        // [CLS] first [SEP], at most half the model's length.
+        let mut tokens = self.token_ids(first);
+        if tokens.len() > max / 2 {
+            tokens.truncate(max / 2 - 1);
+            tokens.push(self.sep);
+        }
+        // second [SEP] without its own [CLS], cut to what is left.
+        let mut rest = self.token_ids(second);
+        if rest.first() == Some(&self.cls) {
+            rest.remove(0);
+        }
+        if rest.is_empty() {
+            rest.push(self.sep);
+        }
+        let room = max.saturating_sub(tokens.len()).max(1);
+        if rest.len() > room {
+            rest.truncate(room - 1);
+            rest.push(self.sep);
+        }
+        let offset = self.segment_b_offset.unwrap_or(0);
+        tokens.extend(rest.into_iter().map(|t| t + offset));
+        Ok(tokens)
+    }
+
+    fn encode(&self, inputs: Vec<Vec<u32>>) -> Result<OutputsReceiver, EncoderError> {
         let (reply, receiver) = oneshot::channel();
         if inputs.is_empty() {
             let _ = reply.send(Ok(Vec::new()));
@@ -218,6 +278,8 @@ struct Limits {
     /// Tokens packed into one batch when several inputs share it.
     budget: usize,
     max_seqs: usize,
+    /// L2-normalise outputs (embeddings); classifier logits are returned as they are.
+    normalize: bool,
 }
 
 fn run(
@@ -308,7 +370,13 @@ fn run(
             let vector = match &outcome {
                 Ok(()) => ctx
                     .embeddings_seq_ith(seq as i32)
-                    .map(normalise)
+                    .map(|v| {
+                        if limits.normalize {
+                            normalise(v)
+                        } else {
+                            v.to_vec()
+                        }
+                    })
                     .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };

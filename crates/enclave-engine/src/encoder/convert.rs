@@ -2,6 +2,13 @@
 //! quantized GGUF that llama.cpp's BERT path runs: tensors renamed to llama.cpp's names, the
 //! WordPiece vocabulary in llama.cpp's "phantom space" form, then quantized by llama.cpp itself.
 //! The result is cached beside the source files.
+//!
+//! A `*ForSequenceClassification` model (a cross-encoder) keeps its pooler and classifier as
+//! llama.cpp's rank head. Cross-encoders read a query–document pair with the document in token
+//! segment B, but llama.cpp's BERT graph adds segment A's type embedding to every token. So the
+//! vocabulary is written twice: ids from [`SEGMENT_B_OFFSET_KEY`] on are segment-B copies whose
+//! word embedding already holds `type_B - type_A`, which makes llama.cpp's sum exactly the
+//! model's own.
 
 use std::ffi::CString;
 use std::fs;
@@ -27,6 +34,13 @@ pub enum ConvertError {
     #[error("llama.cpp could not quantize {0}")]
     Quantize(String),
 }
+
+/// GGUF key holding the id of the first segment-B token copy (absent: no copies).
+pub const SEGMENT_B_OFFSET_KEY: &str = "enclave.segment_b_offset";
+
+/// Marks segment-B copies in the vocabulary. Tokenized text can never produce it: `[` is
+/// punctuation, which WordPiece always splits into a word of its own.
+const SEGMENT_B_MARK: &str = "[B]";
 
 fn input_err(path: &Path, reason: impl ToString) -> ConvertError {
     ConvertError::Input {
@@ -83,6 +97,56 @@ fn read_json(path: &Path) -> Result<Json, ConvertError> {
     serde_json::from_str(&text).map_err(|e| input_err(path, e))
 }
 
+/// The labels of a sequence-classification model (a cross-encoder reranker), in logit order;
+/// `None` for a sentence encoder.
+pub fn classifier_labels(dir: &Path) -> Result<Option<Vec<String>>, ConvertError> {
+    let config = read_json(&dir.join("config.json"))?;
+    Ok(labels_of(&config))
+}
+
+fn labels_of(config: &Json) -> Option<Vec<String>> {
+    let is_classifier = config["architectures"].as_array().is_some_and(|names| {
+        names
+            .iter()
+            .filter_map(Json::as_str)
+            .any(|n| n.ends_with("ForSequenceClassification"))
+    });
+    if !is_classifier {
+        return None;
+    }
+    if let Some(map) = config["id2label"].as_object() {
+        let mut labels: Vec<(u64, String)> = map
+            .iter()
+            .filter_map(|(id, label)| Some((id.parse().ok()?, label.as_str()?.to_string())))
+            .collect();
+        if labels.len() == map.len() && !labels.is_empty() {
+            labels.sort();
+            return Some(labels.into_iter().map(|(_, l)| l).collect());
+        }
+    }
+    // Transformers' default when a config names no labels.
+    let count = config["num_labels"].as_u64().unwrap_or(2);
+    Some((0..count).map(|i| format!("LABEL_{i}")).collect())
+}
+
+/// Whether the WordPiece tokenizer lowercases (and so strips accents), as the folder's
+/// tokenizer.json or tokenizer_config.json says; uncased, like most BERT encoders, when neither
+/// does.
+fn lowercases(dir: &Path) -> bool {
+    let read = |name: &str| {
+        fs::read_to_string(dir.join(name))
+            .ok()
+            .and_then(|text| serde_json::from_str::<Json>(&text).ok())
+    };
+    if let Some(flag) = read("tokenizer.json").and_then(|t| t["normalizer"]["lowercase"].as_bool())
+    {
+        return flag;
+    }
+    read("tokenizer_config.json")
+        .and_then(|c| c["do_lower_case"].as_bool())
+        .unwrap_or(true)
+}
+
 fn config_u32(config: &Json, key: &str, path: &Path) -> Result<u32, ConvertError> {
     config[key]
         .as_u64()
@@ -90,10 +154,21 @@ fn config_u32(config: &Json, key: &str, path: &Path) -> Result<u32, ConvertError
         .ok_or_else(|| input_err(path, format!("missing {key}")))
 }
 
-/// llama.cpp's name for a Hugging Face BERT tensor; `None` for tensors it does not use.
-fn gguf_name(hf: &str) -> Option<String> {
+/// llama.cpp's name for a Hugging Face BERT tensor; `None` for tensors it does not use. The
+/// pooler and classifier are used only by a classifier.
+fn gguf_name(hf: &str, classifier: bool) -> Option<String> {
     let name = hf.strip_prefix("bert.").unwrap_or(hf);
     let name = name.replace(".gamma", ".weight").replace(".beta", ".bias");
+    let head = match name.as_str() {
+        "pooler.dense.weight" => Some("cls.weight"),
+        "pooler.dense.bias" => Some("cls.bias"),
+        "classifier.weight" => Some("cls.output.weight"),
+        "classifier.bias" => Some("cls.output.bias"),
+        _ => None,
+    };
+    if let Some(head) = head {
+        return classifier.then(|| head.to_string());
+    }
     let fixed = match name.as_str() {
         "embeddings.word_embeddings.weight" => Some("token_embd.weight".to_string()),
         "embeddings.token_type_embeddings.weight" => Some("token_types.weight".to_string()),
@@ -161,6 +236,32 @@ fn f16_to_f32(bits: u16) -> f32 {
     f32::from_bits(value)
 }
 
+/// The GGUF keys naming BERT's special tokens, with their ids in this vocabulary (llama.cpp
+/// would otherwise assume bert-base's 100–103). `[CLS]` and `[SEP]` are required.
+fn special_token_ids(tokens: &[String]) -> Result<Vec<(&'static str, Value)>, ConvertError> {
+    let id = |name: &str| tokens.iter().position(|t| t == name).map(|i| i as u32);
+    let mut keys = Vec::new();
+    for (token, key, required) in [
+        ("[CLS]", "tokenizer.ggml.bos_token_id", true),
+        ("[CLS]", "tokenizer.ggml.cls_token_id", true),
+        ("[SEP]", "tokenizer.ggml.seperator_token_id", true),
+        ("[UNK]", "tokenizer.ggml.unknown_token_id", false),
+        ("[PAD]", "tokenizer.ggml.padding_token_id", false),
+        ("[MASK]", "tokenizer.ggml.mask_token_id", false),
+    ] {
+        match id(token) {
+            Some(id) => keys.push((key, Value::U32(id))),
+            None if required => {
+                return Err(ConvertError::Unsupported(format!(
+                    "vocab.txt has no {token} token"
+                )))
+            }
+            None => {}
+        }
+    }
+    Ok(keys)
+}
+
 /// WordPiece tokens in llama.cpp's form: continuation pieces lose `##`, word starts gain `▁`,
 /// bracketed special tokens stay as they are.
 fn phantom_vocab(vocab: &str) -> (Vec<String>, Vec<i32>) {
@@ -181,9 +282,61 @@ fn phantom_vocab(vocab: &str) -> (Vec<String>, Vec<i32>) {
         .unzip()
 }
 
+fn f32_values(data: &[u8]) -> Vec<f32> {
+    data.chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+/// Appends segment-B copies of every token (see the module comment): their word embedding is
+/// the original plus `type_B - type_A`, their name carries [`SEGMENT_B_MARK`]. Returns the id
+/// of the first copy.
+fn add_segment_b(
+    tensors: &mut [Tensor],
+    tokens: &mut Vec<String>,
+    token_types: &mut Vec<i32>,
+) -> Result<u32, ConvertError> {
+    let types = tensors
+        .iter()
+        .find(|t| t.name == "token_types.weight")
+        .map(|t| f32_values(&t.data))
+        .ok_or_else(|| ConvertError::Unsupported("no token type embeddings".into()))?;
+    let embd = tensors
+        .iter_mut()
+        .find(|t| t.name == "token_embd.weight")
+        .ok_or_else(|| ConvertError::Unsupported("no word embeddings".into()))?;
+    let hidden = embd.dims[0] as usize;
+    if types.len() < 2 * hidden || embd.dims[1] as usize != tokens.len() {
+        return Err(ConvertError::Unsupported(
+            "token type or word embeddings do not match the vocabulary".into(),
+        ));
+    }
+    let shift: Vec<f32> = (0..hidden).map(|i| types[hidden + i] - types[i]).collect();
+    let words = f32_values(&embd.data);
+    let mut data = embd.data.clone();
+    data.reserve(embd.data.len());
+    for row in words.chunks_exact(hidden) {
+        for (w, s) in row.iter().zip(&shift) {
+            data.extend_from_slice(&(w + s).to_le_bytes());
+        }
+    }
+    embd.data = data;
+    embd.dims[1] *= 2;
+    let offset = u32::try_from(tokens.len())
+        .map_err(|_| ConvertError::Unsupported("vocabulary too large".into()))?;
+    let copies: Vec<String> = tokens
+        .iter()
+        .map(|t| format!("{SEGMENT_B_MARK}{t}"))
+        .collect();
+    tokens.extend(copies);
+    token_types.extend_from_within(..);
+    Ok(offset)
+}
+
 fn write_f32_gguf(dir: &Path, out: &Path) -> Result<(), ConvertError> {
     let config_path = dir.join("config.json");
     let config = read_json(&config_path)?;
+    let labels = labels_of(&config);
     let model_type = config["model_type"].as_str().unwrap_or_default();
     if model_type != "bert" {
         return Err(ConvertError::Unsupported(format!(
@@ -192,14 +345,15 @@ fn write_f32_gguf(dir: &Path, out: &Path) -> Result<(), ConvertError> {
     }
     let vocab_path = dir.join("vocab.txt");
     let vocab = fs::read_to_string(&vocab_path).map_err(|e| input_err(&vocab_path, e))?;
-    let (tokens, token_types) = phantom_vocab(&vocab);
+    let (mut tokens, mut token_types) = phantom_vocab(&vocab);
+    let specials = special_token_ids(&tokens)?;
 
     let weights_path = dir.join("model.safetensors");
     let bytes = fs::read(&weights_path).map_err(|e| input_err(&weights_path, e))?;
     let weights = SafeTensors::deserialize(&bytes).map_err(|e| input_err(&weights_path, e))?;
     let mut tensors = Vec::new();
     for (hf_name, view) in weights.tensors() {
-        let Some(name) = gguf_name(&hf_name) else {
+        let Some(name) = gguf_name(&hf_name, labels.is_some()) else {
             continue;
         };
         let dims = view.shape().iter().rev().map(|&d| d as u64).collect();
@@ -216,6 +370,31 @@ fn write_f32_gguf(dir: &Path, out: &Path) -> Result<(), ConvertError> {
     let name = dir
         .file_name()
         .map_or_else(|| "bert".to_string(), |n| n.to_string_lossy().into_owned());
+    let type_count = config["type_vocab_size"].as_u64().unwrap_or(2) as u32;
+    let mut head = Vec::new();
+    if let Some(labels) = &labels {
+        let outputs = tensors
+            .iter()
+            .find(|t| t.name == "cls.output.weight")
+            .map(|t| t.dims.get(1).copied().unwrap_or(1));
+        if outputs != Some(labels.len() as u64) {
+            return Err(ConvertError::Unsupported(format!(
+                "a sequence classifier with {} labels needs a classifier weight with as many rows",
+                labels.len()
+            )));
+        }
+        head.push((
+            "bert.classifier.output_labels",
+            Value::StrArray(labels.clone()),
+        ));
+        if type_count >= 2 {
+            let offset = add_segment_b(&mut tensors, &mut tokens, &mut token_types)?;
+            head.push((SEGMENT_B_OFFSET_KEY, Value::U32(offset)));
+        }
+    }
+    // llama.cpp's pooling: 1 = mean (sentence-transformers encoders), 4 = rank (the first
+    // token through the pooler and classifier).
+    let pooling = if labels.is_some() { 4 } else { 1 };
     let eps = config["layer_norm_eps"].as_f64().unwrap_or(1e-12) as f32;
     let metadata = [
         ("general.architecture", Value::Str("bert".into())),
@@ -247,18 +426,19 @@ fn write_f32_gguf(dir: &Path, out: &Path) -> Result<(), ConvertError> {
         ),
         ("bert.attention.layer_norm_epsilon", Value::F32(eps)),
         ("bert.attention.causal", Value::Bool(false)),
-        // 1 = mean pooling, what sentence-transformers models of this family use.
-        ("bert.pooling_type", Value::U32(1)),
+        ("bert.pooling_type", Value::U32(pooling)),
         ("tokenizer.ggml.model", Value::Str("bert".into())),
         (
-            "tokenizer.ggml.token_type_count",
-            Value::U32(config["type_vocab_size"].as_u64().unwrap_or(2) as u32),
+            "tokenizer.ggml.normalizer.lowercase",
+            Value::Bool(lowercases(dir)),
         ),
+        ("tokenizer.ggml.token_type_count", Value::U32(type_count)),
         ("tokenizer.ggml.tokens", Value::StrArray(tokens)),
         ("tokenizer.ggml.token_type", Value::I32Array(token_types)),
         ("tokenizer.ggml.add_bos_token", Value::Bool(true)),
         ("tokenizer.ggml.add_eos_token", Value::Bool(false)),
     ];
+    let metadata: Vec<(&str, Value)> = metadata.into_iter().chain(specials).chain(head).collect();
     gguf::write(out, &metadata, &tensors).map_err(|source| ConvertError::Write {
         path: out.display().to_string(),
         source,
@@ -297,19 +477,28 @@ mod tests {
     #[test]
     fn hf_names_map_to_llama_cpp_names() {
         assert_eq!(
-            gguf_name("encoder.layer.3.attention.self.query.weight").as_deref(),
+            gguf_name("encoder.layer.3.attention.self.query.weight", false).as_deref(),
             Some("blk.3.attn_q.weight")
         );
         assert_eq!(
-            gguf_name("bert.encoder.layer.0.output.LayerNorm.gamma").as_deref(),
+            gguf_name("bert.encoder.layer.0.output.LayerNorm.gamma", false).as_deref(),
             Some("blk.0.layer_output_norm.weight")
         );
         assert_eq!(
-            gguf_name("embeddings.word_embeddings.weight").as_deref(),
+            gguf_name("embeddings.word_embeddings.weight", true).as_deref(),
             Some("token_embd.weight")
         );
-        assert_eq!(gguf_name("pooler.dense.weight"), None);
-        assert_eq!(gguf_name("embeddings.position_ids"), None);
+        assert_eq!(gguf_name("pooler.dense.weight", false), None);
+        assert_eq!(gguf_name("embeddings.position_ids", true), None);
+        // A classifier keeps its head as llama.cpp's rank head.
+        assert_eq!(
+            gguf_name("bert.pooler.dense.weight", true).as_deref(),
+            Some("cls.weight")
+        );
+        assert_eq!(
+            gguf_name("classifier.bias", true).as_deref(),
+            Some("cls.output.bias")
+        );
     }
 
     #[test]
@@ -317,6 +506,53 @@ mod tests {
         let (tokens, types) = phantom_vocab("[PAD]\nhello\n##ing\n[CLS]");
         assert_eq!(tokens, ["[PAD]", "\u{2581}hello", "ing", "[CLS]"]);
         assert_eq!(types, [3, 1, 1, 3]);
+    }
+
+    #[test]
+    fn classifier_labels_follow_the_config() {
+        let encoder = serde_json::json!({ "architectures": ["BertModel"] });
+        assert_eq!(labels_of(&encoder), None);
+        let reranker = serde_json::json!({
+            "architectures": ["BertForSequenceClassification"],
+            "id2label": { "1": "relevant", "0": "irrelevant" }
+        });
+        assert_eq!(
+            labels_of(&reranker),
+            Some(vec!["irrelevant".to_string(), "relevant".to_string()])
+        );
+        let unnamed = serde_json::json!({
+            "architectures": ["BertForSequenceClassification"],
+            "num_labels": 1
+        });
+        assert_eq!(labels_of(&unnamed), Some(vec!["LABEL_0".to_string()]));
+    }
+
+    #[test]
+    fn segment_b_copies_carry_the_type_difference() {
+        let floats = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        let mut tensors = vec![
+            Tensor {
+                name: "token_embd.weight".into(),
+                dims: vec![2, 2],
+                data: floats(&[1.0, 2.0, 3.0, 4.0]),
+            },
+            Tensor {
+                name: "token_types.weight".into(),
+                dims: vec![2, 2],
+                data: floats(&[0.5, 0.5, 1.5, -0.5]),
+            },
+        ];
+        let mut tokens = vec!["[CLS]".to_string(), "\u{2581}a".to_string()];
+        let mut types = vec![3, 1];
+        let offset = add_segment_b(&mut tensors, &mut tokens, &mut types).expect("copies");
+        assert_eq!(offset, 2);
+        assert_eq!(tokens[2..], ["[B][CLS]", "[B]\u{2581}a"]);
+        assert_eq!(types, [3, 1, 3, 1]);
+        assert_eq!(tensors[0].dims, [2, 4]);
+        assert_eq!(
+            f32_values(&tensors[0].data),
+            [1.0, 2.0, 3.0, 4.0, 2.0, 1.0, 4.0, 3.0]
+        );
     }
 
     #[test]

@@ -1,5 +1,7 @@
-//! Sentence encoders behind the [`TextEncoder`] seam: BERT-family safetensors models converted to
-//! GGUF and run by llama.cpp, with TEI-style batching by token budget.
+//! Encoders behind the [`TextEncoder`] seam: BERT-family safetensors models converted to GGUF and
+//! run by llama.cpp, with TEI-style batching by token budget. A sentence encoder answers
+//! normalised embeddings; a sequence classifier (a cross-encoder reranker) answers its logits
+//! for a text pair.
 
 mod batcher;
 pub mod convert;
@@ -27,10 +29,28 @@ pub enum EncoderError {
     Engine(String),
 }
 
+/// What an encoder answers for each input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EncoderHead {
+    /// A mean-pooled, L2-normalised sentence embedding.
+    Embedding,
+    /// One logit per label from a classification head over the first token; fed a
+    /// query–document pair, a cross-encoder's relevance.
+    Classifier { labels: Vec<String> },
+}
+
+impl EncoderHead {
+    pub fn is_embedding(&self) -> bool {
+        *self == EncoderHead::Embedding
+    }
+}
+
 /// Facts about a loaded encoder.
 #[derive(Debug, Clone)]
 pub struct EncoderInfo {
     pub name: String,
+    pub head: EncoderHead,
+    /// Length of each output: the embedding size, or the number of labels.
     pub dimensions: usize,
     /// Most tokens one input may have, special tokens included.
     pub max_tokens: usize,
@@ -38,8 +58,8 @@ pub struct EncoderInfo {
     pub max_concurrent_requests: usize,
 }
 
-/// Pending embeddings of one request: one normalised vector per input, in input order.
-pub type EmbeddingsReceiver = oneshot::Receiver<Result<Vec<Vec<f32>>, EncoderError>>;
+/// Pending outputs of one request: one vector per input, in input order.
+pub type OutputsReceiver = oneshot::Receiver<Result<Vec<Vec<f32>>, EncoderError>>;
 
 /// Which end of an over-long input to drop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,8 +82,18 @@ pub trait TextEncoder: Send + Sync {
         text: &str,
         truncate: Truncate,
     ) -> Result<Vec<u32>, EncoderError>;
-    /// Queues tokenized inputs; the receiver yields their L2-normalised embeddings.
-    fn embed(&self, inputs: Vec<Vec<u32>>) -> Result<EmbeddingsReceiver, EncoderError>;
+    /// Token ids of a text pair (a query and a document, in that order) as the model was
+    /// trained to read one: `[CLS] first [SEP] second [SEP]`, the second text in segment B.
+    /// Whatever does not fit is cut from the end of the second text (the first keeps at most
+    /// half the model's length). `index` names the pair in errors.
+    fn tokenize_pair(
+        &self,
+        index: usize,
+        first: &str,
+        second: &str,
+    ) -> Result<Vec<u32>, EncoderError>;
+    /// Queues tokenized inputs; the receiver yields one output per input (see [`EncoderHead`]).
+    fn encode(&self, inputs: Vec<Vec<u32>>) -> Result<OutputsReceiver, EncoderError>;
 }
 
 /// Cosine similarity of two vectors (for normalised vectors, their dot product).

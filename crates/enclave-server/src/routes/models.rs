@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::Json;
 use enclave_engine::catalog::ModelKind;
-use enclave_engine::encoder::TextEncoder;
+use enclave_engine::encoder::{EncoderHead, TextEncoder};
 use enclave_engine::TextGenerator;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -23,6 +23,7 @@ fn endpoints(kind: ModelKind) -> Vec<&'static str> {
         ModelKind::Chat => vec!["chat", "generate", "summarize", "rerank"],
         ModelKind::Completion => vec!["generate"],
         ModelKind::Embedding => vec!["embed", "classify", "rerank"],
+        ModelKind::Reranker => vec!["rerank"],
     }
 }
 
@@ -51,21 +52,43 @@ fn entry(name: &str, kind: ModelKind, context_length: u64, extra: Value) -> Valu
 
 fn describe(model: &Arc<dyn TextGenerator>) -> Value {
     let info = model.info();
+    // A chat model reranks as an LLM relevance judge.
+    let extra = match info.kind {
+        ModelKind::Chat => json!({ "rerank_scorer": "llm-judge" }),
+        _ => json!({}),
+    };
     entry(
         &info.name,
         info.kind,
         u64::from(info.context_per_sequence),
-        json!({}),
+        extra,
     )
+}
+
+fn encoder_kind(model: &Arc<dyn TextEncoder>) -> ModelKind {
+    match model.info().head {
+        EncoderHead::Embedding => ModelKind::Embedding,
+        EncoderHead::Classifier { .. } => ModelKind::Reranker,
+    }
 }
 
 fn describe_encoder(model: &Arc<dyn TextEncoder>) -> Value {
     let info = model.info();
+    let extra = match &info.head {
+        EncoderHead::Embedding => json!({
+            "embedding_dimensions": info.dimensions,
+            "rerank_scorer": "embedding-cosine",
+        }),
+        EncoderHead::Classifier { labels } => json!({
+            "rerank_scorer": "cross-encoder",
+            "labels": labels,
+        }),
+    };
     entry(
         &info.name,
-        ModelKind::Embedding,
+        encoder_kind(model),
         info.max_tokens as u64,
-        json!({ "embedding_dimensions": info.dimensions, "rerank_scorer": "embedding-cosine" }),
+        extra,
     )
 }
 
@@ -74,7 +97,7 @@ fn all_models(state: &AppState) -> Vec<(ModelKind, Value)> {
     let encoders = state
         .encoders()
         .iter()
-        .map(|m| (ModelKind::Embedding, describe_encoder(m)));
+        .map(|m| (encoder_kind(m), describe_encoder(m)));
     generators.chain(encoders).collect()
 }
 
@@ -133,8 +156,8 @@ pub async fn get(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    if let Ok(encoder) = state.encoder(FAMILY, Some(&name)) {
-        return Ok(Json(describe_encoder(&encoder)));
+    if let Some(encoder) = state.encoders().iter().find(|e| e.info().name == name) {
+        return Ok(Json(describe_encoder(encoder)));
     }
     let model = state.model(FAMILY, Some(&name))?;
     Ok(Json(describe(&model)))
