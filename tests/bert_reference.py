@@ -1,6 +1,7 @@
-"""An independent fp32 BERT in numpy (the published architecture), used to check Enclave's
-encoders against full precision: sentence embeddings (mean pooling, L2 norm) and the logits of
-a sequence classifier (a cross-encoder) over a text pair (pooler and classifier on [CLS])."""
+"""An independent fp32 BERT / XLM-RoBERTa in numpy (the published architectures), used to check
+Enclave's encoders against full precision: sentence embeddings (mean pooling, L2 norm) and the
+logits of a sequence classifier (a cross-encoder) over a text pair (BERT's pooler and classifier,
+or RoBERTa's two-layer head, on the first token)."""
 
 import json
 import math
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 from safetensors.numpy import load_file
-from tokenizers import BertWordPieceTokenizer
+from tokenizers import BertWordPieceTokenizer, Tokenizer
 
 MINILM_DIR = Path(os.environ.get("ENCLAVE_HOME", Path.home() / ".enclave")) / "models" / "all-minilm-l6-v2"
 _erf = np.vectorize(math.erf)
@@ -29,15 +30,25 @@ class Bert:
         self.heads = config["num_attention_heads"]
         self.eps = config.get("layer_norm_eps", 1e-12)
         self.weights = load_file(str(model_dir / "model.safetensors"))
-        self.tokenizer = BertWordPieceTokenizer(str(model_dir / "vocab.txt"), lowercase=True)
+        self.roberta = config["model_type"] == "xlm-roberta"
+        if self.roberta:
+            self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+            # RoBERTa numbers positions from padding_idx + 1.
+            self.first_position = config.get("pad_token_id", 1) + 1
+        else:
+            self.tokenizer = BertWordPieceTokenizer(str(model_dir / "vocab.txt"), lowercase=True)
+            self.first_position = 0
 
     def _w(self, key):
-        return self.weights.get(key, self.weights.get("bert." + key))
+        for name in (key, "bert." + key, "roberta." + key):
+            if name in self.weights:
+                return self.weights[name]
+        raise KeyError(key)
 
     def _hidden_states(self, ids, type_ids):
         n = len(ids)
         x = (self._w("embeddings.word_embeddings.weight")[ids]
-             + self._w("embeddings.position_embeddings.weight")[:n]
+             + self._w("embeddings.position_embeddings.weight")[self.first_position:self.first_position + n]
              + self._w("embeddings.token_type_embeddings.weight")[type_ids])
         x = _layer_norm(x, self._w("embeddings.LayerNorm.weight"), self._w("embeddings.LayerNorm.bias"), self.eps)
         dim = x.shape[1] // self.heads
@@ -71,14 +82,21 @@ class Bert:
         pooled = self._hidden_states(ids, [0] * len(ids)).mean(0)
         return pooled / np.linalg.norm(pooled)
 
-    def pair_logits(self, first, second, type_ids=None):
-        """Logits for `[CLS] first [SEP] second [SEP]`, the second text in segment B (or in the
-        segments given by `type_ids`)."""
+    def pair_logits(self, first, second, alter=None):
+        """Logits for the pair as the model's tokenizer joins it (BERT: `[CLS] first [SEP]
+        second [SEP]`, the second text in segment B; RoBERTa: `<s> first </s></s> second </s>`).
+        `alter` may rewrite (ids, type_ids) first, to show what a misread pair would score."""
         encoding = self.tokenizer.encode(first, second)
-        types = encoding.type_ids if type_ids is None else type_ids(encoding)
-        cls = self._hidden_states(encoding.ids, types)[0]
-        pooled = np.tanh(cls @ self._w("pooler.dense.weight").T + self._w("pooler.dense.bias"))
-        return pooled @ self.weights["classifier.weight"].T + self.weights["classifier.bias"]
+        ids, types = encoding.ids, encoding.type_ids
+        if alter is not None:
+            ids, types = alter(ids, types)
+        first = self._hidden_states(ids, types)[0]
+        if self.roberta:
+            dense, out = "classifier.dense.", "classifier.out_proj."
+        else:
+            dense, out = "pooler.dense.", "classifier."
+        pooled = np.tanh(first @ self._w(dense + "weight").T + self._w(dense + "bias"))
+        return pooled @ self._w(out + "weight").T + self._w(out + "bias")
 
 
 def MiniLM():

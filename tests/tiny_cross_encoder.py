@@ -1,13 +1,17 @@
-"""Writes a small BertForSequenceClassification folder (config.json, vocab.txt,
-model.safetensors) with seeded random weights: a cross-encoder in the exact layout Hugging Face
-saves, for checking Enclave against the numpy reference. No trained cross-encoder ships in any
-registry package, so the weights are random; the test compares numbers, not judgement."""
+"""Writes a small cross-encoder folder with seeded random weights, in the exact layout Hugging
+Face saves: a BertForSequenceClassification (config.json, vocab.txt, model.safetensors) or an
+XLMRobertaForSequenceClassification (config.json, a SentencePiece Unigram tokenizer.json,
+model.safetensors). It is for checking Enclave against the numpy reference: no trained
+cross-encoder ships in any registry package, so the weights are random and the tests compare
+numbers, not judgement."""
 
 import json
+import string
 from pathlib import Path
 
 import numpy as np
 from safetensors.numpy import save_file
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 
 WORDS = """the a an of to in and or is are was be for on with by at from as how do does can what
 which when where who why reset password account refund annual plan policy shipping standard
@@ -20,21 +24,46 @@ SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 PUNCTUATION = list(".,?!'\"-:;()")
 
 
-def write(folder, seed=7, hidden=128, heads=4, layers=2, intermediate=256, labels=("LABEL_0",)):
+def write_unigram_tokenizer(path):
+    """XLM-R's tokenizer shape: fairseq's four specials first, pieces with scores, <mask> last."""
+    pieces = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -6.0)]
+    pieces += [("\u2581" + w, -3.0 - 0.001 * i) for i, w in enumerate(WORDS)]
+    characters = string.ascii_lowercase + string.ascii_uppercase + "".join(PUNCTUATION)
+    pieces += [(c, -8.0 - 0.001 * i) for i, c in enumerate(characters)]
+    pieces += [("ing", -4.6), ("ed", -4.7), ("<mask>", 0.0)]
+    tokenizer = Tokenizer(models.Unigram(pieces, unk_id=3, byte_fallback=False))
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
+    tokenizer.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)])
+    tokenizer.add_special_tokens(["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    tokenizer.save(str(path))
+    return len(pieces)
+
+
+def write(folder, family="bert", seed=7, hidden=128, heads=4, layers=2, intermediate=256, labels=("LABEL_0",)):
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    vocab = SPECIALS + PUNCTUATION + WORDS + ["##s", "##ing", "##ed", "##ly"]
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    roberta = family == "xlm-roberta"
+    if roberta:
+        vocab_size = write_unigram_tokenizer(folder / "tokenizer.json")
+    else:
+        vocab = SPECIALS + PUNCTUATION + WORDS + ["##s", "##ing", "##ed", "##ly"]
+        (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+        vocab_size = len(vocab)
+    # RoBERTa numbers positions from pad_token_id + 1 = 2.
+    positions = 130 if roberta else 128
     config = {
-        "architectures": ["BertForSequenceClassification"],
-        "model_type": "bert",
-        "vocab_size": len(vocab),
+        "architectures": ["XLMRobertaForSequenceClassification" if roberta else "BertForSequenceClassification"],
+        "model_type": family,
+        "vocab_size": vocab_size,
         "hidden_size": hidden,
         "num_hidden_layers": layers,
         "num_attention_heads": heads,
         "intermediate_size": intermediate,
-        "max_position_embeddings": 128,
-        "type_vocab_size": 2,
+        "max_position_embeddings": positions,
+        "type_vocab_size": 1 if roberta else 2,
+        "pad_token_id": 1 if roberta else 0,
         "layer_norm_eps": 1e-12,
         "hidden_act": "gelu",
         "id2label": {str(i): label for i, label in enumerate(labels)},
@@ -46,20 +75,31 @@ def write(folder, seed=7, hidden=128, heads=4, layers=2, intermediate=256, label
     def normal(*shape, scale=0.08):
         return (rng.standard_normal(shape) * scale).astype(np.float32)
 
+    prefix = "roberta." if roberta else "bert."
     tensors = {
-        "bert.embeddings.word_embeddings.weight": normal(len(vocab), hidden, scale=0.5),
-        "bert.embeddings.position_embeddings.weight": normal(128, hidden, scale=0.2),
+        prefix + "embeddings.word_embeddings.weight": normal(vocab_size, hidden, scale=0.5),
+        prefix + "embeddings.position_embeddings.weight": normal(positions, hidden, scale=0.2),
         # Segment embeddings far apart, so reading the document in the wrong segment shows.
-        "bert.embeddings.token_type_embeddings.weight": normal(2, hidden, scale=1.0),
-        "bert.embeddings.LayerNorm.weight": 1 + normal(hidden, scale=0.05),
-        "bert.embeddings.LayerNorm.bias": normal(hidden, scale=0.05),
-        "bert.pooler.dense.weight": normal(hidden, hidden),
-        "bert.pooler.dense.bias": normal(hidden),
-        "classifier.weight": normal(len(labels), hidden, scale=0.5),
-        "classifier.bias": normal(len(labels)),
+        prefix + "embeddings.token_type_embeddings.weight": normal(1 if roberta else 2, hidden, scale=1.0),
+        prefix + "embeddings.LayerNorm.weight": 1 + normal(hidden, scale=0.05),
+        prefix + "embeddings.LayerNorm.bias": normal(hidden, scale=0.05),
     }
+    if roberta:
+        tensors.update({
+            "classifier.dense.weight": normal(hidden, hidden),
+            "classifier.dense.bias": normal(hidden),
+            "classifier.out_proj.weight": normal(len(labels), hidden, scale=0.5),
+            "classifier.out_proj.bias": normal(len(labels)),
+        })
+    else:
+        tensors.update({
+            "bert.pooler.dense.weight": normal(hidden, hidden),
+            "bert.pooler.dense.bias": normal(hidden),
+            "classifier.weight": normal(len(labels), hidden, scale=0.5),
+            "classifier.bias": normal(len(labels)),
+        })
     for layer in range(layers):
-        p = f"bert.encoder.layer.{layer}."
+        p = f"{prefix}encoder.layer.{layer}."
         for name, shape in [
             ("attention.self.query", (hidden, hidden)),
             ("attention.self.key", (hidden, hidden)),

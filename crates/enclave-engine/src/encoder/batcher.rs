@@ -1,6 +1,6 @@
 //! [`TextEncoder`] on llama.cpp's BERT path. Requests are tokenized by the caller (off the
 //! engine thread); one thread per model packs queued inputs into batches bounded by a token
-//! budget and a sequence count, runs each batch in one forward pass, and returns mean-pooled,
+//! budget and a sequence count, runs each batch in one forward pass, and returns pooled (mean or first token),
 //! L2-normalised vectors (a sentence encoder) or classifier logits (a cross-encoder). A bounded
 //! queue answers `Busy` instead of letting latency pile up.
 
@@ -61,6 +61,8 @@ pub struct LlamaEncoder {
     sep: u32,
     /// Where the segment-B copies of the vocabulary start (cross-encoders with token types).
     segment_b_offset: Option<u32>,
+    /// RoBERTa joins a pair with two separators (`<s> a </s></s> b </s>`), BERT with one.
+    double_separator: bool,
 }
 
 impl LlamaEncoder {
@@ -86,9 +88,13 @@ impl LlamaEncoder {
             .meta_val_str(convert::SEGMENT_B_OFFSET_KEY)
             .ok()
             .and_then(|v| v.parse().ok());
+        let double_separator = model
+            .meta_val_str(convert::PAIR_STYLE_KEY)
+            .is_ok_and(|style| style == "roberta");
         let (head, pooling) = match labels {
             Some(labels) => (EncoderHead::Classifier { labels }, LlamaPoolingType::Rank),
-            None => (EncoderHead::Embedding, LlamaPoolingType::Mean),
+            // Mean or first-token pooling, as the converted model says.
+            None => (EncoderHead::Embedding, LlamaPoolingType::Unspecified),
         };
         let max_batch_tokens = config.max_batch_tokens.max(16);
         // One input may be as long as the model allows even when the packing budget is smaller.
@@ -151,6 +157,7 @@ impl LlamaEncoder {
             cls,
             sep,
             segment_b_offset,
+            double_separator,
         })
     }
 
@@ -223,10 +230,15 @@ impl TextEncoder for LlamaEncoder {
             tokens.truncate(max / 2 - 1);
             tokens.push(self.sep);
         }
-        // second [SEP] without its own [CLS], cut to what is left.
+        // second [SEP] with its own [CLS] dropped (BERT) or turned into a second separator
+        // (RoBERTa), cut to what is left.
         let mut rest = self.token_ids(second);
         if rest.first() == Some(&self.cls) {
-            rest.remove(0);
+            if self.double_separator {
+                rest[0] = self.sep;
+            } else {
+                rest.remove(0);
+            }
         }
         if rest.is_empty() {
             rest.push(self.sep);

@@ -1,7 +1,8 @@
-//! Turns a BERT-family safetensors folder (config.json, model.safetensors, vocab.txt) into a
-//! quantized GGUF that llama.cpp's BERT path runs: tensors renamed to llama.cpp's names, the
-//! WordPiece vocabulary in llama.cpp's "phantom space" form, then quantized by llama.cpp itself.
-//! The result is cached beside the source files.
+//! Turns a BERT or XLM-RoBERTa safetensors folder (config.json, model.safetensors, and
+//! vocab.txt or tokenizer.json) into a quantized GGUF that llama.cpp's BERT path runs: tensors
+//! renamed to llama.cpp's names, the vocabulary in the form llama.cpp's tokenizers read
+//! ([`super::vocab`]), then quantized by llama.cpp itself. The result is cached beside the
+//! source files.
 //!
 //! A `*ForSequenceClassification` model (a cross-encoder) keeps its pooler and classifier as
 //! llama.cpp's rank head. Cross-encoders read a query–document pair with the document in token
@@ -18,6 +19,7 @@ use safetensors::{Dtype, SafeTensors};
 use serde_json::Value as Json;
 
 use super::gguf::{self, Tensor, Value};
+use super::vocab::{self, Vocab};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConvertError {
@@ -42,7 +44,7 @@ pub const SEGMENT_B_OFFSET_KEY: &str = "enclave.segment_b_offset";
 /// punctuation, which WordPiece always splits into a word of its own.
 const SEGMENT_B_MARK: &str = "[B]";
 
-fn input_err(path: &Path, reason: impl ToString) -> ConvertError {
+pub(super) fn input_err(path: &Path, reason: impl ToString) -> ConvertError {
     ConvertError::Input {
         path: path.display().to_string(),
         reason: reason.to_string(),
@@ -92,7 +94,7 @@ pub fn gguf_for(dir: &Path, precision: Precision) -> Result<PathBuf, ConvertErro
     Ok(target)
 }
 
-fn read_json(path: &Path) -> Result<Json, ConvertError> {
+pub(super) fn read_json(path: &Path) -> Result<Json, ConvertError> {
     let text = fs::read_to_string(path).map_err(|e| input_err(path, e))?;
     serde_json::from_str(&text).map_err(|e| input_err(path, e))
 }
@@ -129,24 +131,6 @@ fn labels_of(config: &Json) -> Option<Vec<String>> {
     Some((0..count).map(|i| format!("LABEL_{i}")).collect())
 }
 
-/// Whether the WordPiece tokenizer lowercases (and so strips accents), as the folder's
-/// tokenizer.json or tokenizer_config.json says; uncased, like most BERT encoders, when neither
-/// does.
-fn lowercases(dir: &Path) -> bool {
-    let read = |name: &str| {
-        fs::read_to_string(dir.join(name))
-            .ok()
-            .and_then(|text| serde_json::from_str::<Json>(&text).ok())
-    };
-    if let Some(flag) = read("tokenizer.json").and_then(|t| t["normalizer"]["lowercase"].as_bool())
-    {
-        return flag;
-    }
-    read("tokenizer_config.json")
-        .and_then(|c| c["do_lower_case"].as_bool())
-        .unwrap_or(true)
-}
-
 fn config_u32(config: &Json, key: &str, path: &Path) -> Result<u32, ConvertError> {
     config[key]
         .as_u64()
@@ -154,16 +138,20 @@ fn config_u32(config: &Json, key: &str, path: &Path) -> Result<u32, ConvertError
         .ok_or_else(|| input_err(path, format!("missing {key}")))
 }
 
-/// llama.cpp's name for a Hugging Face BERT tensor; `None` for tensors it does not use. The
-/// pooler and classifier are used only by a classifier.
+/// llama.cpp's name for a Hugging Face BERT or XLM-RoBERTa tensor; `None` for tensors it does
+/// not use. The head (BERT's pooler and classifier, RoBERTa's two-layer classifier) is used only
+/// by a classifier.
 fn gguf_name(hf: &str, classifier: bool) -> Option<String> {
-    let name = hf.strip_prefix("bert.").unwrap_or(hf);
+    let name = hf
+        .strip_prefix("bert.")
+        .or_else(|| hf.strip_prefix("roberta."))
+        .unwrap_or(hf);
     let name = name.replace(".gamma", ".weight").replace(".beta", ".bias");
     let head = match name.as_str() {
-        "pooler.dense.weight" => Some("cls.weight"),
-        "pooler.dense.bias" => Some("cls.bias"),
-        "classifier.weight" => Some("cls.output.weight"),
-        "classifier.bias" => Some("cls.output.bias"),
+        "pooler.dense.weight" | "classifier.dense.weight" => Some("cls.weight"),
+        "pooler.dense.bias" | "classifier.dense.bias" => Some("cls.bias"),
+        "classifier.weight" | "classifier.out_proj.weight" => Some("cls.output.weight"),
+        "classifier.bias" | "classifier.out_proj.bias" => Some("cls.output.bias"),
         _ => None,
     };
     if let Some(head) = head {
@@ -236,52 +224,6 @@ fn f16_to_f32(bits: u16) -> f32 {
     f32::from_bits(value)
 }
 
-/// The GGUF keys naming BERT's special tokens, with their ids in this vocabulary (llama.cpp
-/// would otherwise assume bert-base's 100–103). `[CLS]` and `[SEP]` are required.
-fn special_token_ids(tokens: &[String]) -> Result<Vec<(&'static str, Value)>, ConvertError> {
-    let id = |name: &str| tokens.iter().position(|t| t == name).map(|i| i as u32);
-    let mut keys = Vec::new();
-    for (token, key, required) in [
-        ("[CLS]", "tokenizer.ggml.bos_token_id", true),
-        ("[CLS]", "tokenizer.ggml.cls_token_id", true),
-        ("[SEP]", "tokenizer.ggml.seperator_token_id", true),
-        ("[UNK]", "tokenizer.ggml.unknown_token_id", false),
-        ("[PAD]", "tokenizer.ggml.padding_token_id", false),
-        ("[MASK]", "tokenizer.ggml.mask_token_id", false),
-    ] {
-        match id(token) {
-            Some(id) => keys.push((key, Value::U32(id))),
-            None if required => {
-                return Err(ConvertError::Unsupported(format!(
-                    "vocab.txt has no {token} token"
-                )))
-            }
-            None => {}
-        }
-    }
-    Ok(keys)
-}
-
-/// WordPiece tokens in llama.cpp's form: continuation pieces lose `##`, word starts gain `▁`,
-/// bracketed special tokens stay as they are.
-fn phantom_vocab(vocab: &str) -> (Vec<String>, Vec<i32>) {
-    const NORMAL: i32 = 1;
-    const CONTROL: i32 = 3;
-    let specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
-    vocab
-        .lines()
-        .map(|token| {
-            if specials.contains(&token) {
-                (token.to_string(), CONTROL)
-            } else if let Some(piece) = token.strip_prefix("##") {
-                (piece.to_string(), NORMAL)
-            } else {
-                (format!("\u{2581}{token}"), NORMAL)
-            }
-        })
-        .unzip()
-}
-
 fn f32_values(data: &[u8]) -> Vec<f32> {
     data.chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
@@ -291,11 +233,7 @@ fn f32_values(data: &[u8]) -> Vec<f32> {
 /// Appends segment-B copies of every token (see the module comment): their word embedding is
 /// the original plus `type_B - type_A`, their name carries [`SEGMENT_B_MARK`]. Returns the id
 /// of the first copy.
-fn add_segment_b(
-    tensors: &mut [Tensor],
-    tokens: &mut Vec<String>,
-    token_types: &mut Vec<i32>,
-) -> Result<u32, ConvertError> {
+fn add_segment_b(tensors: &mut [Tensor], vocab: &mut Vocab) -> Result<u32, ConvertError> {
     let types = tensors
         .iter()
         .find(|t| t.name == "token_types.weight")
@@ -306,7 +244,7 @@ fn add_segment_b(
         .find(|t| t.name == "token_embd.weight")
         .ok_or_else(|| ConvertError::Unsupported("no word embeddings".into()))?;
     let hidden = embd.dims[0] as usize;
-    if types.len() < 2 * hidden || embd.dims[1] as usize != tokens.len() {
+    if types.len() < 2 * hidden || embd.dims[1] as usize != vocab.tokens.len() {
         return Err(ConvertError::Unsupported(
             "token type or word embeddings do not match the vocabulary".into(),
         ));
@@ -322,31 +260,71 @@ fn add_segment_b(
     }
     embd.data = data;
     embd.dims[1] *= 2;
-    let offset = u32::try_from(tokens.len())
+    let offset = u32::try_from(vocab.tokens.len())
         .map_err(|_| ConvertError::Unsupported("vocabulary too large".into()))?;
-    let copies: Vec<String> = tokens
+    let copies: Vec<String> = vocab
+        .tokens
         .iter()
         .map(|t| format!("{SEGMENT_B_MARK}{t}"))
         .collect();
-    tokens.extend(copies);
-    token_types.extend_from_within(..);
+    vocab.tokens.extend(copies);
+    vocab.token_types.extend_from_within(..);
+    if let Some(scores) = &mut vocab.scores {
+        scores.extend_from_within(..);
+    }
     Ok(offset)
+}
+
+/// GGUF key naming how a text pair is joined: "bert" (`[CLS] a [SEP] b [SEP]`) or "roberta"
+/// (`<s> a </s></s> b </s>`).
+pub const PAIR_STYLE_KEY: &str = "enclave.pair_style";
+
+/// The architectures converted, by config.json's `model_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    Bert,
+    XlmRoberta,
+}
+
+/// llama.cpp's pooling for a sentence encoder, from sentence-transformers' `1_Pooling/config.json`
+/// (mean when the folder has none): 1 = mean, 2 = the first token.
+fn sentence_pooling(dir: &Path) -> Result<u32, ConvertError> {
+    let path = dir.join("1_Pooling").join("config.json");
+    if !path.is_file() {
+        return Ok(1);
+    }
+    let config = read_json(&path)?;
+    let flag = |key: &str| config[key].as_bool() == Some(true);
+    if flag("pooling_mode_mean_tokens") {
+        Ok(1)
+    } else if flag("pooling_mode_cls_token") {
+        Ok(2)
+    } else {
+        Err(ConvertError::Unsupported(format!(
+            "{}: only mean or first-token pooling is supported",
+            path.display()
+        )))
+    }
 }
 
 fn write_f32_gguf(dir: &Path, out: &Path) -> Result<(), ConvertError> {
     let config_path = dir.join("config.json");
     let config = read_json(&config_path)?;
     let labels = labels_of(&config);
-    let model_type = config["model_type"].as_str().unwrap_or_default();
-    if model_type != "bert" {
-        return Err(ConvertError::Unsupported(format!(
-            "model_type '{model_type}' (only BERT encoders are converted)"
-        )));
-    }
-    let vocab_path = dir.join("vocab.txt");
-    let vocab = fs::read_to_string(&vocab_path).map_err(|e| input_err(&vocab_path, e))?;
-    let (mut tokens, mut token_types) = phantom_vocab(&vocab);
-    let specials = special_token_ids(&tokens)?;
+    let family = match config["model_type"].as_str().unwrap_or_default() {
+        "bert" => Family::Bert,
+        "xlm-roberta" => Family::XlmRoberta,
+        other => {
+            return Err(ConvertError::Unsupported(format!(
+                "model_type '{other}' (BERT and XLM-RoBERTa encoders are converted)"
+            )))
+        }
+    };
+    let mut vocab = match family {
+        Family::Bert => vocab::wordpiece(dir)?,
+        Family::XlmRoberta => vocab::unigram(dir)?,
+    };
+    vocab.check_unique()?;
 
     let weights_path = dir.join("model.safetensors");
     let bytes = fs::read(&weights_path).map_err(|e| input_err(&weights_path, e))?;
@@ -363,8 +341,16 @@ fn write_f32_gguf(dir: &Path, out: &Path) -> Result<(), ConvertError> {
     tensors.sort_by(|a, b| a.name.cmp(&b.name));
     if !tensors.iter().any(|t| t.name == "token_embd.weight") {
         return Err(ConvertError::Unsupported(
-            "no BERT word embeddings found in model.safetensors".into(),
+            "no word embeddings found in model.safetensors".into(),
         ));
+    }
+
+    let mut context = config_u32(&config, "max_position_embeddings", &config_path)?;
+    if family == Family::XlmRoberta {
+        // RoBERTa numbers positions from padding_idx + 1; llama.cpp from 0.
+        let offset = config["pad_token_id"].as_u64().unwrap_or(1) as u32 + 1;
+        drop_position_rows(&mut tensors, offset)?;
+        context = context.saturating_sub(offset);
     }
 
     let name = dir
@@ -388,26 +374,26 @@ fn write_f32_gguf(dir: &Path, out: &Path) -> Result<(), ConvertError> {
             Value::StrArray(labels.clone()),
         ));
         if type_count >= 2 {
-            let offset = add_segment_b(&mut tensors, &mut tokens, &mut token_types)?;
+            let offset = add_segment_b(&mut tensors, &mut vocab)?;
             head.push((SEGMENT_B_OFFSET_KEY, Value::U32(offset)));
         }
     }
-    // llama.cpp's pooling: 1 = mean (sentence-transformers encoders), 4 = rank (the first
-    // token through the pooler and classifier).
-    let pooling = if labels.is_some() { 4 } else { 1 };
+    // llama.cpp's pooling: 4 = rank (the first token through the classifier head), else what
+    // the sentence encoder was trained with.
+    let pooling = match labels {
+        Some(_) => 4,
+        None => sentence_pooling(dir)?,
+    };
+    let pair_style = match family {
+        Family::Bert => "bert",
+        Family::XlmRoberta => "roberta",
+    };
     let eps = config["layer_norm_eps"].as_f64().unwrap_or(1e-12) as f32;
     let metadata = [
         ("general.architecture", Value::Str("bert".into())),
         ("general.name", Value::Str(name)),
         ("general.file_type", Value::U32(0)),
-        (
-            "bert.context_length",
-            Value::U32(config_u32(
-                &config,
-                "max_position_embeddings",
-                &config_path,
-            )?),
-        ),
+        ("bert.context_length", Value::U32(context)),
         (
             "bert.embedding_length",
             Value::U32(config_u32(&config, "hidden_size", &config_path)?),
@@ -427,22 +413,36 @@ fn write_f32_gguf(dir: &Path, out: &Path) -> Result<(), ConvertError> {
         ("bert.attention.layer_norm_epsilon", Value::F32(eps)),
         ("bert.attention.causal", Value::Bool(false)),
         ("bert.pooling_type", Value::U32(pooling)),
-        ("tokenizer.ggml.model", Value::Str("bert".into())),
-        (
-            "tokenizer.ggml.normalizer.lowercase",
-            Value::Bool(lowercases(dir)),
-        ),
         ("tokenizer.ggml.token_type_count", Value::U32(type_count)),
-        ("tokenizer.ggml.tokens", Value::StrArray(tokens)),
-        ("tokenizer.ggml.token_type", Value::I32Array(token_types)),
-        ("tokenizer.ggml.add_bos_token", Value::Bool(true)),
-        ("tokenizer.ggml.add_eos_token", Value::Bool(false)),
+        (PAIR_STYLE_KEY, Value::Str(pair_style.into())),
     ];
-    let metadata: Vec<(&str, Value)> = metadata.into_iter().chain(specials).chain(head).collect();
+    let metadata: Vec<(&str, Value)> = metadata
+        .into_iter()
+        .chain(vocab.into_metadata())
+        .chain(head)
+        .collect();
     gguf::write(out, &metadata, &tensors).map_err(|source| ConvertError::Write {
         path: out.display().to_string(),
         source,
     })
+}
+
+/// Drops the first `rows` rows of the position embeddings.
+fn drop_position_rows(tensors: &mut [Tensor], rows: u32) -> Result<(), ConvertError> {
+    let positions = tensors
+        .iter_mut()
+        .find(|t| t.name == "position_embd.weight")
+        .ok_or_else(|| ConvertError::Unsupported("no position embeddings".into()))?;
+    let row_bytes = positions.dims[0] as usize * 4;
+    let skip = rows as usize * row_bytes;
+    if positions.data.len() <= skip {
+        return Err(ConvertError::Unsupported(
+            "fewer position embeddings than the padding offset".into(),
+        ));
+    }
+    positions.data.drain(..skip);
+    positions.dims[1] -= u64::from(rows);
+    Ok(())
 }
 
 /// Quantizes with llama.cpp's own quantizer (Q8_0: 8-bit blocks, 1-D tensors stay F32).
@@ -499,13 +499,14 @@ mod tests {
             gguf_name("classifier.bias", true).as_deref(),
             Some("cls.output.bias")
         );
-    }
-
-    #[test]
-    fn vocab_uses_phantom_spaces() {
-        let (tokens, types) = phantom_vocab("[PAD]\nhello\n##ing\n[CLS]");
-        assert_eq!(tokens, ["[PAD]", "\u{2581}hello", "ing", "[CLS]"]);
-        assert_eq!(types, [3, 1, 1, 3]);
+        assert_eq!(
+            gguf_name("classifier.out_proj.weight", true).as_deref(),
+            Some("cls.output.weight")
+        );
+        assert_eq!(
+            gguf_name("roberta.encoder.layer.1.intermediate.dense.bias", false).as_deref(),
+            Some("blk.1.ffn_up.bias")
+        );
     }
 
     #[test]
@@ -542,12 +543,16 @@ mod tests {
                 data: floats(&[0.5, 0.5, 1.5, -0.5]),
             },
         ];
-        let mut tokens = vec!["[CLS]".to_string(), "\u{2581}a".to_string()];
-        let mut types = vec![3, 1];
-        let offset = add_segment_b(&mut tensors, &mut tokens, &mut types).expect("copies");
+        let mut vocab = Vocab {
+            tokens: vec!["[CLS]".to_string(), "\u{2581}a".to_string()],
+            token_types: vec![3, 1],
+            scores: None,
+            metadata: Vec::new(),
+        };
+        let offset = add_segment_b(&mut tensors, &mut vocab).expect("copies");
         assert_eq!(offset, 2);
-        assert_eq!(tokens[2..], ["[B][CLS]", "[B]\u{2581}a"]);
-        assert_eq!(types, [3, 1, 3, 1]);
+        assert_eq!(vocab.tokens[2..], ["[B][CLS]", "[B]\u{2581}a"]);
+        assert_eq!(vocab.token_types, [3, 1, 3, 1]);
         assert_eq!(tensors[0].dims, [2, 4]);
         assert_eq!(
             f32_values(&tensors[0].data),

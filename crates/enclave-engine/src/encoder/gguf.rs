@@ -16,6 +16,8 @@ pub enum Value {
     Str(String),
     StrArray(Vec<String>),
     I32Array(Vec<i32>),
+    F32Array(Vec<f32>),
+    U8Array(Vec<u8>),
 }
 
 impl Value {
@@ -25,7 +27,7 @@ impl Value {
             Value::F32(_) => 6,
             Value::Bool(_) => 7,
             Value::Str(_) => 8,
-            Value::StrArray(_) | Value::I32Array(_) => 9,
+            Value::StrArray(_) | Value::I32Array(_) | Value::F32Array(_) | Value::U8Array(_) => 9,
         }
     }
 }
@@ -60,6 +62,18 @@ fn write_value(out: &mut impl Write, value: &Value) -> io::Result<()> {
             items
                 .iter()
                 .try_for_each(|v| out.write_all(&v.to_le_bytes()))
+        }
+        Value::F32Array(items) => {
+            out.write_all(&6u32.to_le_bytes())?;
+            out.write_all(&(items.len() as u64).to_le_bytes())?;
+            items
+                .iter()
+                .try_for_each(|v| out.write_all(&v.to_le_bytes()))
+        }
+        Value::U8Array(items) => {
+            out.write_all(&0u32.to_le_bytes())?;
+            out.write_all(&(items.len() as u64).to_le_bytes())?;
+            out.write_all(items)
         }
     }
 }

@@ -6,6 +6,7 @@
 mod batcher;
 pub mod convert;
 mod gguf;
+mod vocab;
 
 use tokio::sync::oneshot;
 
@@ -32,7 +33,7 @@ pub enum EncoderError {
 /// What an encoder answers for each input.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EncoderHead {
-    /// A mean-pooled, L2-normalised sentence embedding.
+    /// A pooled (mean or first-token, as the model was trained), L2-normalised sentence embedding.
     Embedding,
     /// One logit per label from a classification head over the first token; fed a
     /// query–document pair, a cross-encoder's relevance.

@@ -1,0 +1,291 @@
+//! The tokenizer half of converting an encoder folder: its vocabulary in the form llama.cpp's
+//! tokenizers read from GGUF metadata.
+//!
+//! - BERT: WordPiece from `vocab.txt`, run by llama.cpp's WPM tokenizer.
+//! - XLM-RoBERTa: SentencePiece Unigram from `tokenizer.json` (pieces, scores and the
+//!   normalizer's precompiled character map), run by llama.cpp's UGM tokenizer.
+
+use std::fs;
+use std::path::Path;
+
+use base64::Engine as _;
+use serde_json::Value as Json;
+
+use super::convert::{input_err, read_json, ConvertError};
+use super::gguf::Value;
+
+/// llama.cpp's token types.
+const NORMAL: i32 = 1;
+const UNKNOWN: i32 = 2;
+const CONTROL: i32 = 3;
+
+/// A vocabulary ready to be written: tokens in id order, their types, Unigram scores when the
+/// tokenizer has them, and the tokenizer's other GGUF keys (model, special ids, flags).
+pub struct Vocab {
+    pub tokens: Vec<String>,
+    pub token_types: Vec<i32>,
+    pub scores: Option<Vec<f32>>,
+    pub metadata: Vec<(&'static str, Value)>,
+}
+
+impl Vocab {
+    /// llama.cpp aborts the process on a vocabulary with a repeated token; refuse it instead.
+    pub fn check_unique(&self) -> Result<(), ConvertError> {
+        let mut seen = std::collections::HashSet::with_capacity(self.tokens.len());
+        match self.tokens.iter().find(|t| !seen.insert(t.as_str())) {
+            Some(token) => Err(ConvertError::Unsupported(format!(
+                "the vocabulary lists the token '{token}' twice"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// All GGUF keys of this vocabulary.
+    pub fn into_metadata(self) -> Vec<(&'static str, Value)> {
+        let mut keys = self.metadata;
+        keys.push(("tokenizer.ggml.tokens", Value::StrArray(self.tokens)));
+        keys.push((
+            "tokenizer.ggml.token_type",
+            Value::I32Array(self.token_types),
+        ));
+        if let Some(scores) = self.scores {
+            keys.push(("tokenizer.ggml.scores", Value::F32Array(scores)));
+        }
+        keys
+    }
+}
+
+/// The special-token keys of GGUF with the ids of `names` in `tokens` (llama.cpp would
+/// otherwise assume its defaults, bert-base's 100–103 for WordPiece). Missing required ones are
+/// an error.
+fn special_ids(
+    tokens: &[String],
+    names: &[(&str, &'static str, bool)],
+) -> Result<Vec<(&'static str, Value)>, ConvertError> {
+    let mut keys = Vec::new();
+    for &(token, key, required) in names {
+        match tokens.iter().position(|t| t == token) {
+            Some(id) => keys.push((key, Value::U32(id as u32))),
+            None if required => {
+                return Err(ConvertError::Unsupported(format!(
+                    "the vocabulary has no {token} token"
+                )))
+            }
+            None => {}
+        }
+    }
+    Ok(keys)
+}
+
+/// BERT's WordPiece vocabulary from `vocab.txt`.
+pub fn wordpiece(dir: &Path) -> Result<Vocab, ConvertError> {
+    let path = dir.join("vocab.txt");
+    let text = fs::read_to_string(&path).map_err(|e| input_err(&path, e))?;
+    let (tokens, token_types) = phantom_vocab(&text);
+    let mut metadata = special_ids(
+        &tokens,
+        &[
+            ("[CLS]", "tokenizer.ggml.bos_token_id", true),
+            ("[CLS]", "tokenizer.ggml.cls_token_id", true),
+            ("[SEP]", "tokenizer.ggml.seperator_token_id", true),
+            ("[UNK]", "tokenizer.ggml.unknown_token_id", false),
+            ("[PAD]", "tokenizer.ggml.padding_token_id", false),
+            ("[MASK]", "tokenizer.ggml.mask_token_id", false),
+        ],
+    )?;
+    metadata.extend([
+        ("tokenizer.ggml.model", Value::Str("bert".into())),
+        (
+            "tokenizer.ggml.normalizer.lowercase",
+            Value::Bool(lowercases(dir)),
+        ),
+        ("tokenizer.ggml.add_bos_token", Value::Bool(true)),
+        ("tokenizer.ggml.add_eos_token", Value::Bool(false)),
+    ]);
+    Ok(Vocab {
+        tokens,
+        token_types,
+        scores: None,
+        metadata,
+    })
+}
+
+/// WordPiece tokens in llama.cpp's form: continuation pieces lose `##`, word starts gain `▁`,
+/// bracketed special tokens stay as they are.
+fn phantom_vocab(vocab: &str) -> (Vec<String>, Vec<i32>) {
+    let specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
+    vocab
+        .lines()
+        .map(|token| {
+            if specials.contains(&token) {
+                (token.to_string(), CONTROL)
+            } else if let Some(piece) = token.strip_prefix("##") {
+                (piece.to_string(), NORMAL)
+            } else {
+                (format!("\u{2581}{token}"), NORMAL)
+            }
+        })
+        .unzip()
+}
+
+fn read_optional_json(path: &Path) -> Option<Json> {
+    let text = fs::read_to_string(path).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Whether the WordPiece tokenizer lowercases (and so strips accents), as the folder's
+/// tokenizer.json or tokenizer_config.json says; uncased, like most BERT encoders, when neither
+/// does.
+fn lowercases(dir: &Path) -> bool {
+    let tokenizer = read_optional_json(&dir.join("tokenizer.json"));
+    if let Some(flag) = tokenizer.and_then(|t| t["normalizer"]["lowercase"].as_bool()) {
+        return flag;
+    }
+    read_optional_json(&dir.join("tokenizer_config.json"))
+        .and_then(|c| c["do_lower_case"].as_bool())
+        .unwrap_or(true)
+}
+
+/// XLM-RoBERTa's SentencePiece Unigram vocabulary from `tokenizer.json`.
+pub fn unigram(dir: &Path) -> Result<Vocab, ConvertError> {
+    let path = dir.join("tokenizer.json");
+    let tokenizer = read_json(&path)?;
+    let model = &tokenizer["model"];
+    if model["type"].as_str() != Some("Unigram") {
+        return Err(ConvertError::Unsupported(format!(
+            "{}: an XLM-RoBERTa tokenizer must be a Unigram model",
+            path.display()
+        )));
+    }
+    let pieces = model["vocab"]
+        .as_array()
+        .ok_or_else(|| input_err(&path, "model.vocab is not a list"))?;
+    let mut tokens = Vec::with_capacity(pieces.len());
+    let mut scores = Vec::with_capacity(pieces.len());
+    for piece in pieces {
+        let (Some(text), Some(score)) = (piece[0].as_str(), piece[1].as_f64()) else {
+            return Err(input_err(&path, "model.vocab holds a malformed piece"));
+        };
+        tokens.push(text.to_string());
+        scores.push(score as f32);
+    }
+    let unknown = model["unk_id"].as_u64().map(|id| id as usize);
+    let special: Vec<&str> = tokenizer["added_tokens"]
+        .as_array()
+        .map(|added| {
+            added
+                .iter()
+                .filter(|t| t["special"].as_bool() == Some(true))
+                .filter_map(|t| t["content"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    let token_types = tokens
+        .iter()
+        .enumerate()
+        .map(|(id, token)| {
+            if Some(id) == unknown {
+                UNKNOWN
+            } else if special.contains(&token.as_str()) {
+                CONTROL
+            } else {
+                NORMAL
+            }
+        })
+        .collect();
+    let mut metadata = special_ids(
+        &tokens,
+        &[
+            ("<s>", "tokenizer.ggml.bos_token_id", true),
+            ("<s>", "tokenizer.ggml.cls_token_id", true),
+            ("</s>", "tokenizer.ggml.eos_token_id", true),
+            ("</s>", "tokenizer.ggml.seperator_token_id", true),
+            ("<unk>", "tokenizer.ggml.unknown_token_id", false),
+            ("<pad>", "tokenizer.ggml.padding_token_id", false),
+            ("<mask>", "tokenizer.ggml.mask_token_id", false),
+        ],
+    )?;
+    metadata.extend([
+        ("tokenizer.ggml.model", Value::Str("t5".into())),
+        ("tokenizer.ggml.add_bos_token", Value::Bool(true)),
+        ("tokenizer.ggml.add_eos_token", Value::Bool(true)),
+        // SentencePiece's defaults for XLM-R: a leading "▁" and runs of spaces merged.
+        ("tokenizer.ggml.add_space_prefix", Value::Bool(true)),
+        ("tokenizer.ggml.remove_extra_whitespaces", Value::Bool(true)),
+    ]);
+    if let Some(map) = precompiled_charsmap(&tokenizer["normalizer"]) {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(map)
+            .map_err(|e| input_err(&path, format!("precompiled_charsmap: {e}")))?;
+        metadata.push(("tokenizer.ggml.precompiled_charsmap", Value::U8Array(bytes)));
+    }
+    Ok(Vocab {
+        tokens,
+        token_types,
+        scores: Some(scores),
+        metadata,
+    })
+}
+
+/// The base64 character map of a `Precompiled` normalizer, alone or inside a `Sequence`.
+fn precompiled_charsmap(normalizer: &Json) -> Option<&str> {
+    match normalizer["type"].as_str()? {
+        "Precompiled" => normalizer["precompiled_charsmap"].as_str(),
+        "Sequence" => normalizer["normalizers"]
+            .as_array()?
+            .iter()
+            .find_map(precompiled_charsmap),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wordpiece_uses_phantom_spaces() {
+        let (tokens, types) = phantom_vocab("[PAD]\nhello\n##ing\n[CLS]");
+        assert_eq!(tokens, ["[PAD]", "\u{2581}hello", "ing", "[CLS]"]);
+        assert_eq!(types, [3, 1, 1, 3]);
+    }
+
+    #[test]
+    fn special_ids_come_from_the_vocabulary() {
+        let tokens: Vec<String> = ["[PAD]", "[CLS]", "[SEP]"].map(String::from).to_vec();
+        let keys = special_ids(
+            &tokens,
+            &[
+                ("[CLS]", "cls", true),
+                ("[SEP]", "sep", true),
+                ("[MASK]", "mask", false),
+            ],
+        )
+        .expect("ids");
+        let ids: Vec<(&str, u32)> = keys
+            .iter()
+            .map(|(k, v)| match v {
+                Value::U32(id) => (*k, *id),
+                _ => (*k, u32::MAX),
+            })
+            .collect();
+        assert_eq!(ids, [("cls", 1), ("sep", 2)]);
+        assert!(special_ids(&tokens, &[("[UNK]", "unk", true)]).is_err());
+    }
+
+    #[test]
+    fn charsmap_is_found_inside_a_sequence() {
+        let normalizer = serde_json::json!({
+            "type": "Sequence",
+            "normalizers": [
+                { "type": "Precompiled", "precompiled_charsmap": "AAAA" },
+                { "type": "Replace" }
+            ]
+        });
+        assert_eq!(precompiled_charsmap(&normalizer), Some("AAAA"));
+        assert_eq!(
+            precompiled_charsmap(&serde_json::json!({ "type": "NFKC" })),
+            None
+        );
+    }
+}
