@@ -77,9 +77,10 @@ class Bert:
                             self._w(p + "output.LayerNorm.weight"), self._w(p + "output.LayerNorm.bias"), self.eps)
         return x
 
-    def embed(self, text):
+    def embed(self, text, pooling="mean"):
         ids = self.tokenizer.encode(text).ids
-        pooled = self._hidden_states(ids, [0] * len(ids)).mean(0)
+        states = self._hidden_states(ids, [0] * len(ids))
+        pooled = states[0] if pooling == "cls" else states.mean(0)
         return pooled / np.linalg.norm(pooled)
 
     def pair_logits(self, first, second, alter=None):

@@ -41,7 +41,10 @@ def write_unigram_tokenizer(path):
     return len(pieces)
 
 
-def write(folder, family="bert", seed=7, hidden=128, heads=4, layers=2, intermediate=256, labels=("LABEL_0",)):
+def write(folder, family="bert", seed=7, hidden=128, heads=4, layers=2, intermediate=256, labels=("LABEL_0",),
+          classifier=True, pooling=None):
+    """`classifier=False` writes the same model as a sentence encoder (`BertModel` /
+    `XLMRobertaModel`); `pooling` ("mean" or "cls") adds sentence-transformers' 1_Pooling."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     roberta = family == "xlm-roberta"
@@ -54,7 +57,8 @@ def write(folder, family="bert", seed=7, hidden=128, heads=4, layers=2, intermed
     # RoBERTa numbers positions from pad_token_id + 1 = 2.
     positions = 130 if roberta else 128
     config = {
-        "architectures": ["XLMRobertaForSequenceClassification" if roberta else "BertForSequenceClassification"],
+        "architectures": [("XLMRoberta" if roberta else "Bert")
+                          + ("ForSequenceClassification" if classifier else "Model")],
         "model_type": family,
         "vocab_size": vocab_size,
         "hidden_size": hidden,
@@ -70,6 +74,13 @@ def write(folder, family="bert", seed=7, hidden=128, heads=4, layers=2, intermed
         "label2id": {label: i for i, label in enumerate(labels)},
     }
     (folder / "config.json").write_text(json.dumps(config, indent=2))
+    if pooling:
+        (folder / "1_Pooling").mkdir(exist_ok=True)
+        (folder / "1_Pooling" / "config.json").write_text(json.dumps({
+            "word_embedding_dimension": hidden,
+            "pooling_mode_cls_token": pooling == "cls",
+            "pooling_mode_mean_tokens": pooling == "mean",
+        }))
     rng = np.random.default_rng(seed)
 
     def normal(*shape, scale=0.08):

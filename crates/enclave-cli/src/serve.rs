@@ -22,8 +22,9 @@ pub struct ServeArgs {
     /// 0 picks a free port (the chosen address is printed).
     #[arg(long, env = "ENCLAVE_PORT", default_value_t = 8080)]
     pub port: u16,
-    /// Catalog name, path to a GGUF file, or a folder with BERT safetensors; repeat to serve
-    /// several. The first of each kind (chat, embedding) is that kind's default.
+    /// Catalog name, path to a GGUF file, or a BERT / XLM-RoBERTa safetensors folder (a sentence
+    /// encoder or a cross-encoder reranker); repeat to serve several. The first of each kind
+    /// (chat, embedding, reranker) is that kind's default.
     #[arg(long = "model", env = "ENCLAVE_MODELS", value_delimiter = ',')]
     pub models: Vec<String>,
     /// The bootstrap admin key (also a key for every API route). Without it, one is generated

@@ -1,8 +1,8 @@
 //! [`TextEncoder`] on llama.cpp's BERT path. Requests are tokenized by the caller (off the
 //! engine thread); one thread per model packs queued inputs into batches bounded by a token
-//! budget and a sequence count, runs each batch in one forward pass, and returns pooled (mean or first token),
-//! L2-normalised vectors (a sentence encoder) or classifier logits (a cross-encoder). A bounded
-//! queue answers `Busy` instead of letting latency pile up.
+//! budget and a sequence count, runs each batch in one forward pass, and returns pooled (mean
+//! or first token), L2-normalised vectors (a sentence encoder) or classifier logits (a
+//! cross-encoder). A bounded queue answers `Busy` instead of letting latency pile up.
 
 use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU32;

@@ -1,8 +1,8 @@
-"""User-supplied cross-encoders (BertForSequenceClassification and
-XLMRobertaForSequenceClassification folders) as rerank models: their scores match the fp32
-numpy reference reading the pair as each architecture does (BERT: the document in segment B;
-RoBERTa: two separators), they are listed as cross-encoders, and they refuse what they cannot
-do."""
+"""Encoder folders a user points at (BERT and XLM-RoBERTa, as Hugging Face saves them):
+cross-encoders as rerank models, whose scores match the fp32 numpy reference reading the pair
+as each architecture does (BERT: the document in segment B; RoBERTa: two separators), listed as
+cross-encoders and refused by embed; and sentence encoders with mean or first-token pooling,
+whose vectors match the reference."""
 
 import math
 
@@ -104,3 +104,19 @@ def test_refuses_to_embed(reranker):
     # Embedding still works with the embedding model beside it.
     ok = co.embed(model=EMBED_MODEL, texts=["hello"], input_type="search_query", embedding_types=["float"])
     assert len(ok.embeddings.float_[0]) == 384
+
+
+@pytest.mark.parametrize("family,pooling", [("xlm-roberta", "mean"), ("bert", "cls")])
+def test_sentence_encoders_embed_like_the_reference(tmp_path, family, pooling):
+    folder = tiny_cross_encoder.write(tmp_path / "tiny-encoder", family=family, classifier=False, pooling=pooling)
+    reference = Bert(folder)
+    texts = ["how do I reset my password?", "Standard shipping takes business days.", "wifi"]
+    with start_server([str(folder)], extra=["--encoder-precision", "f32"]) as (base_url, key):
+        co = cohere.ClientV2(api_key=key, base_url=base_url)
+        vectors = co.embed(model="tiny-encoder", texts=texts, input_type="search_query",
+                           embedding_types=["float"]).embeddings.float_
+    for text, ours in zip(texts, vectors):
+        assert float(np.dot(ours, reference.embed(text, pooling))) > 0.9999, text
+    # The other pooling gives clearly different vectors, so the check above can tell them apart.
+    other = "mean" if pooling == "cls" else "cls"
+    assert float(np.dot(vectors[0], reference.embed(texts[0], other))) < 0.99
