@@ -52,30 +52,32 @@ fn write_value(out: &mut impl Write, value: &Value) -> io::Result<()> {
         Value::Bool(v) => out.write_all(&[u8::from(*v)]),
         Value::Str(s) => write_str(out, s),
         Value::StrArray(items) => {
-            out.write_all(&8u32.to_le_bytes())?;
-            out.write_all(&(items.len() as u64).to_le_bytes())?;
+            write_array_header(out, 8, items.len())?;
             items.iter().try_for_each(|s| write_str(out, s))
         }
         Value::I32Array(items) => {
-            out.write_all(&5u32.to_le_bytes())?;
-            out.write_all(&(items.len() as u64).to_le_bytes())?;
+            write_array_header(out, 5, items.len())?;
             items
                 .iter()
                 .try_for_each(|v| out.write_all(&v.to_le_bytes()))
         }
         Value::F32Array(items) => {
-            out.write_all(&6u32.to_le_bytes())?;
-            out.write_all(&(items.len() as u64).to_le_bytes())?;
+            write_array_header(out, 6, items.len())?;
             items
                 .iter()
                 .try_for_each(|v| out.write_all(&v.to_le_bytes()))
         }
         Value::U8Array(items) => {
-            out.write_all(&0u32.to_le_bytes())?;
-            out.write_all(&(items.len() as u64).to_le_bytes())?;
+            write_array_header(out, 0, items.len())?;
             out.write_all(items)
         }
     }
+}
+
+/// An array's element type (GGUF's type id) and length.
+fn write_array_header(out: &mut impl Write, element_type: u32, len: usize) -> io::Result<()> {
+    out.write_all(&element_type.to_le_bytes())?;
+    out.write_all(&(len as u64).to_le_bytes())
 }
 
 fn pad_to_alignment(out: &mut (impl Write + Seek)) -> io::Result<()> {
