@@ -193,13 +193,13 @@ pub fn bench_sentences(count: usize) -> Vec<String> {
         .collect()
 }
 
-async fn embed(args: EmbedArgs) -> Result<Value> {
+async fn embed(mut args: EmbedArgs) -> Result<Value> {
     let sentences = bench_sentences(args.sentences);
     if let Some(path) = &args.dump_sentences {
         let lines: Vec<String> = sentences.iter().map(|s| json!(s).to_string()).collect();
         std::fs::write(path, lines.join("\n") + "\n")?;
     }
-    let (base, _server) = server_for(
+    let (base, served, _server) = server_for(
         args.url.as_deref(),
         args.model.clone(),
         args.engine.config(),
@@ -207,6 +207,7 @@ async fn embed(args: EmbedArgs) -> Result<Value> {
         args.api_key.clone(),
     )
     .await?;
+    args.model = served;
     let client = bench_client()?;
     let batches: Vec<Vec<String>> = sentences
         .chunks(args.batch_size.max(1))
@@ -247,8 +248,8 @@ async fn embed(args: EmbedArgs) -> Result<Value> {
     }))
 }
 
-async fn rerank(args: RerankArgs) -> Result<Value> {
-    let (base, _server) = server_for(
+async fn rerank(mut args: RerankArgs) -> Result<Value> {
+    let (base, served, _server) = server_for(
         args.url.as_deref(),
         args.model.clone(),
         args.engine.config(),
@@ -256,6 +257,7 @@ async fn rerank(args: RerankArgs) -> Result<Value> {
         args.api_key.clone(),
     )
     .await?;
+    args.model = served;
     let client = bench_client()?;
     let documents = bench_sentences(args.documents * args.requests.max(1));
     let query = "Why was the supplier payment delayed by finance?";
@@ -329,12 +331,12 @@ struct Sample {
     completion_tokens: u64,
 }
 
-async fn generate(args: GenerateArgs) -> Result<Value> {
+async fn generate(mut args: GenerateArgs) -> Result<Value> {
     let mut config = args.engine.config();
     if config.context_per_sequence == 0 {
         config.context_per_sequence = (args.prompt_tokens + args.gen_tokens + 64).max(1024);
     }
-    let (base, _server) = server_for(
+    let (base, served, _server) = server_for(
         args.url.as_deref(),
         args.model.clone(),
         config,
@@ -342,6 +344,7 @@ async fn generate(args: GenerateArgs) -> Result<Value> {
         args.api_key.clone(),
     )
     .await?;
+    args.model = served;
     let client = bench_client()?;
     let prompt = calibrate_prompt(&client, &base, &args).await?;
     let mut levels = Vec::new();
@@ -387,21 +390,29 @@ async fn generate(args: GenerateArgs) -> Result<Value> {
 }
 
 /// The server to measure: `url` when given, otherwise an in-process server with the one model
-/// `spec` on an ephemeral port (its task handle is returned so it lives as long as the caller).
+/// `spec` on an ephemeral port. Returns the base URL, the name the model is served under, and
+/// the server task (kept by the caller so the server lives as long as it).
 async fn server_for(
     url: Option<&str>,
     spec: String,
     config: enclave_engine::EngineConfig,
     encoder_config: enclave_engine::encoder::EncoderConfig,
     api_key: String,
-) -> Result<(String, Option<tokio::task::JoinHandle<()>>)> {
+) -> Result<(String, String, Option<tokio::task::JoinHandle<()>>)> {
     if let Some(url) = url {
-        return Ok((url.trim_end_matches('/').to_string(), None));
+        return Ok((url.trim_end_matches('/').to_string(), spec, None));
     }
     let loaded = tokio::task::spawn_blocking(move || {
         crate::serve::load_models(&[spec], &config, &encoder_config)
     })
     .await??;
+    // A model given by path is served under its file or folder name.
+    let served = loaded
+        .generators
+        .first()
+        .map(|m| m.info().name.clone())
+        .or_else(|| loaded.encoders.first().map(|m| m.info().name.clone()))
+        .ok_or_else(|| anyhow!("no model was loaded"))?;
     // The bare engine path: no accounts, so no key check or metering in the measurement.
     let _ = api_key;
     let state = enclave_server::AppState::new(
@@ -420,7 +431,7 @@ async fn server_for(
         )
         .await;
     });
-    Ok((base, Some(handle)))
+    Ok((base, served, Some(handle)))
 }
 
 /// Deterministic filler text whose token count is tuned to the target with the server's own
