@@ -59,10 +59,12 @@ pub enum Precision {
 }
 
 impl Precision {
+    /// The cached file's name. The converter's version is part of it, so a conversion made by an
+    /// older converter (v1 wrote no special-token ids nor pooling) is made again, not reused.
     fn file_name(self) -> &'static str {
         match self {
-            Precision::F32 => "enclave-f32.gguf",
-            Precision::Q8 => "enclave-q8_0.gguf",
+            Precision::F32 => "enclave-v2-f32.gguf",
+            Precision::Q8 => "enclave-v2-q8_0.gguf",
         }
     }
 }
@@ -75,7 +77,7 @@ pub fn gguf_for(dir: &Path, precision: Precision) -> Result<PathBuf, ConvertErro
     }
     let f32_path = dir.join(Precision::F32.file_name());
     if !f32_path.is_file() {
-        let partial = dir.join(format!("enclave-f32.{}.partial", std::process::id()));
+        let partial = f32_path.with_extension(format!("{}.partial", std::process::id()));
         write_f32_gguf(dir, &partial)?;
         fs::rename(&partial, &f32_path).map_err(|source| ConvertError::Write {
             path: f32_path.display().to_string(),
@@ -85,7 +87,7 @@ pub fn gguf_for(dir: &Path, precision: Precision) -> Result<PathBuf, ConvertErro
     if precision == Precision::F32 {
         return Ok(f32_path);
     }
-    let partial = dir.join(format!("enclave-q8_0.{}.partial", std::process::id()));
+    let partial = target.with_extension(format!("{}.partial", std::process::id()));
     quantize_q8(&f32_path, &partial)?;
     fs::rename(&partial, &target).map_err(|source| ConvertError::Write {
         path: target.display().to_string(),
