@@ -28,7 +28,9 @@ DOCUMENTS = [
 
 
 def logit(p):
-    """The model's logit behind a relevance score (the score is its sigmoid)."""
+    """The model's logit behind a relevance score (the score is its sigmoid), clamped where a
+    float32 sigmoid saturates."""
+    p = min(max(p, 1e-7), 1 - 1e-7)
     return math.log(p / (1.0 - p))
 
 
@@ -60,7 +62,7 @@ def test_scores_match_the_reference_with_the_document_in_segment_b(reranker):
         def misjoin(ids, types):
             return ids, [0] * len(ids)
     expected, misread = {}, {}
-    reference.tokenizer.enable_truncation(128, strategy="only_second")
+    reference.tokenizer.enable_truncation(128, strategy="longest_first")
     for i, doc in enumerate(DOCUMENTS):
         expected[i] = float(reference.pair_logits(QUERY, doc)[0])
         misread[i] = float(reference.pair_logits(QUERY, doc, alter=misjoin)[0])
@@ -74,6 +76,15 @@ def test_scores_match_the_reference_with_the_document_in_segment_b(reranker):
             if expected[i] > expected[j] + 0.02:
                 assert ours[i] > ours[j], (i, j)
     assert response.meta.billed_units.search_units == 1
+
+    # A query longer than half the model: both texts are cut, the longer first (longest_first).
+    long_query = "how do I reset my password after the router reset? " * 12
+    long_doc = DOCUMENTS[-1]
+    response = co.rerank(model="tiny-reranker", query=long_query, documents=[long_doc, DOCUMENTS[3]])
+    for r in response.results:
+        doc = [long_doc, DOCUMENTS[3]][r.index]
+        expected_logit = float(reference.pair_logits(long_query, doc)[0])
+        assert abs(logit(r.relevance_score) - expected_logit) < 0.03, (r.index, expected_logit)
 
 
 def test_listed_as_a_cross_encoder_and_default_rerank_model(reranker):

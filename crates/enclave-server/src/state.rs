@@ -94,12 +94,19 @@ impl AppState {
         if let Some(encoder) = pick(&self.encoders_where(true), name, |m| &m.info().name) {
             return Ok(encoder);
         }
-        match name.and_then(|n| self.cross_encoder(Some(n))) {
+        match name.filter(|n| !n.is_empty()).and_then(|n| self.cross_encoder(Some(n))) {
             Some(reranker) => Err(ApiError::bad_request(
                 family,
                 format!(
                     "model '{}' is a cross-encoder reranker; it serves only /v1/rerank and /v2/rerank",
                     reranker.info().name
+                ),
+            )),
+            None if name.is_none_or(str::is_empty) => Err(ApiError::not_found(
+                family,
+                format!(
+                    "no embedding model is served; this server serves: {}",
+                    self.served_names()
                 ),
             )),
             None => Err(self.unknown_model(family, name)),

@@ -162,13 +162,22 @@ impl LlamaEncoder {
     }
 
     /// Token ids of `text` with `[CLS]` and `[SEP]`, untruncated.
-    fn token_ids(&self, text: &str) -> Vec<u32> {
+    fn token_ids(&self, text: &str) -> Result<Vec<u32>, EncoderError> {
         self.model
             .vocab()
             .tokenize(text.as_bytes(), true, false)
             .into_iter()
-            .map(|t| t.0 as u32)
+            .map(|t| {
+                u32::try_from(t.0)
+                    .map_err(|_| EncoderError::Engine("the tokenizer gave no token id".into()))
+            })
             .collect()
+    }
+
+    /// The text's own tokens: `ids` without the `[CLS]` and `[SEP]` around them.
+    fn text_part<'a>(&self, ids: &'a [u32]) -> &'a [u32] {
+        let ids = ids.strip_prefix(&[self.cls]).unwrap_or(ids);
+        ids.strip_suffix(&[self.sep]).unwrap_or(ids)
     }
 }
 
@@ -186,7 +195,7 @@ impl TextEncoder for LlamaEncoder {
         if text.trim().is_empty() {
             return Err(EncoderError::EmptyInput { index });
         }
-        let mut tokens = self.token_ids(text);
+        let mut tokens = self.token_ids(text)?;
         let max = self.info.max_tokens;
         if tokens.len() <= max {
             return Ok(tokens);
@@ -223,33 +232,25 @@ impl TextEncoder for LlamaEncoder {
         if first.trim().is_empty() {
             return Err(EncoderError::EmptyInput { index });
         }
-        let max = self.info.max_tokens;
-        // [CLS] first [SEP], at most half the model's length.
-        let mut tokens = self.token_ids(first);
-        if tokens.len() > max / 2 {
-            tokens.truncate(max / 2 - 1);
+        let first = self.token_ids(first)?;
+        let second = self.token_ids(second)?;
+        let (a, b) = (self.text_part(&first), self.text_part(&second));
+        let specials = if self.double_separator { 4 } else { 3 };
+        let (na, nb) = longest_first(
+            a.len(),
+            b.len(),
+            self.info.max_tokens.saturating_sub(specials),
+        );
+        let offset = self.segment_b_offset.unwrap_or(0);
+        let mut tokens = Vec::with_capacity(na + nb + specials);
+        tokens.push(self.cls);
+        tokens.extend_from_slice(&a[..na]);
+        tokens.push(self.sep);
+        if self.double_separator {
             tokens.push(self.sep);
         }
-        // second [SEP] with its own [CLS] dropped (BERT) or turned into a second separator
-        // (RoBERTa), cut to what is left.
-        let mut rest = self.token_ids(second);
-        if rest.first() == Some(&self.cls) {
-            if self.double_separator {
-                rest[0] = self.sep;
-            } else {
-                rest.remove(0);
-            }
-        }
-        if rest.is_empty() {
-            rest.push(self.sep);
-        }
-        let room = max.saturating_sub(tokens.len()).max(1);
-        if rest.len() > room {
-            rest.truncate(room - 1);
-            rest.push(self.sep);
-        }
-        let offset = self.segment_b_offset.unwrap_or(0);
-        tokens.extend(rest.into_iter().map(|t| t + offset));
+        // The second text and its closing separator are segment B.
+        tokens.extend(b[..nb].iter().chain([&self.sep]).map(|t| t + offset));
         Ok(tokens)
     }
 
@@ -268,6 +269,22 @@ impl TextEncoder for LlamaEncoder {
                 mpsc::error::TrySendError::Closed(_) => EncoderError::Stopped,
             })?;
         Ok(receiver)
+    }
+}
+
+/// How many tokens of two texts of `a` and `b` tokens fit in `budget`, cut as Hugging Face's
+/// `longest_first` cuts a pair: a token at a time from the longer text (the second on a tie).
+fn longest_first(a: usize, b: usize, budget: usize) -> (usize, usize) {
+    if a + b <= budget {
+        return (a, b);
+    }
+    let half = budget / 2;
+    if a <= half {
+        (a, budget - a)
+    } else if b <= half {
+        (budget - b, b)
+    } else {
+        (budget - half, half)
     }
 }
 
@@ -411,6 +428,38 @@ fn run(
                             let _ = reply.send(Err(EncoderError::Engine(message)));
                         }
                     }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::longest_first;
+
+    /// Hugging Face's loop, one token at a time.
+    fn stepwise(mut a: usize, mut b: usize, budget: usize) -> (usize, usize) {
+        while a + b > budget {
+            if a > b {
+                a -= 1;
+            } else {
+                b -= 1;
+            }
+        }
+        (a, b)
+    }
+
+    #[test]
+    fn pairs_are_cut_like_hugging_face_longest_first() {
+        for a in 0..40 {
+            for b in 0..40 {
+                for budget in 0..50 {
+                    assert_eq!(
+                        longest_first(a, b, budget),
+                        stepwise(a, b, budget),
+                        "{a} {b} {budget}"
+                    );
                 }
             }
         }

@@ -142,22 +142,27 @@ fn config_u32(config: &Json, key: &str, path: &Path) -> Result<u32, ConvertError
 
 /// llama.cpp's name for a Hugging Face BERT or XLM-RoBERTa tensor; `None` for tensors it does
 /// not use. The head (BERT's pooler and classifier, RoBERTa's two-layer classifier) is used only
-/// by a classifier.
-fn gguf_name(hf: &str, classifier: bool) -> Option<String> {
+/// by a classifier; a RoBERTa checkpoint's unused pooler is dropped.
+fn gguf_name(hf: &str, family: Family, classifier: bool) -> Option<String> {
     let name = hf
         .strip_prefix("bert.")
         .or_else(|| hf.strip_prefix("roberta."))
         .unwrap_or(hf);
     let name = name.replace(".gamma", ".weight").replace(".beta", ".bias");
-    let head = match name.as_str() {
-        "pooler.dense.weight" | "classifier.dense.weight" => Some("cls.weight"),
-        "pooler.dense.bias" | "classifier.dense.bias" => Some("cls.bias"),
-        "classifier.weight" | "classifier.out_proj.weight" => Some("cls.output.weight"),
-        "classifier.bias" | "classifier.out_proj.bias" => Some("cls.output.bias"),
+    let head = match (family, name.as_str()) {
+        (Family::Bert, "pooler.dense.weight") => Some(Some("cls.weight")),
+        (Family::Bert, "pooler.dense.bias") => Some(Some("cls.bias")),
+        (Family::Bert, "classifier.weight") => Some(Some("cls.output.weight")),
+        (Family::Bert, "classifier.bias") => Some(Some("cls.output.bias")),
+        (Family::XlmRoberta, "classifier.dense.weight") => Some(Some("cls.weight")),
+        (Family::XlmRoberta, "classifier.dense.bias") => Some(Some("cls.bias")),
+        (Family::XlmRoberta, "classifier.out_proj.weight") => Some(Some("cls.output.weight")),
+        (Family::XlmRoberta, "classifier.out_proj.bias") => Some(Some("cls.output.bias")),
+        (_, n) if n.starts_with("pooler.") || n.starts_with("classifier.") => Some(None),
         _ => None,
     };
     if let Some(head) = head {
-        return classifier.then(|| head.to_string());
+        return head.filter(|_| classifier).map(str::to_string);
     }
     let fixed = match name.as_str() {
         "embeddings.word_embeddings.weight" => Some("token_embd.weight".to_string()),
@@ -296,16 +301,24 @@ fn sentence_pooling(dir: &Path) -> Result<u32, ConvertError> {
         return Ok(1);
     }
     let config = read_json(&path)?;
-    let flag = |key: &str| config[key].as_bool() == Some(true);
-    if flag("pooling_mode_mean_tokens") {
-        Ok(1)
-    } else if flag("pooling_mode_cls_token") {
-        Ok(2)
-    } else {
-        Err(ConvertError::Unsupported(format!(
-            "{}: only mean or first-token pooling is supported",
+    let modes: Vec<&str> = config
+        .as_object()
+        .map(|fields| {
+            fields
+                .iter()
+                .filter(|(key, on)| key.starts_with("pooling_mode_") && on.as_bool() == Some(true))
+                .map(|(key, _)| key.as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    // Several modes on means their outputs are concatenated, which llama.cpp cannot pool.
+    match modes.as_slice() {
+        ["pooling_mode_mean_tokens"] => Ok(1),
+        ["pooling_mode_cls_token"] => Ok(2),
+        _ => Err(ConvertError::Unsupported(format!(
+            "{}: pooling {modes:?} (one of mean or first-token pooling is supported)",
             path.display()
-        )))
+        ))),
     }
 }
 
@@ -333,14 +346,21 @@ fn write_f32_gguf(dir: &Path, out: &Path) -> Result<(), ConvertError> {
     let weights = SafeTensors::deserialize(&bytes).map_err(|e| input_err(&weights_path, e))?;
     let mut tensors = Vec::new();
     for (hf_name, view) in weights.tensors() {
-        let Some(name) = gguf_name(&hf_name, labels.is_some()) else {
+        let Some(name) = gguf_name(&hf_name, family, labels.is_some()) else {
             continue;
         };
         let dims = view.shape().iter().rev().map(|&d| d as u64).collect();
         let data = to_f32_bytes(view.dtype(), view.data(), &hf_name)?;
         tensors.push(Tensor { name, dims, data });
     }
+    fuse_qkv(&mut tensors);
     tensors.sort_by(|a, b| a.name.cmp(&b.name));
+    if let Some(pair) = tensors.windows(2).find(|w| w[0].name == w[1].name) {
+        return Err(ConvertError::Unsupported(format!(
+            "two tensors map to {}",
+            pair[0].name
+        )));
+    }
     if !tensors.iter().any(|t| t.name == "token_embd.weight") {
         return Err(ConvertError::Unsupported(
             "no word embeddings found in model.safetensors".into(),
@@ -350,9 +370,21 @@ fn write_f32_gguf(dir: &Path, out: &Path) -> Result<(), ConvertError> {
     let mut context = config_u32(&config, "max_position_embeddings", &config_path)?;
     if family == Family::XlmRoberta {
         // RoBERTa numbers positions from padding_idx + 1; llama.cpp from 0.
-        let offset = config["pad_token_id"].as_u64().unwrap_or(1) as u32 + 1;
+        let offset = config["pad_token_id"]
+            .as_u64()
+            .unwrap_or(1)
+            .checked_add(1)
+            .and_then(|o| u32::try_from(o).ok())
+            .ok_or_else(|| input_err(&config_path, "pad_token_id is out of range"))?;
         drop_position_rows(&mut tensors, offset)?;
         context = context.saturating_sub(offset);
+    }
+    // Room for a pair's special tokens and some text, so truncation always has something left.
+    const MIN_CONTEXT: u32 = 16;
+    if context < MIN_CONTEXT {
+        return Err(ConvertError::Unsupported(format!(
+            "a context of {context} positions (at least {MIN_CONTEXT} are needed)"
+        )));
     }
 
     let name = dir
@@ -375,7 +407,8 @@ fn write_f32_gguf(dir: &Path, out: &Path) -> Result<(), ConvertError> {
             "bert.classifier.output_labels",
             Value::StrArray(labels.clone()),
         ));
-        if type_count >= 2 {
+        // XLM-R has one token type and its tokenizer never asks for another.
+        if family == Family::Bert && type_count >= 2 {
             let offset = add_segment_b(&mut tensors, &mut vocab)?;
             head.push((SEGMENT_B_OFFSET_KEY, Value::U32(offset)));
         }
@@ -429,6 +462,45 @@ fn write_f32_gguf(dir: &Path, out: &Path) -> Result<(), ConvertError> {
     })
 }
 
+/// Joins each layer's query, key and value projections into one `attn_qkv` tensor (rows of Q,
+/// then K, then V), which llama.cpp runs as one matrix product instead of three.
+fn fuse_qkv(tensors: &mut Vec<Tensor>) {
+    let mut block = 0;
+    loop {
+        for param in ["weight", "bias"] {
+            let names = ["attn_q", "attn_k", "attn_v"].map(|p| format!("blk.{block}.{p}.{param}"));
+            let found: Vec<usize> = names
+                .iter()
+                .filter_map(|n| tensors.iter().position(|t| &t.name == n))
+                .collect();
+            if found.len() != 3 {
+                return;
+            }
+            let (q, k, v) = (&tensors[found[0]], &tensors[found[1]], &tensors[found[2]]);
+            if q.dims.len() != k.dims.len()
+                || q.dims[..q.dims.len() - 1] != k.dims[..k.dims.len() - 1]
+            {
+                return;
+            }
+            let mut data = Vec::with_capacity(q.data.len() * 3);
+            let mut dims = q.dims.clone();
+            let last = dims.len() - 1;
+            dims[last] = q.dims[last] + k.dims[last] + v.dims[last];
+            for t in [q, k, v] {
+                data.extend_from_slice(&t.data);
+            }
+            let name = format!("blk.{block}.attn_qkv.{param}");
+            let mut drop = found;
+            drop.sort_unstable();
+            for i in drop.into_iter().rev() {
+                tensors.remove(i);
+            }
+            tensors.push(Tensor { name, dims, data });
+        }
+        block += 1;
+    }
+}
+
 /// Drops the first `rows` rows of the position embeddings.
 fn drop_position_rows(tensors: &mut [Tensor], rows: u32) -> Result<(), ConvertError> {
     let positions = tensors
@@ -479,34 +551,57 @@ mod tests {
     #[test]
     fn hf_names_map_to_llama_cpp_names() {
         assert_eq!(
-            gguf_name("encoder.layer.3.attention.self.query.weight", false).as_deref(),
+            gguf_name(
+                "encoder.layer.3.attention.self.query.weight",
+                Family::Bert,
+                false
+            )
+            .as_deref(),
             Some("blk.3.attn_q.weight")
         );
         assert_eq!(
-            gguf_name("bert.encoder.layer.0.output.LayerNorm.gamma", false).as_deref(),
+            gguf_name(
+                "bert.encoder.layer.0.output.LayerNorm.gamma",
+                Family::Bert,
+                false
+            )
+            .as_deref(),
             Some("blk.0.layer_output_norm.weight")
         );
         assert_eq!(
-            gguf_name("embeddings.word_embeddings.weight", true).as_deref(),
+            gguf_name("embeddings.word_embeddings.weight", Family::Bert, true).as_deref(),
             Some("token_embd.weight")
         );
-        assert_eq!(gguf_name("pooler.dense.weight", false), None);
-        assert_eq!(gguf_name("embeddings.position_ids", true), None);
+        assert_eq!(gguf_name("pooler.dense.weight", Family::Bert, false), None);
+        assert_eq!(
+            gguf_name("embeddings.position_ids", Family::Bert, true),
+            None
+        );
         // A classifier keeps its head as llama.cpp's rank head.
         assert_eq!(
-            gguf_name("bert.pooler.dense.weight", true).as_deref(),
+            gguf_name("bert.pooler.dense.weight", Family::Bert, true).as_deref(),
             Some("cls.weight")
         );
         assert_eq!(
-            gguf_name("classifier.bias", true).as_deref(),
+            gguf_name("classifier.bias", Family::Bert, true).as_deref(),
             Some("cls.output.bias")
         );
         assert_eq!(
-            gguf_name("classifier.out_proj.weight", true).as_deref(),
+            gguf_name("classifier.out_proj.weight", Family::XlmRoberta, true).as_deref(),
             Some("cls.output.weight")
         );
+        // A RoBERTa classifier's leftover pooler must not take the head's name.
         assert_eq!(
-            gguf_name("roberta.encoder.layer.1.intermediate.dense.bias", false).as_deref(),
+            gguf_name("roberta.pooler.dense.weight", Family::XlmRoberta, true),
+            None
+        );
+        assert_eq!(
+            gguf_name(
+                "roberta.encoder.layer.1.intermediate.dense.bias",
+                Family::XlmRoberta,
+                false
+            )
+            .as_deref(),
             Some("blk.1.ffn_up.bias")
         );
     }

@@ -88,20 +88,28 @@ pub fn wordpiece(dir: &Path) -> Result<Vocab, ConvertError> {
             ("[CLS]", "tokenizer.ggml.bos_token_id", true),
             ("[CLS]", "tokenizer.ggml.cls_token_id", true),
             ("[SEP]", "tokenizer.ggml.seperator_token_id", true),
-            ("[UNK]", "tokenizer.ggml.unknown_token_id", false),
+            ("[UNK]", "tokenizer.ggml.unknown_token_id", true),
             ("[PAD]", "tokenizer.ggml.padding_token_id", false),
             ("[MASK]", "tokenizer.ggml.mask_token_id", false),
         ],
     )?;
+    let normalizer = normalizer_flags(dir);
     metadata.extend([
         ("tokenizer.ggml.model", Value::Str("bert".into())),
         (
             "tokenizer.ggml.normalizer.lowercase",
-            Value::Bool(lowercases(dir)),
+            Value::Bool(normalizer.lowercase),
         ),
         ("tokenizer.ggml.add_bos_token", Value::Bool(true)),
         ("tokenizer.ggml.add_eos_token", Value::Bool(false)),
     ]);
+    // Unset, llama.cpp strips accents exactly when it lowercases, as BERT's normalizer does.
+    if let Some(strip) = normalizer.strip_accents {
+        metadata.push((
+            "tokenizer.ggml.normalizer.strip_accents",
+            Value::Bool(strip),
+        ));
+    }
     Ok(Vocab {
         tokens,
         token_types,
@@ -133,17 +141,30 @@ fn read_optional_json(path: &Path) -> Option<Json> {
     serde_json::from_str(&text).ok()
 }
 
-/// Whether the WordPiece tokenizer lowercases (and so strips accents), as the folder's
-/// tokenizer.json or tokenizer_config.json says; uncased, like most BERT encoders, when neither
-/// does.
-fn lowercases(dir: &Path) -> bool {
+/// How BERT's normalizer treats case and accents.
+struct NormalizerFlags {
+    lowercase: bool,
+    /// `None`: as `lowercase` (BERT's default).
+    strip_accents: Option<bool>,
+}
+
+/// The WordPiece normalizer's flags, as the folder's tokenizer.json or tokenizer_config.json
+/// gives them; uncased, like most BERT encoders, when neither does.
+fn normalizer_flags(dir: &Path) -> NormalizerFlags {
     let tokenizer = read_optional_json(&dir.join("tokenizer.json"));
-    if let Some(flag) = tokenizer.and_then(|t| t["normalizer"]["lowercase"].as_bool()) {
-        return flag;
+    let normalizer = tokenizer.as_ref().map(|t| &t["normalizer"]);
+    let config = read_optional_json(&dir.join("tokenizer_config.json"));
+    let lowercase = normalizer
+        .and_then(|n| n["lowercase"].as_bool())
+        .or_else(|| config.as_ref().and_then(|c| c["do_lower_case"].as_bool()))
+        .unwrap_or(true);
+    let strip_accents = normalizer
+        .and_then(|n| n["strip_accents"].as_bool())
+        .or_else(|| config.as_ref().and_then(|c| c["strip_accents"].as_bool()));
+    NormalizerFlags {
+        lowercase,
+        strip_accents,
     }
-    read_optional_json(&dir.join("tokenizer_config.json"))
-        .and_then(|c| c["do_lower_case"].as_bool())
-        .unwrap_or(true)
 }
 
 /// XLM-RoBERTa's SentencePiece Unigram vocabulary from `tokenizer.json`.
@@ -169,7 +190,11 @@ pub fn unigram(dir: &Path) -> Result<Vocab, ConvertError> {
         tokens.push(text.to_string());
         scores.push(score as f32);
     }
-    let unknown = model["unk_id"].as_u64().map(|id| id as usize);
+    let unknown = model["unk_id"]
+        .as_u64()
+        .map(|id| id as usize)
+        .filter(|&id| id < tokens.len())
+        .ok_or_else(|| input_err(&path, "model.unk_id must name a piece"))?;
     let special: Vec<&str> = tokenizer["added_tokens"]
         .as_array()
         .map(|added| {
@@ -184,7 +209,7 @@ pub fn unigram(dir: &Path) -> Result<Vocab, ConvertError> {
         .iter()
         .enumerate()
         .map(|(id, token)| {
-            if Some(id) == unknown {
+            if id == unknown {
                 UNKNOWN
             } else if special.contains(&token.as_str()) {
                 CONTROL
@@ -200,12 +225,15 @@ pub fn unigram(dir: &Path) -> Result<Vocab, ConvertError> {
             ("<s>", "tokenizer.ggml.cls_token_id", true),
             ("</s>", "tokenizer.ggml.eos_token_id", true),
             ("</s>", "tokenizer.ggml.seperator_token_id", true),
-            ("<unk>", "tokenizer.ggml.unknown_token_id", false),
             ("<pad>", "tokenizer.ggml.padding_token_id", false),
             ("<mask>", "tokenizer.ggml.mask_token_id", false),
         ],
     )?;
     metadata.extend([
+        (
+            "tokenizer.ggml.unknown_token_id",
+            Value::U32(unknown as u32),
+        ),
         ("tokenizer.ggml.model", Value::Str("t5".into())),
         ("tokenizer.ggml.add_bos_token", Value::Bool(true)),
         ("tokenizer.ggml.add_eos_token", Value::Bool(true)),
