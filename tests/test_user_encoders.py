@@ -77,6 +77,14 @@ def test_scores_match_the_reference_with_the_document_in_segment_b(reranker):
                 assert ours[i] > ours[j], (i, j)
     assert response.meta.billed_units.search_units == 1
 
+    # Text the normalizer rewrites (full-width letters, spaces run together): XLM-R's NFKC table
+    # must turn it into the same pieces as plain text.
+    odd = "ｈｏｗ  do I reset my ｐａｓｓｗｏｒｄ?"
+    response = co.rerank(model="tiny-reranker", query=odd, documents=DOCUMENTS[:2])
+    for r in response.results:
+        expected_logit = float(reference.pair_logits(odd, DOCUMENTS[r.index])[0])
+        assert abs(logit(r.relevance_score) - expected_logit) < 0.03, (r.index, expected_logit)
+
     # A query longer than half the model: both texts are cut, the longer first (longest_first).
     long_query = "how do I reset my password after the router reset? " * 12
     long_doc = DOCUMENTS[-1]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 from safetensors.numpy import save_file
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 WORDS = """the a an of to in and or is are was be for on with by at from as how do does can what
 which when where who why reset password account refund annual plan policy shipping standard
@@ -24,14 +24,34 @@ SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 PUNCTUATION = list(".,?!'\"-:;()")
 
 
+def nfkc_charsmap():
+    """SentencePiece's compiled NFKC normalization table (what XLM-R's tokenizer.json carries as its
+    `Precompiled` normalizer), taken from a throwaway SentencePiece model."""
+    import io
+
+    import sentencepiece
+    from sentencepiece import sentencepiece_model_pb2
+
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(["password reset", "shipping days"] * 20), model_writer=model,
+        vocab_size=20, hard_vocab_limit=False, normalization_rule_name="nmt_nfkc", minloglevel=2)
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(model.getvalue())
+    return proto.normalizer_spec.precompiled_charsmap
+
+
 def write_unigram_tokenizer(path):
-    """XLM-R's tokenizer shape: fairseq's four specials first, pieces with scores, <mask> last."""
+    """XLM-R's tokenizer shape: fairseq's four specials first, pieces with scores, <mask> last,
+    and XLM-R's normalizer (NFKC from a precompiled table, runs of spaces merged)."""
     pieces = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -6.0)]
     pieces += [("\u2581" + w, -3.0 - 0.001 * i) for i, w in enumerate(WORDS)]
     characters = string.ascii_lowercase + string.ascii_uppercase + "".join(PUNCTUATION)
     pieces += [(c, -8.0 - 0.001 * i) for i, c in enumerate(characters)]
     pieces += [("ing", -4.6), ("ed", -4.7), ("<mask>", 0.0)]
     tokenizer = Tokenizer(models.Unigram(pieces, unk_id=3, byte_fallback=False))
+    tokenizer.normalizer = normalizers.Sequence([
+        normalizers.Precompiled(nfkc_charsmap()), normalizers.Replace(Regex(" {2,}"), " ")])
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
     tokenizer.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
     tokenizer.post_processor = processors.TemplateProcessing(
