@@ -102,6 +102,9 @@ def test_listed_as_a_cross_encoder_and_default_rerank_model(reranker):
     assert entry["endpoints"] == ["rerank"]
     assert entry["rerank_scorer"] == "cross-encoder"
     assert entry["labels"] == ["LABEL_0"]
+    ready = httpx.get(f"{base_url}/ready", timeout=30).json()
+    assert {"name": "tiny-reranker", "kind": "reranker"}.items() <= next(
+        m for m in ready["models"] if m["name"] == "tiny-reranker").items()
     listed = httpx.get(f"{base_url}/v1/models?endpoint=rerank", headers=headers, timeout=30).json()
     assert {"tiny-reranker", EMBED_MODEL} <= {m["name"] for m in listed["models"]}
     # v1 may omit the model: a served cross-encoder is the default reranker.

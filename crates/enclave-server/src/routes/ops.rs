@@ -18,7 +18,7 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
         let info = m.info();
         json!({
             "name": info.name,
-            "kind": "embedding",
+            "kind": if info.head.is_embedding() { "embedding" } else { "reranker" },
             "max_concurrent_requests": info.max_concurrent_requests,
         })
     });
