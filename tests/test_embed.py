@@ -105,3 +105,13 @@ def test_embed_bad_inputs(co, oai):
     with pytest.raises(openai.APIStatusError) as too_many:
         oai.embeddings.create(model=EMBED_MODEL, input=["x"] * 97)
     assert too_many.value.status_code == 413
+
+
+def test_tokenize_with_the_embedding_models_vocabulary(co):
+    # Documents can be sized in the embedding model's own tokens (bert-base-uncased ids).
+    tokens = co.tokenize(text="Hello world", model=EMBED_MODEL)
+    assert tokens.tokens == [7592, 2088]
+    assert [s.strip() for s in tokens.token_strings] == ["hello", "world"]
+    assert co.detokenize(tokens=tokens.tokens, model=EMBED_MODEL).text.strip() == "hello world"
+    with pytest.raises(cohere.errors.BadRequestError):
+        co.detokenize(tokens=[10**9], model=EMBED_MODEL)

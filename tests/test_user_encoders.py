@@ -118,11 +118,16 @@ def test_listed_as_a_cross_encoder_and_default_rerank_model(reranker):
 
 
 def test_refuses_to_embed(reranker):
-    base_url, _ = reranker
+    base_url, reference = reranker
     co = cohere.ClientV2(api_key=API_KEY, base_url=base_url)
     with pytest.raises(cohere.errors.BadRequestError) as err:
         co.embed(model="tiny-reranker", texts=["hello"], input_type="search_query", embedding_types=["float"])
     assert "cross-encoder" in str(err.value.body)
+    # Its vocabulary serves tokenize; ids past it (the converter's segment-B copies) are refused.
+    words = co.tokenize(text="reset password", model="tiny-reranker")
+    assert co.detokenize(tokens=words.tokens, model="tiny-reranker").text.strip() == "reset password"
+    with pytest.raises(cohere.errors.BadRequestError):
+        co.detokenize(tokens=[reference.tokenizer.get_vocab_size() + 3], model="tiny-reranker")
     # Embedding still works with the embedding model beside it.
     ok = co.embed(model=EMBED_MODEL, texts=["hello"], input_type="search_query", embedding_types=["float"])
     assert len(ok.embeddings.float_[0]) == 384

@@ -182,45 +182,65 @@ impl LlamaGenerator {
     }
 }
 
+/// Token ids of `text` in `model`'s vocabulary; `with_special` adds the model's opening token(s)
+/// and parses special tokens written in the text.
+pub(crate) fn tokenize_text(model: &LlamaModel, text: &str, with_special: bool) -> Vec<u32> {
+    model
+        .vocab()
+        .tokenize(text.as_bytes(), with_special, with_special)
+        .into_iter()
+        .map(|t| t.0 as u32)
+        .collect()
+}
+
+/// Text of `tokens`; the first id outside `0..vocab_size` is the error.
+pub(crate) fn detokenize_ids(
+    model: &LlamaModel,
+    tokens: &[i64],
+    vocab_size: i64,
+) -> Result<String, i64> {
+    let tokens = tokens
+        .iter()
+        .map(|&t| {
+            if (0..vocab_size).contains(&t) {
+                Ok(LlamaToken(t as i32))
+            } else {
+                Err(t)
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let bytes = model.vocab().detokenize(&tokens, false, true);
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// The text piece of each token (for token strings in API responses).
+pub(crate) fn token_pieces(model: &LlamaModel, tokens: &[u32]) -> Vec<String> {
+    let vocab = model.vocab();
+    tokens
+        .iter()
+        .map(|&t| {
+            let bytes = vocab.token_to_piece(LlamaToken(t as i32), true, None);
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+        .collect()
+}
+
 impl TextGenerator for LlamaGenerator {
     fn info(&self) -> &ModelInfo {
         &self.info
     }
 
     fn tokenize(&self, text: &str, with_special: bool) -> Vec<u32> {
-        self.model
-            .vocab()
-            .tokenize(text.as_bytes(), with_special, with_special)
-            .into_iter()
-            .map(|t| t.0 as u32)
-            .collect()
+        tokenize_text(&self.model, text, with_special)
     }
 
     fn detokenize(&self, tokens: &[i64]) -> Result<String, GeneratorError> {
-        let vocab_size = i64::from(self.info.vocab_size);
-        let tokens = tokens
-            .iter()
-            .map(|&t| {
-                if (0..vocab_size).contains(&t) {
-                    Ok(LlamaToken(t as i32))
-                } else {
-                    Err(GeneratorError::InvalidToken(t))
-                }
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let bytes = self.model.vocab().detokenize(&tokens, false, true);
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
+        detokenize_ids(&self.model, tokens, i64::from(self.info.vocab_size))
+            .map_err(GeneratorError::InvalidToken)
     }
 
     fn token_pieces(&self, tokens: &[u32]) -> Vec<String> {
-        let vocab = self.model.vocab();
-        tokens
-            .iter()
-            .map(|&t| {
-                let bytes = vocab.token_to_piece(LlamaToken(t as i32), true, None);
-                String::from_utf8_lossy(&bytes).into_owned()
-            })
-            .collect()
+        token_pieces(&self.model, tokens)
     }
 
     fn render_chat(&self, messages: &[ChatMessage]) -> Result<String, GeneratorError> {

@@ -23,7 +23,9 @@ pub fn encoder_error(family: Family, err: EncoderError) -> ApiError {
     let status = match err {
         EncoderError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
         EncoderError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
-        EncoderError::EmptyInput { .. } | EncoderError::TooLong { .. } => StatusCode::BAD_REQUEST,
+        EncoderError::EmptyInput { .. }
+        | EncoderError::TooLong { .. }
+        | EncoderError::InvalidToken(_) => StatusCode::BAD_REQUEST,
         EncoderError::Engine(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
     let mut api = ApiError::new(family, status, format!("invalid request: {err}"));

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::convert::{self, Precision};
 use super::{EncoderError, EncoderHead, EncoderInfo, OutputsReceiver, TextEncoder, Truncate};
-use crate::llama::{backend, LoadError};
+use crate::llama::{self, backend, LoadError};
 
 /// How an encoder is run. Zero values mean "pick for me".
 #[derive(Debug, Clone)]
@@ -252,6 +252,22 @@ impl TextEncoder for LlamaEncoder {
         // The second text and its closing separator are segment B.
         tokens.extend(b[..nb].iter().chain([&self.sep]).map(|t| t + offset));
         Ok(tokens)
+    }
+
+    fn text_tokens(&self, text: &str) -> Vec<u32> {
+        llama::tokenize_text(&self.model, text, false)
+    }
+
+    fn detokenize(&self, tokens: &[i64]) -> Result<String, EncoderError> {
+        // Segment-B copies are an internal detail, not tokens a client can send.
+        let vocab_size = self
+            .segment_b_offset
+            .map_or_else(|| i64::from(self.model.n_vocab()), i64::from);
+        llama::detokenize_ids(&self.model, tokens, vocab_size).map_err(EncoderError::InvalidToken)
+    }
+
+    fn token_pieces(&self, tokens: &[u32]) -> Vec<String> {
+        llama::token_pieces(&self.model, tokens)
     }
 
     fn encode(&self, inputs: Vec<Vec<u32>>) -> Result<OutputsReceiver, EncoderError> {

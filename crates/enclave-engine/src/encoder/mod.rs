@@ -26,6 +26,8 @@ pub enum EncoderError {
         tokens: usize,
         max: usize,
     },
+    #[error("token id {0} is not in the model's vocabulary")]
+    InvalidToken(i64),
     #[error("encoding failed: {0}")]
     Engine(String),
 }
@@ -93,6 +95,12 @@ pub trait TextEncoder: Send + Sync {
         first: &str,
         second: &str,
     ) -> Result<Vec<u32>, EncoderError>;
+    /// Token ids of `text` alone, without special tokens (what `/v1/tokenize` shows).
+    fn text_tokens(&self, text: &str) -> Vec<u32>;
+    /// Text of `tokens`, rejecting ids outside the vocabulary.
+    fn detokenize(&self, tokens: &[i64]) -> Result<String, EncoderError>;
+    /// The text piece of each token.
+    fn token_pieces(&self, tokens: &[u32]) -> Vec<String>;
     /// Queues tokenized inputs; the receiver yields one output per input (see [`EncoderHead`]).
     fn encode(&self, inputs: Vec<Vec<u32>>) -> Result<OutputsReceiver, EncoderError>;
 }

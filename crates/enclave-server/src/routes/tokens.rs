@@ -1,10 +1,16 @@
-//! `POST /v1/tokenize` and `POST /v1/detokenize` with the model's own vocabulary.
+//! `POST /v1/tokenize` and `POST /v1/detokenize` with the model's own vocabulary: any served
+//! model's, generative or encoder (so documents can be sized for an embedding model).
+
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::Json;
+use enclave_engine::encoder::TextEncoder;
+use enclave_engine::TextGenerator;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::embedding::encoder_error;
 use crate::error::{ApiError, Family};
 use crate::extract::{ApiJson, CohereJson};
 use crate::routes::cohere_common::v1_meta;
@@ -13,6 +19,50 @@ use crate::state::AppState;
 const FAMILY: Family = Family::Cohere;
 /// The documented bound for both text characters and token counts.
 const MAX_ITEMS: usize = 65_536;
+
+/// The vocabulary of a served model, of either engine.
+enum Vocabulary {
+    Generator(Arc<dyn TextGenerator>),
+    Encoder(Arc<dyn TextEncoder>),
+}
+
+impl Vocabulary {
+    /// The named model's vocabulary, or the default generative model's.
+    fn of(state: &AppState, name: Option<&str>) -> Result<Self, ApiError> {
+        let encoder = name.and_then(|n| state.encoders().iter().find(|e| e.info().name == n));
+        match encoder {
+            Some(encoder) => Ok(Vocabulary::Encoder(Arc::clone(encoder))),
+            None => state.model(FAMILY, name).map(Vocabulary::Generator),
+        }
+    }
+
+    /// The text's tokens (no special tokens) and their pieces.
+    fn tokenize(&self, text: &str) -> (Vec<u32>, Vec<String>) {
+        match self {
+            Vocabulary::Generator(g) => {
+                let tokens = g.tokenize(text, false);
+                let pieces = g.token_pieces(&tokens);
+                (tokens, pieces)
+            }
+            Vocabulary::Encoder(e) => {
+                let tokens = e.text_tokens(text);
+                let pieces = e.token_pieces(&tokens);
+                (tokens, pieces)
+            }
+        }
+    }
+
+    fn detokenize(&self, tokens: &[i64]) -> Result<String, ApiError> {
+        match self {
+            Vocabulary::Generator(g) => g
+                .detokenize(tokens)
+                .map_err(|e| ApiError::invalid(FAMILY, e)),
+            Vocabulary::Encoder(e) => e
+                .detokenize(tokens)
+                .map_err(|err| encoder_error(FAMILY, err)),
+        }
+    }
+}
 
 #[derive(Debug, Deserialize)]
 pub struct TokenizeRequest {
@@ -31,9 +81,7 @@ pub async fn tokenize(
             format!("text must be 1 to {MAX_ITEMS} characters, got {chars}"),
         ));
     }
-    let generator = state.model(FAMILY, req.model.as_deref())?;
-    let tokens = generator.tokenize(&req.text, false);
-    let token_strings = generator.token_pieces(&tokens);
+    let (tokens, token_strings) = Vocabulary::of(&state, req.model.as_deref())?.tokenize(&req.text);
     Ok(Json(
         json!({ "tokens": tokens, "token_strings": token_strings, "meta": v1_meta(None) }),
     ))
@@ -58,9 +106,6 @@ pub async fn detokenize(
             ),
         ));
     }
-    let generator = state.model(FAMILY, req.model.as_deref())?;
-    let text = generator
-        .detokenize(&req.tokens)
-        .map_err(|e| ApiError::invalid(FAMILY, e))?;
+    let text = Vocabulary::of(&state, req.model.as_deref())?.detokenize(&req.tokens)?;
     Ok(Json(json!({ "text": text, "meta": v1_meta(None) })))
 }
