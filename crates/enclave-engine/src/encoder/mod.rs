@@ -86,9 +86,10 @@ pub trait TextEncoder: Send + Sync {
         truncate: Truncate,
     ) -> Result<Vec<u32>, EncoderError>;
     /// Token ids of a text pair (a query and a document, in that order) as the model was
-    /// trained to read one: `[CLS] first [SEP] second [SEP]`, the second text in segment B.
-    /// Whatever does not fit is cut from the end of the second text (the first keeps at most
-    /// half the model's length). `index` names the pair in errors.
+    /// trained to read one: BERT `[CLS] first [SEP] second [SEP]` with the second text in
+    /// segment B, RoBERTa `<s> first </s></s> second </s>`. Whatever does not fit is cut from
+    /// the ends of the texts, longer text first, as Hugging Face's `longest_first` does.
+    /// `index` names the pair in errors.
     fn tokenize_pair(
         &self,
         index: usize,
