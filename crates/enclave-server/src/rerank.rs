@@ -31,6 +31,15 @@ pub enum Scorer {
 }
 
 impl Scorer {
+    /// How an encoder reranks: a cross-encoder scores pairs, a sentence encoder by cosine.
+    pub fn of_encoder(encoder: Arc<dyn TextEncoder>) -> Self {
+        if encoder.info().head.is_embedding() {
+            Scorer::Embedding(encoder)
+        } else {
+            Scorer::CrossEncoder(encoder)
+        }
+    }
+
     /// The model that scores (what a call is billed under).
     pub fn model_name(&self) -> &str {
         match self {
@@ -59,7 +68,7 @@ pub fn scorer_for(
     let is_chat = |m: &&Arc<dyn TextGenerator>| m.info().kind == ModelKind::Chat;
     match model.filter(|m| !m.is_empty()) {
         None => {
-            if let Some(reranker) = state.cross_encoder(None) {
+            if let Some(reranker) = state.first_cross_encoder() {
                 return Ok(Scorer::CrossEncoder(reranker));
             }
             if let Some(judge) = state.models().iter().find(is_chat) {
@@ -67,15 +76,10 @@ pub fn scorer_for(
             }
             state.encoder(family, None).map(Scorer::Embedding)
         }
-        Some(name) => {
-            if let Some(reranker) = state.cross_encoder(Some(name)) {
-                return Ok(Scorer::CrossEncoder(reranker));
-            }
-            if let Ok(encoder) = state.encoder(family, Some(name)) {
-                return Ok(Scorer::Embedding(encoder));
-            }
-            state.chat_model(family, Some(name)).map(Scorer::Judge)
-        }
+        Some(name) => match state.encoder_named(name) {
+            Some(encoder) => Ok(Scorer::of_encoder(Arc::clone(encoder))),
+            None => state.chat_model(family, Some(name)).map(Scorer::Judge),
+        },
     }
 }
 

@@ -76,13 +76,17 @@ impl AppState {
         &self.inner.encoders
     }
 
-    fn encoders_where(&self, embedding: bool) -> Vec<Arc<dyn TextEncoder>> {
+    /// Sentence encoders (`embedding`) or cross-encoders, in start-up order.
+    fn encoders_where(&self, embedding: bool) -> impl Iterator<Item = &Arc<dyn TextEncoder>> {
         self.inner
             .encoders
             .iter()
-            .filter(|e| e.info().head.is_embedding() == embedding)
-            .cloned()
-            .collect()
+            .filter(move |e| e.info().head.is_embedding() == embedding)
+    }
+
+    /// The encoder (of either head) served under exactly `name`.
+    pub fn encoder_named(&self, name: &str) -> Option<&Arc<dyn TextEncoder>> {
+        self.inner.encoders.iter().find(|e| e.info().name == name)
     }
 
     /// The named embedding model, or the default one when the request may omit it.
@@ -91,10 +95,11 @@ impl AppState {
         family: Family,
         name: Option<&str>,
     ) -> Result<Arc<dyn TextEncoder>, ApiError> {
-        if let Some(encoder) = pick(&self.encoders_where(true), name, |m| &m.info().name) {
+        if let Some(encoder) = pick(self.encoders_where(true), name, |m| &m.info().name) {
             return Ok(encoder);
         }
-        match name.filter(|n| !n.is_empty()).and_then(|n| self.cross_encoder(Some(n))) {
+        // Not an embedding model: a named encoder can only be a cross-encoder.
+        match name.filter(|n| !n.is_empty()).and_then(|n| self.encoder_named(n)) {
             Some(reranker) => Err(ApiError::bad_request(
                 family,
                 format!(
@@ -113,9 +118,9 @@ impl AppState {
         }
     }
 
-    /// The named cross-encoder reranker, or the first one served when no name is given.
-    pub fn cross_encoder(&self, name: Option<&str>) -> Option<Arc<dyn TextEncoder>> {
-        pick(&self.encoders_where(false), name, |m| &m.info().name)
+    /// The first cross-encoder reranker served (the default reranker).
+    pub fn first_cross_encoder(&self) -> Option<Arc<dyn TextEncoder>> {
+        self.encoders_where(false).next().cloned()
     }
 
     fn unknown_model(&self, family: Family, name: Option<&str>) -> ApiError {
@@ -152,8 +157,7 @@ impl AppState {
         if let Some(model) = pick(&self.inner.models, name, |m| &m.info().name) {
             return Ok(model);
         }
-        let encoder = name.and_then(|n| self.inner.encoders.iter().find(|e| e.info().name == n));
-        match encoder {
+        match name.and_then(|n| self.encoder_named(n)) {
             Some(encoder) => Err(ApiError::bad_request(
                 family,
                 format!(
@@ -191,13 +195,14 @@ impl AppState {
 }
 
 /// The model called `name`, or the first (the default) when no name is given.
-fn pick<T: ?Sized>(
-    models: &[Arc<T>],
+fn pick<'a, T: ?Sized + 'a>(
+    models: impl IntoIterator<Item = &'a Arc<T>>,
     name: Option<&str>,
     name_of: impl Fn(&T) -> &String,
 ) -> Option<Arc<T>> {
+    let mut models = models.into_iter();
     match name {
-        None | Some("") => models.first().cloned(),
-        Some(name) => models.iter().find(|m| name_of(m) == name).cloned(),
+        None | Some("") => models.next().cloned(),
+        Some(name) => models.find(|m| name_of(m) == name).cloned(),
     }
 }

@@ -463,42 +463,54 @@ fn write_f32_gguf(dir: &Path, out: &Path) -> Result<(), ConvertError> {
 }
 
 /// Joins each layer's query, key and value projections into one `attn_qkv` tensor (rows of Q,
-/// then K, then V), which llama.cpp runs as one matrix product instead of three.
+/// then K, then V), which llama.cpp runs as one matrix product instead of three. Biases are
+/// joined only where the weights were (llama.cpp ignores a fused bias beside separate weights).
 fn fuse_qkv(tensors: &mut Vec<Tensor>) {
-    let mut block = 0;
-    loop {
-        for param in ["weight", "bias"] {
-            let names = ["attn_q", "attn_k", "attn_v"].map(|p| format!("blk.{block}.{p}.{param}"));
-            let found: Vec<usize> = names
-                .iter()
-                .filter_map(|n| tensors.iter().position(|t| &t.name == n))
-                .collect();
-            if found.len() != 3 {
-                return;
-            }
-            let (q, k, v) = (&tensors[found[0]], &tensors[found[1]], &tensors[found[2]]);
-            if q.dims.len() != k.dims.len()
-                || q.dims[..q.dims.len() - 1] != k.dims[..k.dims.len() - 1]
-            {
-                return;
-            }
-            let mut data = Vec::with_capacity(q.data.len() * 3);
-            let mut dims = q.dims.clone();
-            let last = dims.len() - 1;
-            dims[last] = q.dims[last] + k.dims[last] + v.dims[last];
-            for t in [q, k, v] {
-                data.extend_from_slice(&t.data);
-            }
-            let name = format!("blk.{block}.attn_qkv.{param}");
-            let mut drop = found;
-            drop.sort_unstable();
-            for i in drop.into_iter().rev() {
-                tensors.remove(i);
-            }
-            tensors.push(Tensor { name, dims, data });
+    for block in 0.. {
+        let names = |param: &str| {
+            let parts = ["attn_q", "attn_k", "attn_v"].map(|p| format!("blk.{block}.{p}.{param}"));
+            (parts, format!("blk.{block}.attn_qkv.{param}"))
+        };
+        let (parts, fused) = names("weight");
+        if !concat_rows(tensors, &parts, fused) {
+            return;
         }
-        block += 1;
+        let (parts, fused) = names("bias");
+        concat_rows(tensors, &parts, fused);
     }
+}
+
+/// Replaces the tensors named `parts` with one tensor `name` holding their rows in order.
+/// Changes nothing and answers false unless all exist with the same row width.
+fn concat_rows(tensors: &mut Vec<Tensor>, parts: &[String], name: String) -> bool {
+    let Some(mut found) = parts
+        .iter()
+        .map(|n| tensors.iter().position(|t| &t.name == n))
+        .collect::<Option<Vec<usize>>>()
+    else {
+        return false;
+    };
+    let first = &tensors[found[0]].dims;
+    let width = &first[..first.len() - 1];
+    if found.iter().any(|&i| {
+        let dims = &tensors[i].dims;
+        dims.len() != first.len() || &dims[..dims.len() - 1] != width
+    }) {
+        return false;
+    }
+    let mut dims = first.clone();
+    let last = dims.len() - 1;
+    dims[last] = found.iter().map(|&i| tensors[i].dims[last]).sum();
+    let mut data = Vec::new();
+    for &i in &found {
+        data.extend_from_slice(&tensors[i].data);
+    }
+    found.sort_unstable();
+    for i in found.into_iter().rev() {
+        tensors.remove(i);
+    }
+    tensors.push(Tensor { name, dims, data });
+    true
 }
 
 /// Drops the first `rows` rows of the position embeddings.
@@ -623,6 +635,44 @@ mod tests {
             "num_labels": 1
         });
         assert_eq!(labels_of(&unnamed), Some(vec!["LABEL_0".to_string()]));
+    }
+
+    #[test]
+    fn query_key_value_rows_are_joined_in_order() {
+        let tensor = |name: &str, dims: Vec<u64>, data: Vec<u8>| Tensor {
+            name: name.into(),
+            dims,
+            data,
+        };
+        let mut tensors = vec![
+            tensor("blk.0.attn_v.weight", vec![2, 1], vec![5, 6]),
+            tensor("blk.0.attn_q.weight", vec![2, 1], vec![1, 2]),
+            tensor("blk.0.attn_k.weight", vec![2, 1], vec![3, 4]),
+            tensor("blk.0.attn_q.bias", vec![1], vec![7]),
+            tensor("blk.0.attn_k.bias", vec![1], vec![8]),
+            tensor("blk.0.attn_v.bias", vec![1], vec![9]),
+            // Mismatched widths in the next layer: left as they are.
+            tensor("blk.1.attn_q.weight", vec![2, 1], vec![0, 0]),
+            tensor("blk.1.attn_k.weight", vec![3, 1], vec![0, 0, 0]),
+            tensor("blk.1.attn_v.weight", vec![2, 1], vec![0, 0]),
+        ];
+        fuse_qkv(&mut tensors);
+        let names: Vec<&str> = tensors.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "blk.1.attn_q.weight",
+                "blk.1.attn_k.weight",
+                "blk.1.attn_v.weight",
+                "blk.0.attn_qkv.weight",
+                "blk.0.attn_qkv.bias"
+            ]
+        );
+        assert_eq!(
+            (tensors[3].dims.clone(), tensors[3].data.clone()),
+            (vec![2, 3], vec![1, 2, 3, 4, 5, 6])
+        );
+        assert_eq!(tensors[4].data, [7, 8, 9]);
     }
 
     #[test]

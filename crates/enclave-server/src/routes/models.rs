@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 use crate::error::{ApiError, Family};
 use crate::extract::{ApiQuery, SharedQuery};
+use crate::rerank::Scorer;
 use crate::state::AppState;
 
 const FAMILY: Family = Family::Shared;
@@ -54,7 +55,7 @@ fn describe(model: &Arc<dyn TextGenerator>) -> Value {
     let info = model.info();
     // A chat model reranks as an LLM relevance judge.
     let extra = match info.kind {
-        ModelKind::Chat => json!({ "rerank_scorer": "llm-judge" }),
+        ModelKind::Chat => json!({ "rerank_scorer": Scorer::Judge(Arc::clone(model)).kind() }),
         _ => json!({}),
     };
     entry(
@@ -74,13 +75,14 @@ fn encoder_kind(model: &Arc<dyn TextEncoder>) -> ModelKind {
 
 fn describe_encoder(model: &Arc<dyn TextEncoder>) -> Value {
     let info = model.info();
+    let scorer = Scorer::of_encoder(Arc::clone(model)).kind();
     let extra = match &info.head {
         EncoderHead::Embedding => json!({
             "embedding_dimensions": info.dimensions,
-            "rerank_scorer": "embedding-cosine",
+            "rerank_scorer": scorer,
         }),
         EncoderHead::Classifier { labels } => json!({
-            "rerank_scorer": "cross-encoder",
+            "rerank_scorer": scorer,
             "labels": labels,
         }),
     };
@@ -156,7 +158,7 @@ pub async fn get(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    if let Some(encoder) = state.encoders().iter().find(|e| e.info().name == name) {
+    if let Some(encoder) = state.encoder_named(&name) {
         return Ok(Json(describe_encoder(encoder)));
     }
     let model = state.model(FAMILY, Some(&name))?;

@@ -29,8 +29,7 @@ enum Vocabulary {
 impl Vocabulary {
     /// The named model's vocabulary, or the default generative model's.
     fn of(state: &AppState, name: Option<&str>) -> Result<Self, ApiError> {
-        let encoder = name.and_then(|n| state.encoders().iter().find(|e| e.info().name == n));
-        match encoder {
+        match name.and_then(|n| state.encoder_named(n)) {
             Some(encoder) => Ok(Vocabulary::Encoder(Arc::clone(encoder))),
             None => state.model(FAMILY, name).map(Vocabulary::Generator),
         }
