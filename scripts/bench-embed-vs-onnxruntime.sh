@@ -8,7 +8,7 @@ THREADS="${THREADS:-$(nproc)}"
 BATCH="${BATCH:-32}"
 export ENCLAVE_HOME="${ENCLAVE_HOME:-$HOME/.enclave}"
 
-cargo build --release -p enclave-cli >&2
+cargo build --release --workspace --all-targets >&2
 ENCLAVE="${CARGO_TARGET_DIR:-target}/release/enclave"
 VENV="$ENCLAVE_HOME/bench-venv"
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"

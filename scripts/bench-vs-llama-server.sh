@@ -18,7 +18,7 @@ CTX_PER_SEQ=$(( PROMPT_TOKENS + GEN_TOKENS + 256 ))
 export ENCLAVE_HOME="${ENCLAVE_HOME:-$HOME/.enclave}"
 BUILD_DIR="${LLAMA_SERVER_BUILD:-$ENCLAVE_HOME/build/llama-server}"
 
-cargo build --release -p enclave-cli >&2
+cargo build --release --workspace --all-targets >&2
 ENCLAVE="${CARGO_TARGET_DIR:-target}/release/enclave"
 GGUF=$("$ENCLAVE" pull "$MODEL" | sed -n 's/.* ready at //p')
 

@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-cargo build --release -p enclave-cli
+cargo build --release --workspace --all-targets
 exec "${CARGO_TARGET_DIR:-target}/release/enclave" serve "$@"

@@ -232,10 +232,16 @@ async fn embed(mut args: EmbedArgs) -> Result<Value> {
     }
     let wall = started.elapsed().as_secs_f64();
     latencies.sort_by(f64::total_cmp);
+    // The weights' precision of an in-process server (a remote one does not say).
+    let precision = args
+        .url
+        .is_none()
+        .then(|| format!("{:?}", args.engine.encoder_config().precision).to_lowercase());
     Ok(json!({
         "benchmark": "embed",
         "engine": "enclave",
         "model": args.model,
+        "precision": precision,
         "sentences": sentences.len(),
         "batch_size": args.batch_size,
         "concurrency": args.concurrency,

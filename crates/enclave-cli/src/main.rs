@@ -79,8 +79,9 @@ pub struct EngineArgs {
     /// Embedding models: tokens packed into one forward pass.
     #[arg(long, env = "ENCLAVE_MAX_BATCH_TOKENS", default_value_t = 256)]
     pub max_batch_tokens: usize,
-    /// Embedding models: weight precision (q8 = 8-bit blocks, f32 = full precision).
-    #[arg(long, env = "ENCLAVE_ENCODER_PRECISION", default_value = "q8", value_parser = ["q8", "f32"])]
+    /// Encoder models: weight precision (auto = bf16 where the CPU has AVX-512 BF16, else q8;
+    /// q8 = 8-bit blocks; f32 = full precision).
+    #[arg(long, env = "ENCLAVE_ENCODER_PRECISION", default_value = "auto", value_parser = ["auto", "bf16", "q8", "f32"])]
     pub encoder_precision: String,
     /// Embedding models: requests in flight before the server answers 429.
     #[arg(long, env = "ENCLAVE_MAX_CONCURRENT_REQUESTS", default_value_t = 512)]
@@ -104,10 +105,11 @@ impl EngineArgs {
             max_batch_tokens: self.max_batch_tokens,
             max_concurrent_requests: self.max_concurrent_requests,
             threads: self.threads,
-            precision: if self.encoder_precision == "f32" {
-                Precision::F32
-            } else {
-                Precision::Q8
+            precision: match self.encoder_precision.as_str() {
+                "f32" => Precision::F32,
+                "bf16" => Precision::Bf16,
+                "q8" => Precision::Q8,
+                _ => Precision::fastest(),
             },
             ..EncoderConfig::default()
         }

@@ -55,15 +55,31 @@ pub(super) fn input_err(path: &Path, reason: impl ToString) -> ConvertError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Precision {
     F32,
+    /// bfloat16 weights; llama.cpp multiplies them with the CPU's AVX-512 BF16 dot products.
+    Bf16,
+    /// 8-bit blocks of 32 (llama.cpp's Q8_0).
     Q8,
 }
 
 impl Precision {
+    /// The fastest precision on this CPU that keeps embeddings within cosine 0.999 of full
+    /// precision. With AVX-512 BF16, bf16 beats Q8_0 (whose per-block rescaling dominates its
+    /// matrix products) and is also closer to fp32 (cosine 0.99998 vs 0.9993 on MiniLM); without
+    /// it llama.cpp has no fast bf16 kernel, and Q8_0 is fastest (docs/benchmarks.md).
+    pub fn fastest() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512bf16") {
+            return Precision::Bf16;
+        }
+        Precision::Q8
+    }
+
     /// The cached file's name. The converter's version is part of it, so a conversion made by an
     /// older converter (v1 wrote no special-token ids nor pooling) is made again, not reused.
     fn file_name(self) -> &'static str {
         match self {
             Precision::F32 => "enclave-v2-f32.gguf",
+            Precision::Bf16 => "enclave-v2-bf16.gguf",
             Precision::Q8 => "enclave-v2-q8_0.gguf",
         }
     }
@@ -88,7 +104,7 @@ pub fn gguf_for(dir: &Path, precision: Precision) -> Result<PathBuf, ConvertErro
         return Ok(f32_path);
     }
     let partial = target.with_extension(format!("{}.partial", std::process::id()));
-    quantize_q8(&f32_path, &partial)?;
+    quantize(&f32_path, &partial, precision)?;
     fs::rename(&partial, &target).map_err(|source| ConvertError::Write {
         path: target.display().to_string(),
         source,
@@ -531,8 +547,13 @@ fn drop_position_rows(tensors: &mut [Tensor], rows: u32) -> Result<(), ConvertEr
     Ok(())
 }
 
-/// Quantizes with llama.cpp's own quantizer (Q8_0: 8-bit blocks, 1-D tensors stay F32).
-fn quantize_q8(input: &Path, output: &Path) -> Result<(), ConvertError> {
+/// Quantizes with llama.cpp's own quantizer (1-D tensors stay F32).
+fn quantize(input: &Path, output: &Path, precision: Precision) -> Result<(), ConvertError> {
+    let ftype = match precision {
+        Precision::F32 => llama_cpp_sys_2::LLAMA_FTYPE_ALL_F32,
+        Precision::Bf16 => llama_cpp_sys_2::LLAMA_FTYPE_MOSTLY_BF16,
+        Precision::Q8 => llama_cpp_sys_2::LLAMA_FTYPE_MOSTLY_Q8_0,
+    };
     let to_c = |p: &Path| {
         CString::new(p.to_string_lossy().as_bytes())
             .map_err(|_| ConvertError::Quantize(p.display().to_string()))
@@ -542,7 +563,7 @@ fn quantize_q8(input: &Path, output: &Path) -> Result<(), ConvertError> {
     // struct comes from llama.cpp's own defaults with only plain fields changed.
     let status = unsafe {
         let mut params = llama_cpp_sys_2::llama_model_quantize_default_params();
-        params.ftype = llama_cpp_sys_2::LLAMA_FTYPE_MOSTLY_Q8_0;
+        params.ftype = ftype;
         // Embedding rows are looked up, not multiplied: keeping them exact costs no speed.
         params.token_embedding_type = llama_cpp_sys_2::GGML_TYPE_F32;
         params.nthread = 0;
