@@ -34,12 +34,23 @@ def logit(p):
     return math.log(p / (1.0 - p))
 
 
-@pytest.fixture(scope="module", params=["bert", "xlm-roberta"])
+# Both engines run every check: llama.cpp's BERT path and Enclave's native forward pass.
+ENGINES = ["llama", "native"]
+
+
+def full_precision(engine):
+    """Server flags for fp32 weights on `engine`, so any difference from the reference is a
+    conversion, tokenization or engine error rather than rounding (reduced precisions are
+    checked in test_embed.py)."""
+    return ["--encoder-precision", "f32", "--encoder-engine", engine]
+
+
+@pytest.fixture(scope="module", params=[(f, e) for f in ["bert", "xlm-roberta"] for e in ENGINES],
+                ids=lambda p: "-".join(p))
 def reranker(request, tmp_path_factory):
-    folder = tiny_cross_encoder.write(tmp_path_factory.mktemp(request.param) / "tiny-reranker", family=request.param)
-    # Full precision, so any difference from the reference is a conversion or tokenization
-    # error rather than 8-bit rounding (8-bit embeddings are checked in test_embed.py).
-    with start_server([str(folder), EMBED_MODEL], extra=["--encoder-precision", "f32"]) as (base_url, _):
+    family, engine = request.param
+    folder = tiny_cross_encoder.write(tmp_path_factory.mktemp(family) / "tiny-reranker", family=family)
+    with start_server([str(folder), EMBED_MODEL], extra=full_precision(engine)) as (base_url, _):
         yield base_url, Bert(folder)
 
 
@@ -133,12 +144,13 @@ def test_refuses_to_embed(reranker):
     assert len(ok.embeddings.float_[0]) == 384
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("family,pooling", [("xlm-roberta", "mean"), ("bert", "cls")])
-def test_sentence_encoders_embed_like_the_reference(tmp_path, family, pooling):
+def test_sentence_encoders_embed_like_the_reference(tmp_path, family, pooling, engine):
     folder = tiny_cross_encoder.write(tmp_path / "tiny-encoder", family=family, classifier=False, pooling=pooling)
     reference = Bert(folder)
     texts = ["how do I reset my password?", "Standard shipping takes business days.", "wifi"]
-    with start_server([str(folder)], extra=["--encoder-precision", "f32"]) as (base_url, key):
+    with start_server([str(folder)], extra=full_precision(engine)) as (base_url, key):
         co = cohere.ClientV2(api_key=key, base_url=base_url)
         vectors = co.embed(model="tiny-encoder", texts=texts, input_type="search_query",
                            embedding_types=["float"]).embeddings.float_

@@ -232,16 +232,20 @@ async fn embed(mut args: EmbedArgs) -> Result<Value> {
     }
     let wall = started.elapsed().as_secs_f64();
     latencies.sort_by(f64::total_cmp);
-    // The weights' precision of an in-process server (a remote one does not say).
-    let precision = args
-        .url
-        .is_none()
-        .then(|| format!("{:?}", args.engine.encoder_config().precision).to_lowercase());
+    // The engine and weights of an in-process server (a remote one does not say).
+    let encoder = args.engine.encoder_config();
+    let describe = |value: &dyn std::fmt::Debug| {
+        args.url
+            .is_none()
+            .then(|| format!("{value:?}").to_lowercase())
+    };
+    let (precision, encoder_engine) = (describe(&encoder.precision), describe(&encoder.engine));
     Ok(json!({
         "benchmark": "embed",
         "engine": "enclave",
         "model": args.model,
         "precision": precision,
+        "encoder_engine": encoder_engine,
         "sentences": sentences.len(),
         "batch_size": args.batch_size,
         "concurrency": args.concurrency,

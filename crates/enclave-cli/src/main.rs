@@ -14,7 +14,7 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use enclave_engine::catalog::{self, CATALOG};
 use enclave_engine::encoder::convert::Precision;
-use enclave_engine::encoder::EncoderConfig;
+use enclave_engine::encoder::{EncoderConfig, EncoderEngine};
 use enclave_engine::pull;
 use enclave_engine::EngineConfig;
 
@@ -83,6 +83,10 @@ pub struct EngineArgs {
     /// q8 = 8-bit blocks; f32 = full precision).
     #[arg(long, env = "ENCLAVE_ENCODER_PRECISION", default_value = "auto", value_parser = ["auto", "bf16", "q8", "f32"])]
     pub encoder_precision: String,
+    /// Encoder models: what runs the forward pass (native = Enclave's own; llama = llama.cpp's
+    /// BERT path; auto = the faster for the precision on this CPU).
+    #[arg(long, env = "ENCLAVE_ENCODER_ENGINE", default_value = "auto", value_parser = ["auto", "native", "llama"])]
+    pub encoder_engine: String,
     /// Embedding models: requests in flight before the server answers 429.
     #[arg(long, env = "ENCLAVE_MAX_CONCURRENT_REQUESTS", default_value_t = 512)]
     pub max_concurrent_requests: usize,
@@ -101,15 +105,21 @@ impl EngineArgs {
     }
 
     pub fn encoder_config(&self) -> EncoderConfig {
+        let precision = match self.encoder_precision.as_str() {
+            "f32" => Precision::F32,
+            "bf16" => Precision::Bf16,
+            "q8" => Precision::Q8,
+            _ => Precision::fastest(),
+        };
         EncoderConfig {
             max_batch_tokens: self.max_batch_tokens,
             max_concurrent_requests: self.max_concurrent_requests,
             threads: self.threads,
-            precision: match self.encoder_precision.as_str() {
-                "f32" => Precision::F32,
-                "bf16" => Precision::Bf16,
-                "q8" => Precision::Q8,
-                _ => Precision::fastest(),
+            precision,
+            engine: match self.encoder_engine.as_str() {
+                "native" => EncoderEngine::Native,
+                "llama" => EncoderEngine::Llama,
+                _ => EncoderEngine::fastest(precision),
             },
             ..EncoderConfig::default()
         }

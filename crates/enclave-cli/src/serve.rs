@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::Args;
 use enclave_engine::catalog::{ModelKind, DEFAULT_CHAT_MODEL, DEFAULT_EMBED_MODEL};
-use enclave_engine::encoder::{EncoderConfig, LlamaEncoder, TextEncoder};
+use enclave_engine::encoder::{BertEncoder, EncoderConfig, TextEncoder};
 use enclave_engine::pull::{self, LocalModel};
 use enclave_engine::{EngineConfig, LlamaGenerator, TextGenerator};
 use enclave_server::access::Access;
@@ -66,7 +66,7 @@ pub fn load_models(
         tracing::info!(model = %name, path = %path.display(), "loading model");
         match kind {
             ModelKind::Embedding | ModelKind::Reranker => {
-                let encoder = LlamaEncoder::load(&name, &path, encoder_config)
+                let encoder = BertEncoder::load(&name, &path, encoder_config)
                     .with_context(|| format!("loading model {name}"))?;
                 loaded.encoders.push(Arc::new(encoder));
             }

@@ -1,7 +1,7 @@
 //! Helpers for test suites of this and downstream crates: the small test model, pulled on demand.
 
 use crate::catalog::{self, DEFAULT_EMBED_MODEL, TEST_MODEL};
-use crate::encoder::{EncoderConfig, LlamaEncoder};
+use crate::encoder::{BertEncoder, EncoderConfig};
 use crate::llama::{EngineConfig, LlamaGenerator, LoadError};
 use crate::pull;
 
@@ -15,8 +15,8 @@ pub fn load_test_model(config: &EngineConfig) -> Result<LlamaGenerator, String> 
 }
 
 /// Loads `all-minilm-l6-v2` (pulling it into ENCLAVE_HOME if needed) with `config`.
-pub fn load_test_encoder(config: &EncoderConfig) -> Result<LlamaEncoder, String> {
+pub fn load_test_encoder(config: &EncoderConfig) -> Result<BertEncoder, String> {
     let home = pull::enclave_home();
     let model = pull::resolve(&home, DEFAULT_EMBED_MODEL, false).map_err(|e| e.to_string())?;
-    LlamaEncoder::load(&model.name, &model.path, config).map_err(|e: LoadError| e.to_string())
+    BertEncoder::load(&model.name, &model.path, config).map_err(|e: LoadError| e.to_string())
 }

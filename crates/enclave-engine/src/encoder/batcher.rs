@@ -1,8 +1,10 @@
-//! [`TextEncoder`] on llama.cpp's BERT path. Requests are tokenized by the caller (off the
-//! engine thread); one thread per model packs queued inputs into batches bounded by a token
-//! budget and a sequence count, runs each batch in one forward pass, and returns pooled (mean
-//! or first token), L2-normalised vectors (a sentence encoder) or classifier logits (a
-//! cross-encoder). A bounded queue answers `Busy` instead of letting latency pile up.
+//! [`TextEncoder`] for BERT-family models. Requests are tokenized by the caller (off the engine
+//! thread) with the converted model's vocabulary, loaded through llama.cpp; one thread per model
+//! packs queued inputs into batches bounded by a token budget and a sequence count, runs each
+//! batch in one forward pass — on the native engine ([`super::native`]) or on llama.cpp's BERT
+//! path — and returns pooled (mean or first token), L2-normalised vectors (a sentence encoder)
+//! or classifier logits (a cross-encoder). A bounded queue answers `Busy` instead of letting
+//! latency pile up.
 
 use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU32;
@@ -17,6 +19,7 @@ use llama_cpp_2::token::LlamaToken;
 use tokio::sync::{mpsc, oneshot};
 
 use super::convert::{self, Precision};
+use super::native::{self, NativeBert};
 use super::{EncoderError, EncoderHead, EncoderInfo, OutputsReceiver, TextEncoder, Truncate};
 use crate::llama::{self, backend, LoadError};
 
@@ -33,7 +36,32 @@ pub struct EncoderConfig {
     pub max_concurrent_requests: usize,
     /// CPU threads; 0 = all cores.
     pub threads: u32,
+    /// Weights: the native engine runs bf16 (where the CPU has AVX-512 BF16) or f32 (any other
+    /// precision); llama.cpp runs each as stored.
     pub precision: Precision,
+    pub engine: EncoderEngine,
+}
+
+/// What runs an encoder's forward passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EncoderEngine {
+    /// Enclave's own BERT forward pass ([`super::native`]).
+    Native,
+    /// llama.cpp's BERT path.
+    Llama,
+}
+
+impl EncoderEngine {
+    /// The faster engine for `precision` on this CPU, as measured (docs/benchmarks.md): the
+    /// native engine where it multiplies bf16 natively (1.7× ONNX Runtime, 1.35× llama.cpp's
+    /// bf16), llama.cpp otherwise (its fp32 and 8-bit kernels beat the native fp32 path).
+    pub fn fastest(precision: Precision) -> Self {
+        if precision == Precision::Bf16 && native::bf16_supported() {
+            EncoderEngine::Native
+        } else {
+            EncoderEngine::Llama
+        }
+    }
 }
 
 impl Default for EncoderConfig {
@@ -44,6 +72,7 @@ impl Default for EncoderConfig {
             max_concurrent_requests: 512,
             threads: 0,
             precision: Precision::fastest(),
+            engine: EncoderEngine::fastest(Precision::fastest()),
         }
     }
 }
@@ -53,7 +82,7 @@ struct Job {
     reply: oneshot::Sender<Result<Vec<Vec<f32>>, EncoderError>>,
 }
 
-pub struct LlamaEncoder {
+pub struct BertEncoder {
     model: Arc<LlamaModel>,
     info: EncoderInfo,
     queue: mpsc::Sender<Job>,
@@ -65,20 +94,28 @@ pub struct LlamaEncoder {
     double_separator: bool,
 }
 
-impl LlamaEncoder {
+impl BertEncoder {
     /// Converts (once) and loads the BERT model in `dir`, then starts its batching thread.
     pub fn load(name: &str, dir: &Path, config: &EncoderConfig) -> Result<Self, LoadError> {
         // Initialised first so llama.cpp's log settings also cover the one-time quantization.
         let backend = backend()?;
-        let gguf = convert::gguf_for(dir, config.precision).map_err(|e| LoadError::Model {
-            path: dir.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        let model_err = |path: &Path, reason: String| LoadError::Model {
+            path: path.display().to_string(),
+            reason,
+        };
+        let native_engine = config.engine == EncoderEngine::Native;
+        // The native engine uses llama.cpp's model only for its vocabulary and hyper-parameters,
+        // so it opens the full-precision file every conversion starts from. (Not `vocab_only`:
+        // that skips the hyper-parameters, and BERT's tokenizer then adds a second [SEP].)
+        // The file is memory-mapped and its weights are never read, so they cost no memory.
+        let precision = if native_engine {
+            Precision::F32
+        } else {
+            config.precision
+        };
+        let gguf = convert::gguf_for(dir, precision).map_err(|e| model_err(dir, e.to_string()))?;
         let model = LlamaModel::load_from_file(backend, &gguf, &LlamaModelParams::default())
-            .map_err(|e| LoadError::Model {
-                path: gguf.display().to_string(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| model_err(&gguf, e.to_string()))?;
         let model = Arc::new(model);
         let labels = convert::classifier_labels(dir).map_err(|e| LoadError::Model {
             path: dir.display().to_string(),
@@ -104,6 +141,15 @@ impl LlamaEncoder {
         let threads = match config.threads {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get() as u32),
             n => n,
+        };
+        let native = if native_engine {
+            let converted = convert::convert(dir).map_err(|e| model_err(dir, e.to_string()))?;
+            let bf16 = config.precision == Precision::Bf16 && native::bf16_supported();
+            let model = NativeBert::new(&converted, bf16, threads as usize)
+                .map_err(|e| model_err(dir, e))?;
+            Some(model)
+        } else {
+            None
         };
         let threads = i32::try_from(threads).unwrap_or(2);
         let batch_tokens = u32::try_from(context_tokens).unwrap_or(512);
@@ -140,7 +186,13 @@ impl LlamaEncoder {
                     max_seqs,
                     normalize,
                 };
-                run(thread_model, params, limits, jobs, ready_tx)
+                match native {
+                    Some(native) => {
+                        let _ = ready_tx.send(Ok(()));
+                        pack_batches(|inputs| native.forward(inputs), &limits, jobs);
+                    }
+                    None => run_llama(&thread_model, params, &limits, jobs, ready_tx),
+                }
             })
             .map_err(|e| LoadError::Context(e.to_string()))?;
         ready_rx
@@ -184,7 +236,7 @@ impl LlamaEncoder {
     }
 }
 
-impl TextEncoder for LlamaEncoder {
+impl TextEncoder for BertEncoder {
     fn info(&self) -> &EncoderInfo {
         &self.info
     }
@@ -330,34 +382,61 @@ struct Limits {
     normalize: bool,
 }
 
-fn run(
-    model: Arc<LlamaModel>,
+/// Runs batches on a llama.cpp context made on this thread (contexts stay on one thread).
+fn run_llama(
+    model: &LlamaModel,
     params: LlamaContextParams,
-    limits: Limits,
-    mut jobs: mpsc::Receiver<Job>,
+    limits: &Limits,
+    jobs: mpsc::Receiver<Job>,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
-    let backend = match backend() {
-        Ok(b) => b,
-        Err(e) => {
-            let _ = ready.send(Err(e.to_string()));
-            return;
-        }
-    };
-    let mut ctx = match model.new_context(backend, params) {
+    let context = backend().map_err(|e| e.to_string()).and_then(|backend| {
+        model
+            .new_context(backend, params)
+            .map_err(|e| e.to_string())
+    });
+    let mut ctx = match context {
         Ok(ctx) => ctx,
         Err(e) => {
-            let _ = ready.send(Err(e.to_string()));
+            let _ = ready.send(Err(e));
             return;
         }
     };
     let _ = ready.send(Ok(()));
+    let mut batch = LlamaBatch::new(limits.capacity, 1);
+    let forward = |inputs: &[&[u32]]| -> Result<Vec<Vec<f32>>, String> {
+        batch.clear();
+        for (seq, tokens) in inputs.iter().enumerate() {
+            for (pos, &token) in tokens.iter().enumerate() {
+                batch
+                    .add(LlamaToken(token as i32), pos as i32, &[seq as i32], true)
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        ctx.decode(&mut batch).map_err(|e| e.to_string())?;
+        (0..inputs.len())
+            .map(|seq| {
+                ctx.embeddings_seq_ith(seq as i32)
+                    .map(<[f32]>::to_vec)
+                    .map_err(|e| e.to_string())
+            })
+            .collect()
+    };
+    pack_batches(forward, limits, jobs);
+}
 
+/// The batching loop: takes queued jobs, packs their inputs in arrival order into batches
+/// within the limits, runs `forward` (one output per input) and answers each job when all its
+/// inputs are done. Returns when the queue closes.
+fn pack_batches(
+    mut forward: impl FnMut(&[&[u32]]) -> Result<Vec<Vec<f32>>, String>,
+    limits: &Limits,
+    mut jobs: mpsc::Receiver<Job>,
+) {
     let mut next_job: u64 = 0;
     let mut pending: HashMap<u64, Pending> = HashMap::new();
     // (job, input index, tokens), in arrival order.
     let mut queue: VecDeque<(u64, usize, Vec<u32>)> = VecDeque::new();
-    let mut batch = LlamaBatch::new(limits.capacity, 1);
 
     loop {
         let mut admit = |job: Job, queue: &mut VecDeque<(u64, usize, Vec<u32>)>| {
@@ -389,7 +468,6 @@ fn run(
         pending.retain(|_, p| p.reply.as_ref().is_some_and(|r| !r.is_closed()));
         queue.retain(|(id, _, _)| pending.contains_key(id));
 
-        batch.clear();
         let mut members = Vec::new();
         let mut used = 0usize;
         while let Some((_, _, tokens)) = queue.front() {
@@ -397,40 +475,38 @@ fn run(
             if members.len() == limits.max_seqs || over_budget {
                 break;
             }
-            let Some((id, index, tokens)) = queue.pop_front() else {
+            let Some(member) = queue.pop_front() else {
                 break;
             };
-            let seq = members.len() as i32;
-            for (pos, &token) in tokens.iter().enumerate() {
-                let _ = batch.add(LlamaToken(token as i32), pos as i32, &[seq], true);
-            }
-            used += tokens.len();
-            members.push((id, index));
+            used += member.2.len();
+            members.push(member);
         }
         if members.is_empty() {
             continue;
         }
-        let outcome = ctx.decode(&mut batch);
-        for (seq, (id, index)) in members.into_iter().enumerate() {
-            let Some(job) = pending.get_mut(&id) else {
-                continue;
-            };
-            let vector = match &outcome {
-                Ok(()) => ctx
-                    .embeddings_seq_ith(seq as i32)
-                    .map(|v| {
-                        if limits.normalize {
-                            normalise(v)
-                        } else {
-                            v.to_vec()
-                        }
-                    })
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            match vector {
-                Ok(v) => {
-                    job.results[index] = Some(v);
+        let inputs: Vec<&[u32]> = members.iter().map(|(_, _, t)| t.as_slice()).collect();
+        let outcome = forward(&inputs).and_then(|outputs| {
+            if outputs.len() == members.len() {
+                Ok(outputs)
+            } else {
+                Err(format!(
+                    "{} outputs for {} inputs",
+                    outputs.len(),
+                    members.len()
+                ))
+            }
+        });
+        match outcome {
+            Ok(outputs) => {
+                for ((id, index, _), output) in members.into_iter().zip(outputs) {
+                    let Some(job) = pending.get_mut(&id) else {
+                        continue;
+                    };
+                    job.results[index] = Some(if limits.normalize {
+                        normalise(&output)
+                    } else {
+                        output
+                    });
                     job.remaining -= 1;
                     if job.remaining == 0 {
                         if let Some(job) = pending.remove(&id) {
@@ -441,10 +517,12 @@ fn run(
                         }
                     }
                 }
-                Err(message) => {
+            }
+            Err(message) => {
+                for (id, _, _) in members {
                     if let Some(job) = pending.remove(&id) {
                         if let Some(reply) = job.reply {
-                            let _ = reply.send(Err(EncoderError::Engine(message)));
+                            let _ = reply.send(Err(EncoderError::Engine(message.clone())));
                         }
                     }
                 }

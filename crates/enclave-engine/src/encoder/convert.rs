@@ -338,7 +338,45 @@ fn sentence_pooling(dir: &Path) -> Result<u32, ConvertError> {
     }
 }
 
+/// A model converted to llama.cpp's BERT layout, before it is written: GGUF metadata (the
+/// hyper-parameters, vocabulary and head) and full-precision tensors under llama.cpp's names.
+pub(crate) struct Converted {
+    pub metadata: Vec<(&'static str, Value)>,
+    pub tensors: Vec<Tensor>,
+}
+
+impl Converted {
+    pub fn u32(&self, key: &str) -> Option<u32> {
+        self.metadata.iter().find_map(|(k, v)| match v {
+            Value::U32(x) if *k == key => Some(*x),
+            _ => None,
+        })
+    }
+
+    pub fn f32(&self, key: &str) -> Option<f32> {
+        self.metadata.iter().find_map(|(k, v)| match v {
+            Value::F32(x) if *k == key => Some(*x),
+            _ => None,
+        })
+    }
+
+    pub fn tensor(&self, name: &str) -> Option<&Tensor> {
+        self.tensors.iter().find(|t| t.name == name)
+    }
+}
+
 fn write_f32_gguf(dir: &Path, out: &Path) -> Result<(), ConvertError> {
+    let converted = convert(dir)?;
+    gguf::write(out, &converted.metadata, &converted.tensors).map_err(|source| {
+        ConvertError::Write {
+            path: out.display().to_string(),
+            source,
+        }
+    })
+}
+
+/// Reads and converts the BERT-family model in `dir` (see the module's documentation).
+pub(crate) fn convert(dir: &Path) -> Result<Converted, ConvertError> {
     let config_path = dir.join("config.json");
     let config = read_json(&config_path)?;
     let labels = labels_of(&config);
@@ -467,15 +505,12 @@ fn write_f32_gguf(dir: &Path, out: &Path) -> Result<(), ConvertError> {
         ("tokenizer.ggml.token_type_count", Value::U32(type_count)),
         (PAIR_STYLE_KEY, Value::Str(pair_style.into())),
     ];
-    let metadata: Vec<(&str, Value)> = metadata
+    let metadata = metadata
         .into_iter()
         .chain(vocab.into_metadata())
         .chain(head)
         .collect();
-    gguf::write(out, &metadata, &tensors).map_err(|source| ConvertError::Write {
-        path: out.display().to_string(),
-        source,
-    })
+    Ok(Converted { metadata, tensors })
 }
 
 /// Joins each layer's query, key and value projections into one `attn_qkv` tensor (rows of Q,

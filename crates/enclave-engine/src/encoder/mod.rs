@@ -6,11 +6,12 @@
 mod batcher;
 pub mod convert;
 mod gguf;
+mod native;
 mod vocab;
 
 use tokio::sync::oneshot;
 
-pub use batcher::{EncoderConfig, LlamaEncoder};
+pub use batcher::{BertEncoder, EncoderConfig, EncoderEngine};
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum EncoderError {
