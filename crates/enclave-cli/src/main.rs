@@ -14,7 +14,7 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use enclave_engine::catalog::{self, CATALOG};
 use enclave_engine::encoder::convert::Precision;
-use enclave_engine::encoder::{EncoderConfig, EncoderEngine};
+use enclave_engine::encoder::{fastest_precision, EncoderConfig, EncoderEngine};
 use enclave_engine::pull;
 use enclave_engine::EngineConfig;
 
@@ -79,8 +79,8 @@ pub struct EngineArgs {
     /// Embedding models: tokens packed into one forward pass.
     #[arg(long, env = "ENCLAVE_MAX_BATCH_TOKENS", default_value_t = 256)]
     pub max_batch_tokens: usize,
-    /// Encoder models: weight precision (auto = bf16 where the CPU has AVX-512 BF16, else q8;
-    /// q8 = 8-bit blocks; f32 = full precision).
+    /// Encoder models: weight precision (auto = bf16 where the CPU has AVX-512 BF16, else f32
+    /// where it has AVX2, else q8; q8 = 8-bit blocks, llama.cpp only).
     #[arg(long, env = "ENCLAVE_ENCODER_PRECISION", default_value = "auto", value_parser = ["auto", "bf16", "q8", "f32"])]
     pub encoder_precision: String,
     /// Encoder models: what runs the forward pass (native = Enclave's own; llama = llama.cpp's
@@ -109,7 +109,7 @@ impl EngineArgs {
             "f32" => Precision::F32,
             "bf16" => Precision::Bf16,
             "q8" => Precision::Q8,
-            _ => Precision::fastest(),
+            _ => fastest_precision(),
         };
         EncoderConfig {
             max_batch_tokens: self.max_batch_tokens,

@@ -53,14 +53,32 @@ pub enum EncoderEngine {
 
 impl EncoderEngine {
     /// The faster engine for `precision` on this CPU, as measured (docs/benchmarks.md): the
-    /// native engine where it multiplies bf16 natively (1.7× ONNX Runtime, 1.35× llama.cpp's
-    /// bf16), llama.cpp otherwise (its fp32 and 8-bit kernels beat the native fp32 path).
+    /// native engine wherever it has a vector kernel for the precision (bf16: AVX-512 BF16;
+    /// f32: AVX-512F or AVX2+FMA), llama.cpp for 8-bit weights and on other CPUs.
     pub fn fastest(precision: Precision) -> Self {
-        if precision == Precision::Bf16 && native::bf16_supported() {
+        let native = match precision {
+            Precision::Bf16 => native::bf16_supported(),
+            Precision::F32 => native::f32_vectorised(),
+            Precision::Q8 => false,
+        };
+        if native {
             EncoderEngine::Native
         } else {
             EncoderEngine::Llama
         }
+    }
+}
+
+/// The fastest precision on this CPU that keeps embeddings within cosine 0.999 of full
+/// precision: bf16 with AVX-512 BF16 (cosine 0.99998 on MiniLM), else f32 where the native
+/// engine has fp32 vector kernels, else llama.cpp's 8-bit blocks (cosine 0.9994).
+pub fn fastest_precision() -> Precision {
+    if native::bf16_supported() {
+        Precision::Bf16
+    } else if native::f32_vectorised() {
+        Precision::F32
+    } else {
+        Precision::Q8
     }
 }
 
@@ -71,8 +89,8 @@ impl Default for EncoderConfig {
             max_batch_sequences: 64,
             max_concurrent_requests: 512,
             threads: 0,
-            precision: Precision::fastest(),
-            engine: EncoderEngine::fastest(Precision::fastest()),
+            precision: fastest_precision(),
+            engine: EncoderEngine::fastest(fastest_precision()),
         }
     }
 }
@@ -144,7 +162,7 @@ impl BertEncoder {
         };
         let native = if native_engine {
             let converted = convert::convert(dir).map_err(|e| model_err(dir, e.to_string()))?;
-            let bf16 = config.precision == Precision::Bf16 && native::bf16_supported();
+            let bf16 = config.precision == Precision::Bf16;
             let model = NativeBert::new(&converted, bf16, threads as usize)
                 .map_err(|e| model_err(dir, e))?;
             Some(model)

@@ -55,25 +55,13 @@ pub(super) fn input_err(path: &Path, reason: impl ToString) -> ConvertError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Precision {
     F32,
-    /// bfloat16 weights; llama.cpp multiplies them with the CPU's AVX-512 BF16 dot products.
+    /// bfloat16 weights, multiplied with the CPU's AVX-512 BF16 dot products.
     Bf16,
     /// 8-bit blocks of 32 (llama.cpp's Q8_0).
     Q8,
 }
 
 impl Precision {
-    /// The fastest precision on this CPU that keeps embeddings within cosine 0.999 of full
-    /// precision. With AVX-512 BF16, bf16 beats Q8_0 (whose per-block rescaling dominates its
-    /// matrix products) and is also closer to fp32 (cosine 0.99998 vs 0.9993 on MiniLM); without
-    /// it llama.cpp has no fast bf16 kernel, and Q8_0 is fastest (docs/benchmarks.md).
-    pub fn fastest() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512bf16") {
-            return Precision::Bf16;
-        }
-        Precision::Q8
-    }
-
     /// The cached file's name. The converter's version is part of it, so a conversion made by an
     /// older converter (v1 wrote no special-token ids nor pooling) is made again, not reused.
     fn file_name(self) -> &'static str {

@@ -11,7 +11,7 @@ mod vocab;
 
 use tokio::sync::oneshot;
 
-pub use batcher::{BertEncoder, EncoderConfig, EncoderEngine};
+pub use batcher::{fastest_precision, BertEncoder, EncoderConfig, EncoderEngine};
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum EncoderError {

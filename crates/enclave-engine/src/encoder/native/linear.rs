@@ -1,45 +1,104 @@
-//! Dense layers `y = x·Wᵀ + b` for the native encoder. Weights are packed once at load: as
-//! bfloat16 pairs for the CPU's AVX-512 BF16 dot products (two multiply-adds per lane per
-//! instruction, accumulated in fp32 over the whole row), or kept in fp32 for the `gemm` crate's
-//! kernels on any other CPU.
+//! Dense layers `y = x·Wᵀ + b` for the native encoder. Weights are packed once at load for the
+//! fastest kernel the CPU has ([`Kernel`]): bfloat16 pairs for AVX-512 BF16 dot products (two
+//! multiply-adds per lane per instruction, accumulated in fp32 over the whole row), fp32 panels
+//! for AVX-512F or AVX2+FMA, or plain rows for the `gemm` crate on any other CPU.
 
-/// Output columns per packed panel: one 512-bit register of fp32 lanes.
+#[cfg(target_arch = "x86_64")]
+use super::kernels::{self, Operands, PANEL};
+
+/// Output columns per packed panel (the kernels' register width in fp32 lanes).
+#[cfg(not(target_arch = "x86_64"))]
 const PANEL: usize = 16;
+
+/// The matrix kernel the weights are packed for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    /// bfloat16 weights and inputs, fp32 sums (AVX-512 BF16).
+    Bf16,
+    /// fp32 with 512-bit registers (AVX-512F).
+    F32x16,
+    /// fp32 with 256-bit registers (AVX2 + FMA).
+    F32x8,
+    /// fp32 through the `gemm` crate (any CPU).
+    Portable,
+}
+
+impl Kernel {
+    /// The fastest kernel this CPU runs: bf16 when `bf16` is asked for and supported, else fp32.
+    pub fn detect(bf16: bool) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            if bf16 && has!("avx512f") && has!("avx512bf16") {
+                return Kernel::Bf16;
+            }
+            if has!("avx512f") {
+                return Kernel::F32x16;
+            }
+            if has!("avx2") && has!("fma") {
+                return Kernel::F32x8;
+            }
+        }
+        let _ = bf16;
+        Kernel::Portable
+    }
+}
+
+/// True where the CPU multiplies bfloat16 natively (AVX-512 BF16).
+pub fn bf16_supported() -> bool {
+    Kernel::detect(true) == Kernel::Bf16
+}
+
+/// True where the CPU has an fp32 vector kernel here (AVX-512F or AVX2+FMA).
+pub fn f32_vectorised() -> bool {
+    Kernel::detect(false) != Kernel::Portable
+}
 
 /// A dense layer of `outputs × inputs` weights and `outputs` biases.
 pub struct Linear {
     inputs: usize,
     outputs: usize,
+    kernel: Kernel,
     weights: Weights,
     bias: Vec<f32>,
 }
 
 enum Weights {
-    /// Row-major `outputs × inputs`.
-    F32(Vec<f32>),
+    /// Row-major `outputs × inputs` (the portable kernel).
+    Rows(Vec<f32>),
+    /// Panels of [`PANEL`] output columns, in each the column's weights for every input.
+    F32Panels(Vec<f32>),
     /// Panels of [`PANEL`] output columns; in each, for every pair of inputs, one `u32` per
     /// column holding the two bfloat16 weights (lower half: the even input).
-    Bf16(Vec<u32>),
+    Bf16Panels(Vec<u32>),
 }
 
 impl Linear {
-    /// `weights` row-major `outputs × inputs`; `bias` of `outputs` values or empty (none).
-    /// `bf16` packs the weights for AVX-512 BF16 (the caller checks the CPU has it).
-    pub fn new(weights: &[f32], bias: &[f32], outputs: usize, bf16: bool) -> Self {
+    /// `weights` row-major `outputs × inputs`; `bias` of `outputs` values or empty (none);
+    /// `kernel` from [`Kernel::detect`].
+    pub fn new(weights: &[f32], bias: &[f32], outputs: usize, kernel: Kernel) -> Self {
         let inputs = weights.len().checked_div(outputs).unwrap_or(0);
         let bias = if bias.is_empty() {
             vec![0.0; outputs]
         } else {
             bias.to_vec()
         };
-        let weights = if bf16 {
-            Weights::Bf16(pack_bf16(weights, outputs, inputs))
-        } else {
-            Weights::F32(weights.to_vec())
+        let weights = match kernel {
+            Kernel::Bf16 => Weights::Bf16Panels(pack(outputs, inputs.div_ceil(2), |n, k| {
+                bf16_pair(
+                    weight(weights, outputs, inputs, n, 2 * k),
+                    weight(weights, outputs, inputs, n, 2 * k + 1),
+                )
+            })),
+            Kernel::F32x16 | Kernel::F32x8 => Weights::F32Panels(pack(outputs, inputs, |n, k| {
+                weight(weights, outputs, inputs, n, k)
+            })),
+            Kernel::Portable => Weights::Rows(weights.to_vec()),
         };
         Self {
             inputs,
             outputs,
+            kernel,
             weights,
             bias,
         }
@@ -61,69 +120,115 @@ impl Linear {
             return out;
         }
         match &self.weights {
-            Weights::F32(w) => {
-                // SAFETY: every pointer covers its matrix under the strides given: x is
-                // rows × inputs, w is outputs × inputs (read as its transpose), out is
-                // rows × outputs; the buffers do not overlap.
+            Weights::Rows(w) => {
+                portable(x, w, &mut out, rows, self.outputs, self.inputs, &self.bias)
+            }
+            #[cfg(target_arch = "x86_64")]
+            Weights::F32Panels(w) => {
+                let ops = Operands {
+                    a: x,
+                    w,
+                    bias: &self.bias,
+                    out: &mut out,
+                    rows,
+                    outputs: self.outputs,
+                    depth: self.inputs,
+                };
+                // SAFETY: panels are packed only for a kernel `Kernel::detect` found on this
+                // CPU, and the operands have the sizes they declare.
                 unsafe {
-                    gemm::gemm(
-                        rows,
-                        self.outputs,
-                        self.inputs,
-                        out.as_mut_ptr(),
-                        1,
-                        self.outputs as isize,
-                        false,
-                        x.as_ptr(),
-                        1,
-                        self.inputs as isize,
-                        w.as_ptr(),
-                        self.inputs as isize,
-                        1,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
-                }
-                for row in out.chunks_exact_mut(self.outputs) {
-                    for (y, b) in row.iter_mut().zip(&self.bias) {
-                        *y += b;
+                    if self.kernel == Kernel::F32x16 {
+                        kernels::matmul_f32_512(ops)
+                    } else {
+                        kernels::matmul_f32_256(ops)
                     }
                 }
             }
-            Weights::Bf16(panels) => {
-                let pairs = self.inputs.div_ceil(2);
-                let a = to_bf16_pairs(x, rows, self.inputs, pairs);
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: Bf16 weights are only packed where the CPU has AVX-512 BF16
-                // (`bf16_supported`), and the buffers have the sizes the kernel reads.
-                unsafe {
-                    bf16::matmul(&a, panels, &self.bias, &mut out, rows, self.outputs, pairs);
-                }
-                #[cfg(not(target_arch = "x86_64"))]
-                {
-                    let _ = (a, panels);
-                    unreachable!("bf16 weights are packed only on x86_64");
-                }
+            #[cfg(target_arch = "x86_64")]
+            Weights::Bf16Panels(w) => {
+                let depth = self.inputs.div_ceil(2);
+                let a = to_bf16_pairs(x, rows, self.inputs, depth);
+                let ops = Operands {
+                    a: &a,
+                    w,
+                    bias: &self.bias,
+                    out: &mut out,
+                    rows,
+                    outputs: self.outputs,
+                    depth,
+                };
+                // SAFETY: as above; bf16 panels exist only where the CPU has AVX-512 BF16.
+                unsafe { kernels::matmul_bf16(ops) }
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            Weights::F32Panels(_) | Weights::Bf16Panels(_) => {
+                unreachable!("panels are packed only on x86_64")
             }
         }
         out
     }
 }
 
-/// True where the CPU multiplies bfloat16 natively (AVX-512 BF16).
-pub fn bf16_supported() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bf16")
+/// Weight `(n, k)` of a row-major `outputs × inputs` matrix, zero outside it (panel padding).
+fn weight(w: &[f32], outputs: usize, inputs: usize, n: usize, k: usize) -> f32 {
+    if n < outputs && k < inputs {
+        w[n * inputs + k]
+    } else {
+        0.0
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
+}
+
+/// Lays `value(n, k)` out in panels of [`PANEL`] columns × `depth`.
+fn pack<T>(outputs: usize, depth: usize, value: impl Fn(usize, usize) -> T) -> Vec<T> {
+    let panels = outputs.div_ceil(PANEL);
+    let mut out = Vec::with_capacity(panels * depth * PANEL);
+    for panel in 0..panels {
+        for k in 0..depth {
+            out.extend((0..PANEL).map(|col| value(panel * PANEL + col, k)));
+        }
+    }
+    out
+}
+
+/// `out = x·wᵀ + bias` through the `gemm` crate.
+fn portable(
+    x: &[f32],
+    w: &[f32],
+    out: &mut [f32],
+    rows: usize,
+    outputs: usize,
+    inputs: usize,
+    bias: &[f32],
+) {
+    // SAFETY: every pointer covers its matrix under the strides given: x is rows × inputs, w is
+    // outputs × inputs (read as its transpose), out is rows × outputs; no buffers overlap.
+    unsafe {
+        gemm::gemm(
+            rows,
+            outputs,
+            inputs,
+            out.as_mut_ptr(),
+            1,
+            outputs as isize,
+            false,
+            x.as_ptr(),
+            1,
+            inputs as isize,
+            w.as_ptr(),
+            inputs as isize,
+            1,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+    for row in out.chunks_exact_mut(outputs) {
+        for (y, b) in row.iter_mut().zip(bias) {
+            *y += b;
+        }
     }
 }
 
@@ -149,152 +254,6 @@ fn to_bf16_pairs(x: &[f32], rows: usize, inputs: usize, pairs: usize) -> Vec<u32
         }
     }
     out
-}
-
-/// Packs row-major `outputs × inputs` weights into panels (see [`Weights::Bf16`]); columns past
-/// `outputs` in the last panel are zero.
-fn pack_bf16(w: &[f32], outputs: usize, inputs: usize) -> Vec<u32> {
-    let pairs = inputs.div_ceil(2);
-    let panels = outputs.div_ceil(PANEL);
-    let weight = |n: usize, k: usize| {
-        if n < outputs && k < inputs {
-            w[n * inputs + k]
-        } else {
-            0.0
-        }
-    };
-    let mut out = Vec::with_capacity(panels * pairs * PANEL);
-    for panel in 0..panels {
-        for pair in 0..pairs {
-            for col in 0..PANEL {
-                let n = panel * PANEL + col;
-                out.push(bf16_pair(weight(n, 2 * pair), weight(n, 2 * pair + 1)));
-            }
-        }
-    }
-    out
-}
-
-#[cfg(target_arch = "x86_64")]
-mod bf16 {
-    use std::arch::x86_64::*;
-
-    use super::PANEL;
-
-    /// Rows of the output computed together (8 rows × 2 panels = 16 accumulator registers).
-    const ROWS: usize = 8;
-
-    /// `out = a·wᵀ + bias`: `a` is `rows × pairs` bfloat16 pairs, `w` packed panels.
-    #[target_feature(enable = "avx512f,avx512bf16")]
-    pub(super) unsafe fn matmul(
-        a: &[u32],
-        w: &[u32],
-        bias: &[f32],
-        out: &mut [f32],
-        rows: usize,
-        outputs: usize,
-        pairs: usize,
-    ) {
-        let panels = outputs.div_ceil(PANEL);
-        let mut panel = 0;
-        while panel < panels {
-            let width = if panel + 1 < panels { 2 } else { 1 };
-            let mut row = 0;
-            while row < rows {
-                let count = (rows - row).min(ROWS);
-                let tile = Tile {
-                    a: &a[row * pairs..],
-                    w: &w[panel * pairs * PANEL..],
-                    pairs,
-                    row,
-                    column: panel * PANEL,
-                };
-                match (count, width) {
-                    (ROWS, 2) => kernel::<ROWS, 2>(&tile, bias, out, outputs),
-                    (_, 2) => kernel_rows::<2>(count, &tile, bias, out, outputs),
-                    _ => kernel_rows::<1>(count, &tile, bias, out, outputs),
-                }
-                row += count;
-            }
-            panel += width;
-        }
-    }
-
-    /// 32 bfloat16 values, as the BF16 instructions type them.
-    #[inline(always)]
-    fn as_bf16(v: __m512i) -> __m512bh {
-        // SAFETY: both are 512-bit vectors; any bit pattern is a valid value of either.
-        unsafe { std::mem::transmute::<__m512i, __m512bh>(v) }
-    }
-
-    /// Where one block of the output starts.
-    struct Tile<'a> {
-        a: &'a [u32],
-        w: &'a [u32],
-        pairs: usize,
-        row: usize,
-        column: usize,
-    }
-
-    /// The last rows (fewer than [`ROWS`]), one row count per instantiation.
-    #[target_feature(enable = "avx512f,avx512bf16")]
-    unsafe fn kernel_rows<const P: usize>(
-        count: usize,
-        tile: &Tile,
-        bias: &[f32],
-        out: &mut [f32],
-        outputs: usize,
-    ) {
-        match count {
-            1 => kernel::<1, P>(tile, bias, out, outputs),
-            2 => kernel::<2, P>(tile, bias, out, outputs),
-            3 => kernel::<3, P>(tile, bias, out, outputs),
-            4 => kernel::<4, P>(tile, bias, out, outputs),
-            5 => kernel::<5, P>(tile, bias, out, outputs),
-            6 => kernel::<6, P>(tile, bias, out, outputs),
-            7 => kernel::<7, P>(tile, bias, out, outputs),
-            _ => kernel::<8, P>(tile, bias, out, outputs),
-        }
-    }
-
-    /// `R` rows × `P` panels of the output, accumulated over every input pair in registers.
-    #[target_feature(enable = "avx512f,avx512bf16")]
-    #[inline]
-    unsafe fn kernel<const R: usize, const P: usize>(
-        tile: &Tile,
-        bias: &[f32],
-        out: &mut [f32],
-        outputs: usize,
-    ) {
-        let mut acc = [[_mm512_setzero_ps(); P]; R];
-        let a = tile.a.as_ptr();
-        let w = tile.w.as_ptr();
-        for k in 0..tile.pairs {
-            let mut b = [_mm512_setzero_si512(); P];
-            for (p, b) in b.iter_mut().enumerate() {
-                *b = _mm512_loadu_si512(w.add((p * tile.pairs + k) * PANEL).cast());
-            }
-            for (r, acc) in acc.iter_mut().enumerate() {
-                let x = _mm512_set1_epi32(*a.add(r * tile.pairs + k) as i32);
-                for (acc, b) in acc.iter_mut().zip(&b) {
-                    *acc = _mm512_dpbf16_ps(*acc, as_bf16(x), as_bf16(*b));
-                }
-            }
-        }
-        for (p, column) in (0..P).map(|p| (p, tile.column + p * PANEL)) {
-            let valid = outputs.saturating_sub(column).min(PANEL);
-            let mask: __mmask16 = if valid == PANEL {
-                0xFFFF
-            } else {
-                (1u16 << valid) - 1
-            };
-            let b = _mm512_maskz_loadu_ps(mask, bias.as_ptr().add(column));
-            for (r, acc) in acc.iter().enumerate() {
-                let dst = out.as_mut_ptr().add((tile.row + r) * outputs + column);
-                _mm512_mask_storeu_ps(dst, mask, _mm512_add_ps(acc[p], b));
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -325,8 +284,27 @@ mod tests {
             .collect()
     }
 
+    /// Every kernel this CPU can run.
+    fn kernels_here() -> Vec<Kernel> {
+        let mut kernels = vec![Kernel::Portable];
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx2") && has!("fma") {
+                kernels.push(Kernel::F32x8);
+            }
+            if has!("avx512f") {
+                kernels.push(Kernel::F32x16);
+            }
+        }
+        if Kernel::detect(true) == Kernel::Bf16 {
+            kernels.push(Kernel::Bf16);
+        }
+        kernels
+    }
+
     #[test]
-    fn both_weight_layouts_match_a_plain_product_on_ragged_shapes() {
+    fn every_kernel_matches_a_plain_product_on_ragged_shapes() {
         // Odd inputs, outputs that do not fill a panel, rows that do not fill a tile.
         for (rows, inputs, outputs) in [
             (1, 1, 1),
@@ -334,19 +312,16 @@ mod tests {
             (9, 33, 17),
             (17, 64, 48),
             (8, 384, 40),
+            (13, 96, 64),
         ] {
             let x = values(rows * inputs, 1);
             let w = values(outputs * inputs, 2);
             let b = values(outputs, 3);
             let expected = naive(&x, &w, &b, rows, outputs);
-            let mut layouts = vec![false];
-            if bf16_supported() {
-                layouts.push(true);
-            }
-            for bf16 in layouts {
-                let got = Linear::new(&w, &b, outputs, bf16).forward(&x, rows);
+            for kernel in kernels_here() {
+                let got = Linear::new(&w, &b, outputs, kernel).forward(&x, rows);
                 // bfloat16 keeps 8 bits of mantissa: about 0.4% of each product.
-                let tolerance = if bf16 {
+                let tolerance = if kernel == Kernel::Bf16 {
                     0.02 * (inputs as f32).sqrt()
                 } else {
                     1e-4
@@ -354,7 +329,7 @@ mod tests {
                 for (g, e) in got.iter().zip(&expected) {
                     assert!(
                         (g - e).abs() < tolerance,
-                        "{rows}x{inputs}x{outputs} bf16={bf16}: {g} vs {e}"
+                        "{rows}x{inputs}x{outputs} {kernel:?}: {g} vs {e}"
                     );
                 }
             }

@@ -3,16 +3,19 @@
 //! classifier head). It exists for speed: attention is computed per input instead of over the
 //! whole packed batch under a mask, GELU and softmax are vectorised, and a batch is split
 //! between threads by input, so the threads never wait on each other inside a layer. Matrix
-//! products use bfloat16 weights where the CPU has AVX-512 BF16, else fp32 ([`linear`]).
+//! products use bfloat16 weights where the CPU has AVX-512 BF16, else fp32 ([`linear`],
+//! [`kernels`]).
 
+#[cfg(target_arch = "x86_64")]
+mod kernels;
 mod linear;
 mod ops;
 
 use super::convert::Converted;
 use super::gguf::Tensor;
-use linear::Linear;
+use linear::{Kernel, Linear};
 
-pub use linear::bf16_supported;
+pub use linear::{bf16_supported, f32_vectorised};
 
 /// How the per-token states become one output (llama.cpp's pooling numbers in the GGUF).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,9 +73,10 @@ fn floats(tensor: &Tensor) -> Vec<f32> {
 }
 
 impl NativeBert {
-    /// Builds the model from converted tensors, packing weights as bfloat16 when `bf16` (the
-    /// caller checks [`bf16_supported`]). `threads` split each batch.
+    /// Builds the model from converted tensors, with bfloat16 weights when `bf16` and the CPU
+    /// supports them (fp32 otherwise). `threads` split each batch.
     pub fn new(model: &Converted, bf16: bool, threads: usize) -> Result<Self, String> {
+        let kernel = Kernel::detect(bf16);
         let key = |k: &str| {
             model
                 .u32(k)
@@ -109,7 +113,7 @@ impl NativeBert {
             let w = tensor(&format!("{name}.weight"))?;
             let b = optional(&format!("{name}.bias"));
             check_shape(name, &w, &b, outputs)?;
-            Ok(Linear::new(&w, &b, outputs, bf16))
+            Ok(Linear::new(&w, &b, outputs, kernel))
         };
         let norm = |name: &str| -> Result<Norm, String> {
             let weight = tensor(&format!("{name}.weight"))?;
@@ -146,7 +150,7 @@ impl NativeBert {
                         });
                     }
                     check_shape(&format!("{p}.attn_qkv"), &w, &b, 3 * hidden)?;
-                    Linear::new(&w, &b, 3 * hidden, bf16)
+                    Linear::new(&w, &b, 3 * hidden, kernel)
                 }
             };
             let ffn_up = linear(&format!("{p}.ffn_up"), key("bert.feed_forward_length")?)?;
