@@ -1,7 +1,7 @@
 //! Dense layers `y = x·Wᵀ + b` for the native encoder. Weights are packed once at load for the
 //! fastest kernel the CPU has ([`Kernel`]): bfloat16 pairs for AVX-512 BF16 dot products (two
 //! multiply-adds per lane per instruction, accumulated in fp32 over the whole row), fp32 panels
-//! for AVX-512F or AVX2+FMA, or plain rows for the `gemm` crate on any other CPU.
+//! for AVX-512F or AVX2+FMA, or plain rows on any other CPU.
 
 #[cfg(target_arch = "x86_64")]
 use super::kernels::{self, Operands, PANEL};
@@ -19,7 +19,7 @@ pub enum Kernel {
     F32x16,
     /// fp32 with 256-bit registers (AVX2 + FMA).
     F32x8,
-    /// fp32 through the `gemm` crate (any CPU).
+    /// fp32 with plain loops (any CPU).
     Portable,
 }
 
@@ -64,7 +64,7 @@ pub struct Linear {
 }
 
 enum Weights {
-    /// Row-major `outputs × inputs` (the portable kernel).
+    /// Row-major `outputs × inputs` (the portable loops).
     Rows(Vec<f32>),
     /// Panels of [`PANEL`] output columns, in each the column's weights for every input.
     F32Panels(Vec<f32>),
@@ -120,9 +120,7 @@ impl Linear {
             return out;
         }
         match &self.weights {
-            Weights::Rows(w) => {
-                portable(x, w, &mut out, rows, self.outputs, self.inputs, &self.bias)
-            }
+            Weights::Rows(w) => portable(x, w, &mut out, self.inputs, &self.bias),
             #[cfg(target_arch = "x86_64")]
             Weights::F32Panels(w) => {
                 let ops = Operands {
@@ -190,44 +188,11 @@ fn pack<T>(outputs: usize, depth: usize, value: impl Fn(usize, usize) -> T) -> V
     out
 }
 
-/// `out = x·wᵀ + bias` through the `gemm` crate.
-fn portable(
-    x: &[f32],
-    w: &[f32],
-    out: &mut [f32],
-    rows: usize,
-    outputs: usize,
-    inputs: usize,
-    bias: &[f32],
-) {
-    // SAFETY: every pointer covers its matrix under the strides given: x is rows × inputs, w is
-    // outputs × inputs (read as its transpose), out is rows × outputs; no buffers overlap.
-    unsafe {
-        gemm::gemm(
-            rows,
-            outputs,
-            inputs,
-            out.as_mut_ptr(),
-            1,
-            outputs as isize,
-            false,
-            x.as_ptr(),
-            1,
-            inputs as isize,
-            w.as_ptr(),
-            inputs as isize,
-            1,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
-    for row in out.chunks_exact_mut(outputs) {
-        for (y, b) in row.iter_mut().zip(bias) {
-            *y += b;
+/// `out = x·wᵀ + bias` with plain loops (dot products over independent lanes vectorise).
+fn portable(x: &[f32], w: &[f32], out: &mut [f32], inputs: usize, bias: &[f32]) {
+    for (x, out) in x.chunks_exact(inputs).zip(out.chunks_exact_mut(bias.len())) {
+        for ((y, w), b) in out.iter_mut().zip(w.chunks_exact(inputs)).zip(bias) {
+            *y = super::ops::dot(x, w) + b;
         }
     }
 }
