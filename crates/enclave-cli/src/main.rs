@@ -76,8 +76,9 @@ pub struct EngineArgs {
     /// Share one KV buffer across all sequences (default: one per sequence).
     #[arg(long, env = "ENCLAVE_UNIFIED_KV")]
     pub unified_kv: bool,
-    /// Embedding models: tokens packed into one forward pass.
-    #[arg(long, env = "ENCLAVE_MAX_BATCH_TOKENS", default_value_t = 256)]
+    /// Encoder models: tokens packed into one forward pass (0 = the engine's best: 512 native,
+    /// 256 llama.cpp).
+    #[arg(long, env = "ENCLAVE_MAX_BATCH_TOKENS", default_value_t = 0)]
     pub max_batch_tokens: usize,
     /// Encoder models: weight precision (auto = bf16 where the CPU has AVX-512 BF16, else f32
     /// where it has AVX2, else q8; q8 = 8-bit blocks, llama.cpp only).

@@ -26,8 +26,9 @@ use crate::llama::{self, backend, LoadError};
 /// How an encoder is run. Zero values mean "pick for me".
 #[derive(Debug, Clone)]
 pub struct EncoderConfig {
-    /// Tokens packed into one forward pass. Attention inside a batch grows with its square, so
-    /// small batches are fastest on CPUs (256 measured best for MiniLM on two cores). A single
+    /// Tokens packed into one forward pass; 0 = the engine's best, measured with MiniLM on two
+    /// cores: 512 native (attention stays within each input), 256 llama.cpp (attention runs
+    /// over the whole batch under a mask, whose cost grows with the batch's square). A single
     /// longer input still runs, up to the model's own limit.
     pub max_batch_tokens: usize,
     /// Most inputs in one forward pass (llama.cpp allows 256).
@@ -36,8 +37,8 @@ pub struct EncoderConfig {
     pub max_concurrent_requests: usize,
     /// CPU threads; 0 = all cores.
     pub threads: u32,
-    /// Weights: the native engine runs bf16 (where the CPU has AVX-512 BF16) or f32 (any other
-    /// precision); llama.cpp runs each as stored.
+    /// Weights: the native engine runs bf16 (where the CPU has AVX-512 BF16) or f32 and
+    /// refuses q8; llama.cpp runs each as stored.
     pub precision: Precision,
     pub engine: EncoderEngine,
 }
@@ -85,7 +86,7 @@ pub fn fastest_precision() -> Precision {
 impl Default for EncoderConfig {
     fn default() -> Self {
         Self {
-            max_batch_tokens: 256,
+            max_batch_tokens: 0,
             max_batch_sequences: 64,
             max_concurrent_requests: 512,
             threads: 0,
@@ -93,6 +94,13 @@ impl Default for EncoderConfig {
             engine: EncoderEngine::fastest(fastest_precision()),
         }
     }
+}
+
+/// A loaded forward pass, before its thread starts.
+enum Engine {
+    Native(NativeBert),
+    /// llama.cpp's context is made on the batching thread itself.
+    Llama(LlamaContextParams),
 }
 
 struct Job {
@@ -122,23 +130,34 @@ impl BertEncoder {
             reason,
         };
         let native_engine = config.engine == EncoderEngine::Native;
-        // The native engine uses llama.cpp's model only for its vocabulary and hyper-parameters,
-        // so it opens the full-precision file every conversion starts from. (Not `vocab_only`:
-        // that skips the hyper-parameters, and BERT's tokenizer then adds a second [SEP].)
-        // The file is memory-mapped and its weights are never read, so they cost no memory.
+        let native_bf16 = match (native_engine, config.precision) {
+            (false, _) | (true, Precision::F32) => false,
+            (true, Precision::Bf16) if native::bf16_supported() => true,
+            (true, Precision::Bf16) => {
+                let reason = "the native engine runs bf16 only on CPUs with AVX-512 BF16; use f32, or the llama engine";
+                return Err(model_err(dir, reason.into()));
+            }
+            (true, Precision::Q8) => {
+                let reason =
+                    "the native engine runs bf16 or f32 weights; q8 runs on the llama engine";
+                return Err(model_err(dir, reason.into()));
+            }
+        };
+        // The native engine takes only the vocabulary and hyper-parameters from llama.cpp's
+        // model, so it opens the full-precision file every conversion starts from without
+        // loading its tensors (`no_alloc`). (Not `vocab_only`: that skips the hyper-parameters,
+        // and BERT's tokenizer then adds a second [SEP].)
         let precision = if native_engine {
             Precision::F32
         } else {
             config.precision
         };
         let gguf = convert::gguf_for(dir, precision).map_err(|e| model_err(dir, e.to_string()))?;
-        let model = LlamaModel::load_from_file(backend, &gguf, &LlamaModelParams::default())
+        let model_params = LlamaModelParams::default().with_no_alloc(native_engine);
+        let model = LlamaModel::load_from_file(backend, &gguf, &model_params)
             .map_err(|e| model_err(&gguf, e.to_string()))?;
         let model = Arc::new(model);
-        let labels = convert::classifier_labels(dir).map_err(|e| LoadError::Model {
-            path: dir.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        let labels = convert::classifier_labels(dir).map_err(|e| model_err(dir, e.to_string()))?;
         let segment_b_offset = model
             .meta_val_str(convert::SEGMENT_B_OFFSET_KEY)
             .ok()
@@ -151,7 +170,11 @@ impl BertEncoder {
             // Mean or first-token pooling, as the converted model says.
             None => (EncoderHead::Embedding, LlamaPoolingType::Unspecified),
         };
-        let max_batch_tokens = config.max_batch_tokens.max(16);
+        let max_batch_tokens = match config.max_batch_tokens {
+            0 if native_engine => 512,
+            0 => 256,
+            n => n.max(16),
+        };
         // One input may be as long as the model allows even when the packing budget is smaller.
         let max_tokens = model.n_ctx_train() as usize;
         let context_tokens = max_batch_tokens.max(max_tokens);
@@ -160,29 +183,28 @@ impl BertEncoder {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get() as u32),
             n => n,
         };
-        let native = if native_engine {
+        let engine = if native_engine {
             let converted = convert::convert(dir).map_err(|e| model_err(dir, e.to_string()))?;
-            let bf16 = config.precision == Precision::Bf16;
-            let model = NativeBert::new(&converted, bf16, threads as usize)
+            let native = NativeBert::new(&converted, native_bf16, threads as usize)
                 .map_err(|e| model_err(dir, e))?;
-            Some(model)
+            Engine::Native(native)
         } else {
-            None
+            let threads = i32::try_from(threads).unwrap_or(2);
+            let batch_tokens = u32::try_from(context_tokens).unwrap_or(512);
+            let params = LlamaContextParams::default()
+                .with_n_ctx(NonZeroU32::new(batch_tokens))
+                .with_n_batch(batch_tokens)
+                .with_n_ubatch(batch_tokens)
+                .with_n_seq_max(max_seqs as u32)
+                .with_n_threads(threads)
+                .with_n_threads_batch(threads)
+                .with_embeddings(true)
+                .with_pooling_type(pooling)
+                // Flash attention skips the masked tiles between packed inputs: without it the
+                // batch's full square of attention is computed (half the speed, measured).
+                .with_flash_attention_policy(llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_ENABLED);
+            Engine::Llama(params)
         };
-        let threads = i32::try_from(threads).unwrap_or(2);
-        let batch_tokens = u32::try_from(context_tokens).unwrap_or(512);
-        let params = LlamaContextParams::default()
-            .with_n_ctx(NonZeroU32::new(batch_tokens))
-            .with_n_batch(batch_tokens)
-            .with_n_ubatch(batch_tokens)
-            .with_n_seq_max(max_seqs as u32)
-            .with_n_threads(threads)
-            .with_n_threads_batch(threads)
-            .with_embeddings(true)
-            .with_pooling_type(pooling)
-            // Flash attention skips the masked tiles between packed inputs: without it the
-            // batch's full square of attention is computed (half the speed, measured).
-            .with_flash_attention_policy(llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_ENABLED);
         let vocab = model.vocab();
         let (cls, sep) = (vocab.bos().0 as u32, vocab.sep().0 as u32);
         let dimensions = match &head {
@@ -204,12 +226,14 @@ impl BertEncoder {
                     max_seqs,
                     normalize,
                 };
-                match native {
-                    Some(native) => {
+                match engine {
+                    Engine::Native(native) => {
                         let _ = ready_tx.send(Ok(()));
                         pack_batches(|inputs| native.forward(inputs), &limits, jobs);
                     }
-                    None => run_llama(&thread_model, params, &limits, jobs, ready_tx),
+                    Engine::Llama(params) => {
+                        run_llama(&thread_model, params, &limits, jobs, ready_tx)
+                    }
                 }
             })
             .map_err(|e| LoadError::Context(e.to_string()))?;
@@ -503,17 +527,21 @@ fn pack_batches(
             continue;
         }
         let inputs: Vec<&[u32]> = members.iter().map(|(_, _, t)| t.as_slice()).collect();
-        let outcome = forward(&inputs).and_then(|outputs| {
-            if outputs.len() == members.len() {
-                Ok(outputs)
-            } else {
-                Err(format!(
-                    "{} outputs for {} inputs",
-                    outputs.len(),
-                    members.len()
-                ))
-            }
-        });
+        // A panic fails this batch only; the loop and the other requests go on.
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| forward(&inputs)));
+        let outcome = run
+            .unwrap_or_else(|_| Err("the encoder failed on this batch".to_string()))
+            .and_then(|outputs| {
+                if outputs.len() == members.len() {
+                    Ok(outputs)
+                } else {
+                    Err(format!(
+                        "{} outputs for {} inputs",
+                        outputs.len(),
+                        members.len()
+                    ))
+                }
+            });
         match outcome {
             Ok(outputs) => {
                 for ((id, index, _), output) in members.into_iter().zip(outputs) {

@@ -377,6 +377,15 @@ pub(crate) fn convert(dir: &Path) -> Result<Converted, ConvertError> {
             )))
         }
     };
+    // Both engines run BERT's GELU; a model trained with another activation would be misread.
+    match config["hidden_act"].as_str().unwrap_or("gelu") {
+        "gelu" => {}
+        other => {
+            return Err(ConvertError::Unsupported(format!(
+                "hidden_act '{other}' (encoders with GELU are converted)"
+            )))
+        }
+    }
     let mut vocab = match family {
         Family::Bert => vocab::wordpiece(dir)?,
         Family::XlmRoberta => vocab::unigram(dir)?,

@@ -104,14 +104,6 @@ impl Linear {
         }
     }
 
-    pub fn inputs(&self) -> usize {
-        self.inputs
-    }
-
-    pub fn outputs(&self) -> usize {
-        self.outputs
-    }
-
     /// `rows` inputs of `self.inputs()` values each (row-major) → `rows × self.outputs()`.
     pub fn forward(&self, x: &[f32], rows: usize) -> Vec<f32> {
         debug_assert_eq!(x.len(), rows * self.inputs);
@@ -199,6 +191,9 @@ fn portable(x: &[f32], w: &[f32], out: &mut [f32], inputs: usize, bias: &[f32]) 
 
 /// fp32 → bfloat16 bits, rounding to nearest even (as the hardware conversion does).
 fn bf16_bits(x: f32) -> u32 {
+    if x.is_nan() {
+        return 0x7FC0;
+    }
     let bits = x.to_bits();
     bits.wrapping_add(0x7FFF + ((bits >> 16) & 1)) >> 16
 }

@@ -1,9 +1,10 @@
-//! The native encoder engine: a BERT-family forward pass in Rust over the converter's tensors
-//! (the same graph llama.cpp's BERT path runs: embeddings, N identical layers, pooling or the
-//! classifier head). It exists for speed: attention is computed per input instead of over the
-//! whole packed batch under a mask, GELU and softmax are vectorised, and a batch is split
-//! between threads by input, so the threads never wait on each other inside a layer. Matrix
-//! products use bfloat16 weights where the CPU has AVX-512 BF16, else fp32 ([`linear`],
+//! The native encoder engine: a BERT-family forward pass in Rust over the converter's tensors,
+//! the graph llama.cpp's BERT path runs (embeddings, N identical layers, pooling or the
+//! classifier head) except for GELU, which is the exact erf form BERT was trained with (llama.cpp
+//! uses the tanh approximation). It exists for speed: attention is computed per input instead of
+//! over the whole packed batch under a mask, GELU and softmax are vectorised, and a batch is
+//! split between threads by input, so the threads never wait on each other inside a layer.
+//! Matrix products use bfloat16 weights where the CPU has AVX-512 BF16, else fp32 ([`linear`],
 //! [`kernels`]).
 
 #[cfg(target_arch = "x86_64")]
@@ -17,13 +18,12 @@ use linear::{Kernel, Linear};
 
 pub use linear::{bf16_supported, f32_vectorised};
 
-/// How the per-token states become one output (llama.cpp's pooling numbers in the GGUF).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How the per-token states become one output.
 enum Pooling {
     Mean,
     First,
     /// The first token through the classifier head (a cross-encoder).
-    Rank,
+    Classifier(ClassifierHead),
 }
 
 struct Norm {
@@ -60,7 +60,6 @@ pub struct NativeBert {
     embd_norm: Norm,
     layers: Vec<Layer>,
     pooling: Pooling,
-    head: Option<ClassifierHead>,
     threads: usize,
 }
 
@@ -91,12 +90,11 @@ impl NativeBert {
                 "{hidden} hidden units do not split into {heads} heads"
             ));
         }
-        let pooling = match key("bert.pooling_type")? {
-            1 => Pooling::Mean,
-            2 => Pooling::First,
-            4 => Pooling::Rank,
-            other => return Err(format!("pooling type {other} is not supported")),
-        };
+        // llama.cpp's pooling numbers, as the converter wrote them.
+        let pooling_type = key("bert.pooling_type")?;
+        if ![1, 2, 4].contains(&pooling_type) {
+            return Err(format!("pooling type {pooling_type} is not supported"));
+        }
         let eps = model
             .f32("bert.attention.layer_norm_epsilon")
             .unwrap_or(1e-12);
@@ -108,11 +106,11 @@ impl NativeBert {
                 .ok_or_else(|| format!("the model has no tensor {name}"))
         };
         let optional = |name: &str| model.tensor(name).map(floats).unwrap_or_default();
-        // A weight of `outputs` rows with its bias (absent: none).
-        let linear = |name: &str, outputs: usize| -> Result<Linear, String> {
+        // A weight of `outputs × inputs` with its bias (absent: none).
+        let linear = |name: &str, outputs: usize, inputs: usize| -> Result<Linear, String> {
             let w = tensor(&format!("{name}.weight"))?;
             let b = optional(&format!("{name}.bias"));
-            check_shape(name, &w, &b, outputs)?;
+            check_shape(name, &w, &b, outputs, inputs)?;
             Ok(Linear::new(&w, &b, outputs, kernel))
         };
         let norm = |name: &str| -> Result<Norm, String> {
@@ -132,57 +130,56 @@ impl NativeBert {
         let mut token_type = optional("token_types.weight");
         token_type.resize(hidden, 0.0);
 
+        let feed_forward = key("bert.feed_forward_length")?;
         let mut layers = Vec::with_capacity(blocks);
         for block in 0..blocks {
             let p = format!("blk.{block}");
             let qkv = match model.tensor(&format!("{p}.attn_qkv.weight")) {
-                Some(_) => linear(&format!("{p}.attn_qkv"), 3 * hidden)?,
+                Some(_) => linear(&format!("{p}.attn_qkv"), 3 * hidden, hidden)?,
                 // Unfused projections (the converter fuses only where it can): join them here.
                 None => {
                     let (mut w, mut b) = (Vec::new(), Vec::new());
                     for part in ["attn_q", "attn_k", "attn_v"] {
-                        w.extend(tensor(&format!("{p}.{part}.weight"))?);
+                        let weight = tensor(&format!("{p}.{part}.weight"))?;
                         let bias = optional(&format!("{p}.{part}.bias"));
+                        check_shape(&format!("{p}.{part}"), &weight, &bias, hidden, hidden)?;
+                        w.extend(weight);
                         b.extend(if bias.is_empty() {
                             vec![0.0; hidden]
                         } else {
                             bias
                         });
                     }
-                    check_shape(&format!("{p}.attn_qkv"), &w, &b, 3 * hidden)?;
                     Linear::new(&w, &b, 3 * hidden, kernel)
                 }
             };
-            let ffn_up = linear(&format!("{p}.ffn_up"), key("bert.feed_forward_length")?)?;
-            let ffn_down = linear(&format!("{p}.ffn_down"), hidden)?;
-            if qkv.inputs() != hidden || ffn_down.inputs() != ffn_up.outputs() {
-                return Err(format!("layer {block} has inconsistent shapes"));
-            }
             layers.push(Layer {
                 qkv,
-                attn_output: linear(&format!("{p}.attn_output"), hidden)?,
+                attn_output: linear(&format!("{p}.attn_output"), hidden, hidden)?,
                 attn_norm: norm(&format!("{p}.attn_output_norm"))?,
-                ffn_up,
-                ffn_down,
+                ffn_up: linear(&format!("{p}.ffn_up"), feed_forward, hidden)?,
+                ffn_down: linear(&format!("{p}.ffn_down"), hidden, feed_forward)?,
                 output_norm: norm(&format!("{p}.layer_output_norm"))?,
             });
         }
 
-        let head = if pooling == Pooling::Rank {
-            let output = model
-                .tensor("cls.output.weight")
-                .ok_or("a classifier without cls.output.weight")?;
-            let labels = output.dims.get(1).copied().unwrap_or(1) as usize;
-            let dense = match model.tensor("cls.weight") {
-                Some(_) => Some(linear("cls", hidden)?),
-                None => None,
-            };
-            Some(ClassifierHead {
-                dense,
-                output: linear("cls.output", labels)?,
-            })
-        } else {
-            None
+        let pooling = match pooling_type {
+            1 => Pooling::Mean,
+            2 => Pooling::First,
+            _ => {
+                let output = model
+                    .tensor("cls.output.weight")
+                    .ok_or("a classifier without cls.output.weight")?;
+                let labels = output.dims.get(1).copied().unwrap_or(1) as usize;
+                let dense = match model.tensor("cls.weight") {
+                    Some(_) => Some(linear("cls", hidden, hidden)?),
+                    None => None,
+                };
+                Pooling::Classifier(ClassifierHead {
+                    dense,
+                    output: linear("cls.output", labels, hidden)?,
+                })
+            }
         };
 
         Ok(Self {
@@ -197,7 +194,6 @@ impl NativeBert {
             embd_norm: norm("token_embd_norm")?,
             layers,
             pooling,
-            head,
             threads: threads.max(1),
         })
     }
@@ -221,21 +217,19 @@ impl NativeBert {
         if groups.len() <= 1 {
             return Ok(self.forward_group(inputs));
         }
-        let outputs = std::thread::scope(|scope| {
+        std::thread::scope(|scope| {
             let handles: Vec<_> = groups[1..]
                 .iter()
                 .map(|group| scope.spawn(|| self.forward_group(group)))
                 .collect();
             let mut outputs = self.forward_group(groups[0]);
-            for handle in handles {
-                match handle.join() {
-                    Ok(more) => outputs.extend(more),
-                    Err(_) => return Err("an encoder thread panicked".to_string()),
-                }
+            // Every thread is joined, so a panic in one is reported here, not re-raised.
+            let rest: Vec<_> = handles.into_iter().map(|h| h.join()).collect();
+            for more in rest {
+                outputs.extend(more.map_err(|_| "an encoder thread failed".to_string())?);
             }
             Ok(outputs)
-        })?;
-        Ok(outputs)
+        })
     }
 
     fn forward_group(&self, inputs: &[&[u32]]) -> Vec<Vec<f32>> {
@@ -318,7 +312,7 @@ impl NativeBert {
 
     fn pool(&self, states: &[f32], len: usize) -> Vec<f32> {
         let h = self.hidden;
-        match self.pooling {
+        match &self.pooling {
             Pooling::Mean => {
                 let mut mean = vec![0.0f32; h];
                 for row in states.chunks_exact(h) {
@@ -330,10 +324,7 @@ impl NativeBert {
                 mean
             }
             Pooling::First => states[..h].to_vec(),
-            Pooling::Rank => {
-                let Some(head) = &self.head else {
-                    return states[..h].to_vec();
-                };
+            Pooling::Classifier(head) => {
                 let mut first = states[..h].to_vec();
                 if let Some(dense) = &head.dense {
                     first = dense.forward(&first, 1);
@@ -345,9 +336,18 @@ impl NativeBert {
     }
 }
 
-fn check_shape(name: &str, w: &[f32], b: &[f32], outputs: usize) -> Result<(), String> {
-    if outputs == 0 || !w.len().is_multiple_of(outputs) || (!b.is_empty() && b.len() != outputs) {
-        return Err(format!("{name} does not have {outputs} outputs"));
+/// Checks a layer's weight is `outputs × inputs` and its bias (if any) has `outputs` values.
+fn check_shape(
+    name: &str,
+    w: &[f32],
+    b: &[f32],
+    outputs: usize,
+    inputs: usize,
+) -> Result<(), String> {
+    if outputs == 0 || w.len() != outputs * inputs || (!b.is_empty() && b.len() != outputs) {
+        return Err(format!(
+            "{name} is not {outputs} × {inputs} with {outputs} biases"
+        ));
     }
     Ok(())
 }
