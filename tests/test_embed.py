@@ -8,7 +8,7 @@ import numpy as np
 import openai
 import pytest
 
-from conftest import EMBED_MODEL
+from conftest import EMBED_MODEL, start_server
 from bert_reference import MiniLM
 
 SENTENCES = [
@@ -44,10 +44,24 @@ def test_v2_embed_all_types_agree_with_float(co):
 
 
 def test_embeddings_match_full_precision_reference(co):
+    """The session server runs what `auto` picks for this CPU (docs/embeddings.md)."""
     reference = MiniLM()
     response = co.embed(model=EMBED_MODEL, texts=SENTENCES, input_type="search_query", embedding_types=["float"])
     for text, ours in zip(SENTENCES, response.embeddings.float_):
         assert cos(ours, reference.embed(text)) >= 0.999, text
+
+
+@pytest.mark.parametrize("engine,precision", [("llama", "q8"), ("native", "f32")])
+def test_every_engine_and_precision_stays_near_full_precision(engine, precision):
+    """The combinations `auto` does not pick on this CPU, each in its own server."""
+    reference = MiniLM()
+    extra = ["--encoder-engine", engine, "--encoder-precision", precision]
+    with start_server([EMBED_MODEL], extra=extra) as (base_url, key):
+        co = cohere.ClientV2(api_key=key, base_url=base_url)
+        vectors = co.embed(model=EMBED_MODEL, texts=SENTENCES, input_type="search_query",
+                           embedding_types=["float"]).embeddings.float_
+    for text, ours in zip(SENTENCES, vectors):
+        assert cos(ours, reference.embed(text)) >= 0.999, (engine, precision, text)
 
 
 def test_paraphrases_score_higher_than_unrelated_pairs(co):
