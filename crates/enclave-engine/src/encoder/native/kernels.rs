@@ -127,18 +127,76 @@ pub unsafe fn matmul_bf16(mut ops: Operands<u32>) {
 #[target_feature(enable = "avx512f,avx512bf16")]
 #[inline]
 unsafe fn kernel_bf16<const R: usize, const P: usize>(tile: Tile, ops: &mut Operands<u32>) {
+    kernel_512::<Bf16Step, R, P>(tile, ops)
+}
+
+/// What differs between the 512-bit kernels: how a weight vector is loaded, an input value
+/// broadcast, and the two multiplied into fp32 sums. Always inlined into a kernel compiled with
+/// the instruction set it needs.
+trait Step512 {
+    type Elem: Copy;
+    type Vector: Copy;
+    unsafe fn load(ptr: *const Self::Elem) -> Self::Vector;
+    unsafe fn broadcast(value: Self::Elem) -> Self::Vector;
+    unsafe fn madd(acc: __m512, a: Self::Vector, b: Self::Vector) -> __m512;
+}
+
+/// 16 lanes of two bfloat16 each (AVX-512 BF16).
+struct Bf16Step;
+
+impl Step512 for Bf16Step {
+    type Elem = u32;
+    type Vector = __m512bh;
+    #[inline(always)]
+    unsafe fn load(ptr: *const u32) -> __m512bh {
+        as_bf16(_mm512_loadu_si512(ptr.cast()))
+    }
+    #[inline(always)]
+    unsafe fn broadcast(value: u32) -> __m512bh {
+        as_bf16(_mm512_set1_epi32(value as i32))
+    }
+    #[inline(always)]
+    unsafe fn madd(acc: __m512, a: __m512bh, b: __m512bh) -> __m512 {
+        _mm512_dpbf16_ps(acc, a, b)
+    }
+}
+
+/// 16 fp32 lanes (AVX-512F).
+struct F32Step;
+
+impl Step512 for F32Step {
+    type Elem = f32;
+    type Vector = __m512;
+    #[inline(always)]
+    unsafe fn load(ptr: *const f32) -> __m512 {
+        _mm512_loadu_ps(ptr)
+    }
+    #[inline(always)]
+    unsafe fn broadcast(value: f32) -> __m512 {
+        _mm512_set1_ps(value)
+    }
+    #[inline(always)]
+    unsafe fn madd(acc: __m512, a: __m512, b: __m512) -> __m512 {
+        _mm512_fmadd_ps(a, b, acc)
+    }
+}
+
+/// `R` rows × `P` panels of the output, summed over the whole depth in registers.
+#[inline(always)]
+unsafe fn kernel_512<S: Step512, const R: usize, const P: usize>(
+    tile: Tile,
+    ops: &mut Operands<S::Elem>,
+) {
     let mut acc = [[_mm512_setzero_ps(); P]; R];
     let a = ops.a.as_ptr().add(tile.row * ops.depth);
     let w = ops.w.as_ptr().add(tile.panel * ops.depth * PANEL);
     for k in 0..ops.depth {
-        let mut b = [_mm512_setzero_si512(); P];
-        for (p, b) in b.iter_mut().enumerate() {
-            *b = _mm512_loadu_si512(w.add((p * ops.depth + k) * PANEL).cast());
-        }
+        let b: [S::Vector; P] =
+            std::array::from_fn(|p| S::load(w.add((p * ops.depth + k) * PANEL)));
         for (r, acc) in acc.iter_mut().enumerate() {
-            let x = as_bf16(_mm512_set1_epi32(*a.add(r * ops.depth + k) as i32));
+            let x = S::broadcast(*a.add(r * ops.depth + k));
             for (acc, b) in acc.iter_mut().zip(&b) {
-                *acc = _mm512_dpbf16_ps(*acc, x, as_bf16(*b));
+                *acc = S::madd(*acc, x, *b);
             }
         }
     }
@@ -166,22 +224,7 @@ pub unsafe fn matmul_f32_512(mut ops: Operands<f32>) {
 #[target_feature(enable = "avx512f")]
 #[inline]
 unsafe fn kernel_f32_512<const R: usize, const P: usize>(tile: Tile, ops: &mut Operands<f32>) {
-    let mut acc = [[_mm512_setzero_ps(); P]; R];
-    let a = ops.a.as_ptr().add(tile.row * ops.depth);
-    let w = ops.w.as_ptr().add(tile.panel * ops.depth * PANEL);
-    for k in 0..ops.depth {
-        let mut b = [_mm512_setzero_ps(); P];
-        for (p, b) in b.iter_mut().enumerate() {
-            *b = _mm512_loadu_ps(w.add((p * ops.depth + k) * PANEL));
-        }
-        for (r, acc) in acc.iter_mut().enumerate() {
-            let x = _mm512_set1_ps(*a.add(r * ops.depth + k));
-            for (acc, b) in acc.iter_mut().zip(&b) {
-                *acc = _mm512_fmadd_ps(x, *b, *acc);
-            }
-        }
-    }
-    store_512(&acc, tile, ops);
+    kernel_512::<F32Step, R, P>(tile, ops)
 }
 
 /// fp32 (AVX2 + FMA): a panel is two 256-bit halves; tiles of 6 rows × 1 panel fill 12 of the
