@@ -104,25 +104,77 @@ impl Linear {
         }
     }
 
-    /// `rows` inputs of `self.inputs()` values each (row-major) → `rows × self.outputs()`.
+    /// `rows` inputs of `inputs` values each (row-major) → `rows × outputs`.
     pub fn forward(&self, x: &[f32], rows: usize) -> Vec<f32> {
-        debug_assert_eq!(x.len(), rows * self.inputs);
+        self.forward_panels(x, rows, 0..self.outputs.div_ceil(PANEL))
+    }
+
+    /// [`Self::forward`] with the output columns split between `threads` threads (for a batch
+    /// too small to split by input). Worth it only for large products: each call starts threads.
+    pub fn forward_parallel(&self, x: &[f32], rows: usize, threads: usize) -> Vec<f32> {
+        let panels = self.outputs.div_ceil(PANEL);
+        if threads <= 1 || panels < 2 {
+            return self.forward(x, rows);
+        }
+        let per_thread = panels.div_ceil(threads);
+        let ranges: Vec<_> = (0..panels)
+            .step_by(per_thread)
+            .map(|start| start..(start + per_thread).min(panels))
+            .collect();
+        let parts: Vec<Vec<f32>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = ranges[1..]
+                .iter()
+                .map(|range| scope.spawn(|| self.forward_panels(x, rows, range.clone())))
+                .collect();
+            let first = self.forward_panels(x, rows, ranges[0].clone());
+            let rest = handles.into_iter().map(|h| {
+                // A panic in a helper thread surfaces here, where the batch's caller catches it.
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            });
+            std::iter::once(first).chain(rest).collect()
+        });
         let mut out = vec![0.0f32; rows * self.outputs];
-        if rows == 0 || self.outputs == 0 {
+        for (range, part) in ranges.iter().zip(&parts) {
+            let first = range.start * PANEL;
+            let width = part.len() / rows.max(1);
+            for (row, values) in part.chunks_exact(width.max(1)).enumerate() {
+                out[row * self.outputs + first..][..width].copy_from_slice(values);
+            }
+        }
+        out
+    }
+
+    /// The output columns of `panels` (panels of [`PANEL`] columns) → `rows × columns`.
+    fn forward_panels(&self, x: &[f32], rows: usize, panels: std::ops::Range<usize>) -> Vec<f32> {
+        debug_assert_eq!(x.len(), rows * self.inputs);
+        let first = (panels.start * PANEL).min(self.outputs);
+        let end = (panels.end * PANEL).min(self.outputs);
+        let outputs = end - first;
+        let mut out = vec![0.0f32; rows * outputs];
+        if rows == 0 || outputs == 0 {
             return out;
         }
+        let bias = &self.bias[first..end];
         match &self.weights {
-            Weights::Rows(w) => portable(x, w, &mut out, self.inputs, &self.bias),
+            Weights::Rows(w) => portable(
+                x,
+                &w[first * self.inputs..end * self.inputs],
+                &mut out,
+                self.inputs,
+                bias,
+            ),
             #[cfg(target_arch = "x86_64")]
             Weights::F32Panels(w) => {
+                let depth = self.inputs;
                 let ops = Operands {
                     a: x,
-                    w,
-                    bias: &self.bias,
+                    w: &w[panels.start * depth * PANEL..panels.end * depth * PANEL],
+                    bias,
                     out: &mut out,
                     rows,
-                    outputs: self.outputs,
-                    depth: self.inputs,
+                    outputs,
+                    depth,
                 };
                 // SAFETY: panels are packed only for a kernel `Kernel::detect` found on this
                 // CPU, and the operands have the sizes they declare.
@@ -140,11 +192,11 @@ impl Linear {
                 let a = to_bf16_pairs(x, rows, self.inputs, depth);
                 let ops = Operands {
                     a: &a,
-                    w,
-                    bias: &self.bias,
+                    w: &w[panels.start * depth * PANEL..panels.end * depth * PANEL],
+                    bias,
                     out: &mut out,
                     rows,
-                    outputs: self.outputs,
+                    outputs,
                     depth,
                 };
                 // SAFETY: as above; bf16 panels exist only where the CPU has AVX-512 BF16.
@@ -290,6 +342,26 @@ mod tests {
                     assert!(
                         (g - e).abs() < tolerance,
                         "{rows}x{inputs}x{outputs} {kernel:?}: {g} vs {e}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn splitting_columns_between_threads_changes_nothing() {
+        for (rows, inputs, outputs) in [(5, 24, 100), (130, 16, 33), (3, 8, 16)] {
+            let x = values(rows * inputs, 4);
+            let w = values(outputs * inputs, 5);
+            let b = values(outputs, 6);
+            for kernel in kernels_here() {
+                let layer = Linear::new(&w, &b, outputs, kernel);
+                let whole = layer.forward(&x, rows);
+                for threads in [2, 3, 8] {
+                    assert_eq!(
+                        layer.forward_parallel(&x, rows, threads),
+                        whole,
+                        "{kernel:?} {threads}"
                     );
                 }
             }

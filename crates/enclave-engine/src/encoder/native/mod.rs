@@ -60,8 +60,14 @@ pub struct NativeBert {
     embd_norm: Norm,
     layers: Vec<Layer>,
     pooling: Pooling,
+    /// fp32 kernel for attention's products (their operands change with every input).
+    attention_kernel: Kernel,
     threads: usize,
 }
+
+/// Tokens from which a lone input's operations are split between threads (below, starting the
+/// threads costs more than it saves).
+const PARALLEL_ROWS: usize = 128;
 
 fn floats(tensor: &Tensor) -> Vec<f32> {
     tensor
@@ -194,6 +200,7 @@ impl NativeBert {
             embd_norm: norm("token_embd_norm")?,
             layers,
             pooling,
+            attention_kernel: Kernel::detect(false),
             threads: threads.max(1),
         })
     }
@@ -215,14 +222,22 @@ impl NativeBert {
         }
         let groups = split_by_tokens(inputs, self.threads);
         if groups.len() <= 1 {
-            return Ok(self.forward_group(inputs));
+            // One input (or one too long to share): its matrix products and attention heads are
+            // split between the threads instead, when it is long enough to repay the thread starts.
+            let rows: usize = inputs.iter().map(|t| t.len()).sum();
+            let threads = if rows >= PARALLEL_ROWS {
+                self.threads
+            } else {
+                1
+            };
+            return Ok(self.forward_group(inputs, threads));
         }
         std::thread::scope(|scope| {
             let handles: Vec<_> = groups[1..]
                 .iter()
-                .map(|group| scope.spawn(|| self.forward_group(group)))
+                .map(|group| scope.spawn(|| self.forward_group(group, 1)))
                 .collect();
-            let mut outputs = self.forward_group(groups[0]);
+            let mut outputs = self.forward_group(groups[0], 1);
             // Every thread is joined, so a panic in one is reported here, not re-raised.
             let rest: Vec<_> = handles.into_iter().map(|h| h.join()).collect();
             for more in rest {
@@ -232,7 +247,8 @@ impl NativeBert {
         })
     }
 
-    fn forward_group(&self, inputs: &[&[u32]]) -> Vec<Vec<f32>> {
+    /// The outputs of `inputs`, each operation split between `threads` threads.
+    fn forward_group(&self, inputs: &[&[u32]], threads: usize) -> Vec<Vec<f32>> {
         let h = self.hidden;
         let rows: usize = inputs.iter().map(|t| t.len()).sum();
         let mut x = Vec::with_capacity(rows * h);
@@ -257,14 +273,14 @@ impl NativeBert {
         );
         let lengths: Vec<usize> = inputs.iter().map(|t| t.len()).collect();
         for layer in &self.layers {
-            let qkv = layer.qkv.forward(&x, rows);
-            let attended = self.attention(&qkv, &lengths);
-            let projected = layer.attn_output.forward(&attended, rows);
+            let qkv = layer.qkv.forward_parallel(&x, rows, threads);
+            let attended = self.attention(&qkv, &lengths, threads);
+            let projected = layer.attn_output.forward_parallel(&attended, rows, threads);
             let norm = &layer.attn_norm;
             ops::add_layer_norm(&mut x, &projected, &norm.weight, &norm.bias, self.eps);
-            let mut up = layer.ffn_up.forward(&x, rows);
+            let mut up = layer.ffn_up.forward_parallel(&x, rows, threads);
             ops::gelu(&mut up);
-            let down = layer.ffn_down.forward(&up, rows);
+            let down = layer.ffn_down.forward_parallel(&up, rows, threads);
             let norm = &layer.output_norm;
             ops::add_layer_norm(&mut x, &down, &norm.weight, &norm.bias, self.eps);
         }
@@ -278,36 +294,76 @@ impl NativeBert {
         outputs
     }
 
-    /// Multi-head self-attention within each input (`qkv` rows hold Q, then K, then V).
-    fn attention(&self, qkv: &[f32], lengths: &[usize]) -> Vec<f32> {
+    /// Multi-head self-attention within each input (`qkv` rows hold Q, then K, then V), the
+    /// (input, head) pairs split between `threads` threads.
+    fn attention(&self, qkv: &[f32], lengths: &[usize], threads: usize) -> Vec<f32> {
+        let h = self.hidden;
+        let d = h / self.heads;
+        let mut jobs = Vec::with_capacity(lengths.len() * self.heads);
+        let mut start = 0;
+        for &len in lengths {
+            jobs.extend((0..self.heads).map(|head| (start, len, head)));
+            start += len;
+        }
+        let run = |jobs: &[(usize, usize, usize)]| -> Vec<Vec<f32>> {
+            jobs.iter()
+                .map(|&(start, len, head)| self.attention_head(qkv, start, len, head))
+                .collect()
+        };
+        let results: Vec<Vec<f32>> = if threads > 1 && jobs.len() > 1 {
+            let chunk = jobs.len().div_ceil(threads);
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = jobs[chunk..]
+                    .chunks(chunk)
+                    .map(|part| scope.spawn(|| run(part)))
+                    .collect();
+                let mut results = run(&jobs[..chunk]);
+                for handle in handles {
+                    // A panic in a helper thread surfaces here, where the batch's caller catches it.
+                    results.extend(
+                        handle
+                            .join()
+                            .unwrap_or_else(|p| std::panic::resume_unwind(p)),
+                    );
+                }
+                results
+            })
+        } else {
+            run(&jobs)
+        };
+        let mut out = vec![0.0f32; start * h];
+        for (&(start, _, head), values) in jobs.iter().zip(&results) {
+            for (row, v) in values.chunks_exact(d).enumerate() {
+                out[(start + row) * h + head * d..][..d].copy_from_slice(v);
+            }
+        }
+        out
+    }
+
+    /// One head of attention over the input at rows `start..start + len`: softmax(QKᵀ/√d)·V as
+    /// two matrix products on the fp32 kernels → `len × d`.
+    fn attention_head(&self, qkv: &[f32], start: usize, len: usize, head: usize) -> Vec<f32> {
         let h = self.hidden;
         let d = h / self.heads;
         let scale = 1.0 / (d as f32).sqrt();
-        let rows: usize = lengths.iter().sum();
-        let mut out = vec![0.0f32; rows * h];
-        let mut scores = Vec::new();
-        let mut start = 0;
-        for &len in lengths {
-            for head in 0..self.heads {
-                let at = |row: usize, part: usize| {
-                    &qkv[(start + row) * 3 * h + part * h + head * d..][..d]
-                };
-                for i in 0..len {
-                    let q = at(i, 0);
-                    scores.clear();
-                    scores.extend((0..len).map(|j| ops::dot(q, at(j, 1)) * scale));
-                    ops::softmax(&mut scores);
-                    let o = &mut out[(start + i) * h + head * d..][..d];
-                    for (j, &p) in scores.iter().enumerate() {
-                        for (o, v) in o.iter_mut().zip(at(j, 2)) {
-                            *o += p * v;
-                        }
-                    }
-                }
-            }
-            start += len;
+        let part =
+            |row: usize, part: usize| &qkv[(start + row) * 3 * h + part * h + head * d..][..d];
+        let q: Vec<f32> = (0..len)
+            .flat_map(|i| part(i, 0).iter().map(|v| v * scale))
+            .collect();
+        let k: Vec<f32> = (0..len).flat_map(|j| part(j, 1).iter().copied()).collect();
+        let mut scores = Linear::new(&k, &[], len, self.attention_kernel).forward(&q, len);
+        for row in scores.chunks_exact_mut(len) {
+            ops::softmax(row);
         }
-        out
+        // Vᵀ, so the second product is again "rows × weightsᵀ".
+        let mut v_t = vec![0.0f32; d * len];
+        for j in 0..len {
+            for (c, value) in part(j, 2).iter().enumerate() {
+                v_t[c * len + j] = *value;
+            }
+        }
+        Linear::new(&v_t, &[], d, self.attention_kernel).forward(&scores, len)
     }
 
     fn pool(&self, states: &[f32], len: usize) -> Vec<f32> {
