@@ -149,6 +149,7 @@ def test_refuses_to_embed(reranker):
 def test_sentence_encoders_embed_like_the_reference(tmp_path, family, pooling, engine):
     folder = tiny_cross_encoder.write(tmp_path / "tiny-encoder", family=family, classifier=False, pooling=pooling)
     reference = Bert(folder)
+    files_before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
     texts = ["how do I reset my password?", "Standard shipping takes business days.", "wifi"]
     with start_server([str(folder)], extra=full_precision(engine)) as (base_url, key):
         co = cohere.ClientV2(api_key=key, base_url=base_url)
@@ -156,6 +157,8 @@ def test_sentence_encoders_embed_like_the_reference(tmp_path, family, pooling, e
                            embedding_types=["float"]).embeddings.float_
     for text, ours in zip(texts, vectors):
         assert float(np.dot(ours, reference.embed(text, pooling))) > 0.9999, text
+    # Conversions are cached under ENCLAVE_HOME: the model folder is only read.
+    assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == files_before
     # The other pooling gives clearly different vectors, so the check above can tell them apart.
     other = "mean" if pooling == "cls" else "cls"
     assert float(np.dot(vectors[0], reference.embed(texts[0], other))) < 0.99

@@ -1,8 +1,8 @@
 //! Turns a BERT or XLM-RoBERTa safetensors folder (config.json, model.safetensors, and
 //! vocab.txt or tokenizer.json) into a quantized GGUF that llama.cpp's BERT path runs: tensors
 //! renamed to llama.cpp's names, the vocabulary in the form llama.cpp's tokenizers read
-//! ([`super::vocab`]), then quantized by llama.cpp itself. The result is cached beside the
-//! source files.
+//! ([`super::vocab`]), then quantized by llama.cpp itself. The result is cached under
+//! `ENCLAVE_HOME` ([`cache_dir`]); the model folder is only read.
 //!
 //! A `*ForSequenceClassification` model (a cross-encoder) keeps its pooler and classifier as
 //! llama.cpp's rank head. Cross-encoders read a query–document pair with the document in token
@@ -14,12 +14,15 @@
 use std::ffi::CString;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
 
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value as Json;
+use sha2::{Digest, Sha256};
 
 use super::gguf::{self, Tensor, Value};
 use super::vocab::{self, Vocab};
+use crate::pull::enclave_home;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConvertError {
@@ -73,13 +76,14 @@ impl Precision {
     }
 }
 
-/// The GGUF for `dir` at `precision`, converting on first use.
+/// The GGUF for `dir` at `precision`, converting on first use (cached by [`cache_dir`]).
 pub fn gguf_for(dir: &Path, precision: Precision) -> Result<PathBuf, ConvertError> {
-    let target = dir.join(precision.file_name());
+    let cache = cache_dir(dir)?;
+    let target = cache.join(precision.file_name());
     if target.is_file() {
         return Ok(target);
     }
-    let f32_path = dir.join(Precision::F32.file_name());
+    let f32_path = cache.join(Precision::F32.file_name());
     if !f32_path.is_file() {
         let partial = f32_path.with_extension(format!("{}.partial", std::process::id()));
         write_f32_gguf(dir, &partial)?;
@@ -98,6 +102,51 @@ pub fn gguf_for(dir: &Path, precision: Precision) -> Result<PathBuf, ConvertErro
         source,
     })?;
     Ok(target)
+}
+
+/// The files whose size and modification time key a folder's conversions.
+const SOURCE_FILES: [&str; 6] = [
+    "model.safetensors",
+    "config.json",
+    "vocab.txt",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "1_Pooling/config.json",
+];
+
+/// Where the conversions of `dir` are cached: `ENCLAVE_HOME/cache/encoders/<folder>-<key>`,
+/// never inside the model folder, which may be read-only or shared. The key covers the folder's
+/// full path and the size and modification time of its source files, so a folder whose weights
+/// or tokenizer change is converted again. The cache can be deleted at any time.
+pub fn cache_dir(dir: &Path) -> Result<PathBuf, ConvertError> {
+    let canonical = fs::canonicalize(dir).map_err(|e| input_err(dir, e))?;
+    let mut key = Sha256::new();
+    key.update(canonical.to_string_lossy().as_bytes());
+    for file in SOURCE_FILES {
+        let Ok(meta) = fs::metadata(canonical.join(file)) else {
+            continue;
+        };
+        key.update(file.as_bytes());
+        key.update(meta.len().to_le_bytes());
+        let modified = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok());
+        key.update(modified.map_or(0, |t| t.as_nanos()).to_le_bytes());
+    }
+    let name = canonical
+        .file_name()
+        .map_or_else(|| "model".to_string(), |n| n.to_string_lossy().into_owned());
+    let digest = hex::encode(&key.finalize()[..8]);
+    let cache = enclave_home()
+        .join("cache")
+        .join("encoders")
+        .join(format!("{name}-{digest}"));
+    fs::create_dir_all(&cache).map_err(|source| ConvertError::Write {
+        path: cache.display().to_string(),
+        source,
+    })?;
+    Ok(cache)
 }
 
 pub(super) fn read_json(path: &Path) -> Result<Json, ConvertError> {
