@@ -51,11 +51,11 @@ def reranker(request, tmp_path_factory):
     family, engine = request.param
     folder = tiny_cross_encoder.write(tmp_path_factory.mktemp(family) / "tiny-reranker", family=family)
     with start_server([str(folder), EMBED_MODEL], extra=full_precision(engine)) as (base_url, _):
-        yield base_url, Bert(folder)
+        yield base_url, Bert(folder), engine
 
 
 def test_scores_match_the_reference_with_the_document_in_segment_b(reranker):
-    base_url, reference = reranker
+    base_url, reference, _ = reranker
     co = cohere.ClientV2(api_key=API_KEY, base_url=base_url)
     response = co.rerank(model="tiny-reranker", query=QUERY, documents=DOCUMENTS)
     scores = {r.index: r.relevance_score for r in response.results}
@@ -107,10 +107,11 @@ def test_scores_match_the_reference_with_the_document_in_segment_b(reranker):
 
 
 def test_listed_as_a_cross_encoder_and_default_rerank_model(reranker):
-    base_url, _ = reranker
+    base_url, _, engine = reranker
     headers = {"Authorization": f"Bearer {API_KEY}"}
     entry = httpx.get(f"{base_url}/v1/models/tiny-reranker", headers=headers, timeout=30).json()
     assert entry["endpoints"] == ["rerank"]
+    assert (entry["encoder_engine"], entry["precision"]) == (engine, "f32")
     assert entry["rerank_scorer"] == "cross-encoder"
     assert entry["labels"] == ["LABEL_0"]
     ready = httpx.get(f"{base_url}/ready", timeout=30).json()
@@ -129,7 +130,7 @@ def test_listed_as_a_cross_encoder_and_default_rerank_model(reranker):
 
 
 def test_refuses_to_embed(reranker):
-    base_url, reference = reranker
+    base_url, reference, _ = reranker
     co = cohere.ClientV2(api_key=API_KEY, base_url=base_url)
     with pytest.raises(cohere.errors.BadRequestError) as err:
         co.embed(model="tiny-reranker", texts=["hello"], input_type="search_query", embedding_types=["float"])

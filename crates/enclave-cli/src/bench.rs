@@ -234,12 +234,9 @@ async fn embed(mut args: EmbedArgs) -> Result<Value> {
     latencies.sort_by(f64::total_cmp);
     // The engine and weights of an in-process server (a remote one does not say).
     let encoder = args.engine.encoder_config();
-    let describe = |value: &dyn std::fmt::Debug| {
-        args.url
-            .is_none()
-            .then(|| format!("{value:?}").to_lowercase())
-    };
-    let (precision, encoder_engine) = (describe(&encoder.precision), describe(&encoder.engine));
+    let in_process = args.url.is_none();
+    let precision = in_process.then(|| encoder.precision.name());
+    let encoder_engine = in_process.then(|| encoder.engine.name());
     Ok(json!({
         "benchmark": "embed",
         "engine": "enclave",

@@ -53,6 +53,14 @@ pub enum EncoderEngine {
 }
 
 impl EncoderEngine {
+    /// The name `--encoder-engine` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            EncoderEngine::Native => "native",
+            EncoderEngine::Llama => "llama",
+        }
+    }
+
     /// The faster engine for `precision` on this CPU, as measured (docs/benchmarks.md): the
     /// native engine wherever it has a vector kernel for the precision (bf16: AVX-512 BF16;
     /// f32: AVX-512F or AVX2+FMA), llama.cpp for 8-bit weights and on other CPUs.
@@ -147,12 +155,19 @@ impl BertEncoder {
         // model, so it opens the full-precision file every conversion starts from without
         // loading its tensors (`no_alloc`). (Not `vocab_only`: that skips the hyper-parameters,
         // and BERT's tokenizer then adds a second [SEP].)
-        let precision = if native_engine {
+        let file_precision = if native_engine {
             Precision::F32
         } else {
             config.precision
         };
-        let gguf = convert::gguf_for(dir, precision).map_err(|e| model_err(dir, e.to_string()))?;
+        let gguf =
+            convert::gguf_for(dir, file_precision).map_err(|e| model_err(dir, e.to_string()))?;
+        // What the forward pass multiplies with.
+        let precision = match (native_engine, native_bf16) {
+            (true, true) => Precision::Bf16,
+            (true, false) => Precision::F32,
+            (false, _) => config.precision,
+        };
         let model_params = LlamaModelParams::default().with_no_alloc(native_engine);
         let model = LlamaModel::load_from_file(backend, &gguf, &model_params)
             .map_err(|e| model_err(&gguf, e.to_string()))?;
@@ -249,6 +264,8 @@ impl BertEncoder {
                 dimensions,
                 max_tokens,
                 max_concurrent_requests: capacity,
+                engine: config.engine,
+                precision,
             },
             queue,
             cls,

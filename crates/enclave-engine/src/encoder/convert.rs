@@ -65,6 +65,15 @@ pub enum Precision {
 }
 
 impl Precision {
+    /// The name `--encoder-precision` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+            Precision::Q8 => "q8",
+        }
+    }
+
     /// The cached file's name. The converter's version is part of it, so a conversion made by an
     /// older converter (v1 wrote no special-token ids nor pooling) is made again, not reused.
     fn file_name(self) -> &'static str {

@@ -12,6 +12,7 @@ mod vocab;
 use tokio::sync::oneshot;
 
 pub use batcher::{fastest_precision, BertEncoder, EncoderConfig, EncoderEngine};
+pub use convert::Precision;
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum EncoderError {
@@ -60,6 +61,9 @@ pub struct EncoderInfo {
     pub max_tokens: usize,
     /// Requests that may be in flight before callers get `Busy`.
     pub max_concurrent_requests: usize,
+    /// What runs the forward pass, and at which weight precision.
+    pub engine: EncoderEngine,
+    pub precision: Precision,
 }
 
 /// Pending outputs of one request: one vector per input, in input order.

@@ -76,7 +76,7 @@ fn encoder_kind(model: &Arc<dyn TextEncoder>) -> ModelKind {
 fn describe_encoder(model: &Arc<dyn TextEncoder>) -> Value {
     let info = model.info();
     let scorer = Scorer::of_encoder(Arc::clone(model)).kind();
-    let extra = match &info.head {
+    let mut extra = match &info.head {
         EncoderHead::Embedding => json!({
             "embedding_dimensions": info.dimensions,
             "rerank_scorer": scorer,
@@ -86,6 +86,8 @@ fn describe_encoder(model: &Arc<dyn TextEncoder>) -> Value {
             "labels": labels,
         }),
     };
+    extra["encoder_engine"] = json!(info.engine.name());
+    extra["precision"] = json!(info.precision.name());
     entry(
         &info.name,
         encoder_kind(model),
