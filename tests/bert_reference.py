@@ -22,14 +22,46 @@ def _layer_norm(x, w, b, eps):
     return (x - mean) / np.sqrt(var + eps) * w + b
 
 
+# DistilBERT's names for BERT's layer modules (DistilBERT is BERT without token types).
+_DISTILBERT_MODULES = {
+    "attention.q_lin": "attention.self.query",
+    "attention.k_lin": "attention.self.key",
+    "attention.v_lin": "attention.self.value",
+    "attention.out_lin": "attention.output.dense",
+    "sa_layer_norm": "attention.output.LayerNorm",
+    "ffn.lin1": "intermediate.dense",
+    "ffn.lin2": "output.dense",
+    "output_layer_norm": "output.LayerNorm",
+}
+
+
+def _distilbert_as_bert(config, weights):
+    """DistilBERT's config and tensors under BERT's names, with a zero token-type embedding."""
+    bert = dict(config, hidden_size=config["dim"], intermediate_size=config["hidden_dim"],
+                num_hidden_layers=config["n_layers"], num_attention_heads=config["n_heads"],
+                model_type="bert")
+    renamed = {}
+    for name, value in weights.items():
+        name = name.removeprefix("distilbert.")
+        if name.startswith("transformer.layer."):
+            block, rest = name[len("transformer.layer."):].split(".", 1)
+            module, param = rest.rsplit(".", 1)
+            name = f"encoder.layer.{block}.{_DISTILBERT_MODULES[module]}.{param}"
+        renamed[name] = value
+    renamed["embeddings.token_type_embeddings.weight"] = np.zeros((1, config["dim"]), dtype=np.float32)
+    return bert, renamed
+
+
 class Bert:
     def __init__(self, model_dir=MINILM_DIR):
         model_dir = Path(model_dir)
         config = json.loads((model_dir / "config.json").read_text())
+        self.weights = load_file(str(model_dir / "model.safetensors"))
+        if config["model_type"] == "distilbert":
+            config, self.weights = _distilbert_as_bert(config, self.weights)
         self.layers = config["num_hidden_layers"]
         self.heads = config["num_attention_heads"]
         self.eps = config.get("layer_norm_eps", 1e-12)
-        self.weights = load_file(str(model_dir / "model.safetensors"))
         self.roberta = config["model_type"] == "xlm-roberta"
         if self.roberta:
             self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))

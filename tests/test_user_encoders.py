@@ -146,7 +146,7 @@ def test_refuses_to_embed(reranker):
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-@pytest.mark.parametrize("family,pooling", [("xlm-roberta", "mean"), ("bert", "cls")])
+@pytest.mark.parametrize("family,pooling", [("xlm-roberta", "mean"), ("bert", "cls"), ("distilbert", "mean")])
 def test_sentence_encoders_embed_like_the_reference(tmp_path, family, pooling, engine):
     folder = tiny_cross_encoder.write(tmp_path / "tiny-encoder", family=family, classifier=False, pooling=pooling)
     reference = Bert(folder)

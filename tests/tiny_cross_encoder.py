@@ -64,7 +64,8 @@ def write_unigram_tokenizer(path):
 def write(folder, family="bert", seed=7, hidden=128, heads=4, layers=2, intermediate=256, labels=("LABEL_0",),
           classifier=True, pooling=None):
     """`classifier=False` writes the same model as a sentence encoder (`BertModel` /
-    `XLMRobertaModel`); `pooling` ("mean" or "cls") adds sentence-transformers' 1_Pooling."""
+    `XLMRobertaModel`; `family="distilbert"` writes one as `DistilBertModel`); `pooling` ("mean"
+    or "cls") adds sentence-transformers' 1_Pooling."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     roberta = family == "xlm-roberta"
@@ -144,5 +145,45 @@ def write(folder, family="bert", seed=7, hidden=128, heads=4, layers=2, intermed
         for norm in ("attention.output.LayerNorm", "output.LayerNorm"):
             tensors[p + norm + ".weight"] = 1 + normal(hidden, scale=0.05)
             tensors[p + norm + ".bias"] = normal(hidden, scale=0.05)
+    if family == "distilbert":
+        config, tensors = as_distilbert(config, tensors)
+        (folder / "config.json").write_text(json.dumps(config, indent=2))
     save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
     return folder
+
+
+# Hugging Face's DistilBERT names for BERT's layer modules.
+DISTILBERT_MODULES = {
+    "attention.self.query": "attention.q_lin",
+    "attention.self.key": "attention.k_lin",
+    "attention.self.value": "attention.v_lin",
+    "attention.output.dense": "attention.out_lin",
+    "attention.output.LayerNorm": "sa_layer_norm",
+    "intermediate.dense": "ffn.lin1",
+    "output.dense": "ffn.lin2",
+    "output.LayerNorm": "output_layer_norm",
+}
+
+
+def as_distilbert(config, tensors):
+    """The same sentence encoder as DistilBertModel saves it: DistilBERT's config keys and tensor
+    names, no token-type embeddings, no pooler or classifier."""
+    distil_config = {
+        "architectures": ["DistilBertModel"], "model_type": "distilbert",
+        "vocab_size": config["vocab_size"], "dim": config["hidden_size"],
+        "hidden_dim": config["intermediate_size"], "n_layers": config["num_hidden_layers"],
+        "n_heads": config["num_attention_heads"],
+        "max_position_embeddings": config["max_position_embeddings"],
+        "activation": "gelu", "sinusoidal_pos_embds": False, "pad_token_id": 0,
+    }
+    renamed = {}
+    for name, value in tensors.items():
+        if not name.startswith("bert.") or "token_type" in name or "pooler" in name:
+            continue
+        name = name[len("bert."):]
+        if name.startswith("encoder.layer."):
+            block, rest = name[len("encoder.layer."):].split(".", 1)
+            module, param = rest.rsplit(".", 1)
+            name = f"transformer.layer.{block}.{DISTILBERT_MODULES[module]}.{param}"
+        renamed["distilbert." + name] = value
+    return distil_config, renamed

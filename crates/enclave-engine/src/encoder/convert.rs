@@ -209,6 +209,7 @@ fn gguf_name(hf: &str, family: Family, classifier: bool) -> Option<String> {
     let name = hf
         .strip_prefix("bert.")
         .or_else(|| hf.strip_prefix("roberta."))
+        .or_else(|| hf.strip_prefix("distilbert."))
         .unwrap_or(hf);
     let name = name.replace(".gamma", ".weight").replace(".beta", ".bias");
     let head = match (family, name.as_str()) {
@@ -237,18 +238,20 @@ fn gguf_name(hf: &str, family: Family, classifier: bool) -> Option<String> {
     if fixed.is_some() {
         return fixed;
     }
-    let rest = name.strip_prefix("encoder.layer.")?;
+    let rest = name
+        .strip_prefix("encoder.layer.")
+        .or_else(|| name.strip_prefix("transformer.layer."))?;
     let (block, rest) = rest.split_once('.')?;
     let (module, param) = rest.rsplit_once('.')?;
     let target = match module {
-        "attention.self.query" => "attn_q",
-        "attention.self.key" => "attn_k",
-        "attention.self.value" => "attn_v",
-        "attention.output.dense" => "attn_output",
-        "attention.output.LayerNorm" => "attn_output_norm",
-        "intermediate.dense" => "ffn_up",
-        "output.dense" => "ffn_down",
-        "output.LayerNorm" => "layer_output_norm",
+        "attention.self.query" | "attention.q_lin" => "attn_q",
+        "attention.self.key" | "attention.k_lin" => "attn_k",
+        "attention.self.value" | "attention.v_lin" => "attn_v",
+        "attention.output.dense" | "attention.out_lin" => "attn_output",
+        "attention.output.LayerNorm" | "sa_layer_norm" => "attn_output_norm",
+        "intermediate.dense" | "ffn.lin1" => "ffn_up",
+        "output.dense" | "ffn.lin2" => "ffn_down",
+        "output.LayerNorm" | "output_layer_norm" => "layer_output_norm",
         _ => return None,
     };
     Some(format!("blk.{block}.{target}.{param}"))
@@ -352,7 +355,38 @@ pub const PAIR_STYLE_KEY: &str = "enclave.pair_style";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Family {
     Bert,
+    /// BERT with fewer layers, no token types and its own tensor and config names.
+    DistilBert,
     XlmRoberta,
+}
+
+/// A DistilBERT config in BERT's terms. DistilBERT is BERT without token types (its layers
+/// compute the same thing under other names, mapped by [`gguf_name`]); its sequence
+/// classifiers use a ReLU pre-classifier that neither engine runs, and are refused.
+fn distilbert_as_bert(mut config: Json, classifier: bool) -> Result<Json, ConvertError> {
+    if classifier {
+        return Err(ConvertError::Unsupported(
+            "DistilBERT sequence classifiers (their ReLU head is not supported; DistilBERT sentence encoders are)".into(),
+        ));
+    }
+    if config["sinusoidal_pos_embds"].as_bool() == Some(true) {
+        return Err(ConvertError::Unsupported(
+            "DistilBERT with sinusoidal position embeddings".into(),
+        ));
+    }
+    for (bert, distil) in [
+        ("hidden_size", "dim"),
+        ("intermediate_size", "hidden_dim"),
+        ("num_hidden_layers", "n_layers"),
+        ("num_attention_heads", "n_heads"),
+        ("hidden_act", "activation"),
+    ] {
+        config[bert] = config[distil].clone();
+    }
+    // One token type, with no embedding: both engines then add nothing for it.
+    config["type_vocab_size"] = Json::from(1);
+    config["layer_norm_eps"] = Json::from(1e-12);
+    Ok(config)
 }
 
 /// llama.cpp's pooling for a sentence encoder, from sentence-transformers' `1_Pooling/config.json`
@@ -424,14 +458,18 @@ fn write_f32_gguf(dir: &Path, out: &Path) -> Result<(), ConvertError> {
 /// Reads and converts the BERT-family model in `dir` (see the module's documentation).
 pub(crate) fn convert(dir: &Path) -> Result<Converted, ConvertError> {
     let config_path = dir.join("config.json");
-    let config = read_json(&config_path)?;
+    let mut config = read_json(&config_path)?;
     let labels = labels_of(&config);
     let family = match config["model_type"].as_str().unwrap_or_default() {
         "bert" => Family::Bert,
         "xlm-roberta" => Family::XlmRoberta,
+        "distilbert" => {
+            config = distilbert_as_bert(config, labels.is_some())?;
+            Family::DistilBert
+        }
         other => {
             return Err(ConvertError::Unsupported(format!(
-                "model_type '{other}' (BERT and XLM-RoBERTa encoders are converted)"
+                "model_type '{other}' (BERT, DistilBERT and XLM-RoBERTa encoders are converted)"
             )))
         }
     };
@@ -445,7 +483,7 @@ pub(crate) fn convert(dir: &Path) -> Result<Converted, ConvertError> {
         }
     }
     let mut vocab = match family {
-        Family::Bert => vocab::wordpiece(dir)?,
+        Family::Bert | Family::DistilBert => vocab::wordpiece(dir)?,
         Family::XlmRoberta => vocab::unigram(dir)?,
     };
     vocab.check_unique()?;
@@ -529,7 +567,7 @@ pub(crate) fn convert(dir: &Path) -> Result<Converted, ConvertError> {
         None => sentence_pooling(dir)?,
     };
     let pair_style = match family {
-        Family::Bert => "bert",
+        Family::Bert | Family::DistilBert => "bert",
         Family::XlmRoberta => "roberta",
     };
     let eps = config["layer_norm_eps"].as_f64().unwrap_or(1e-12) as f32;
@@ -727,6 +765,29 @@ mod tests {
             .as_deref(),
             Some("blk.1.ffn_up.bias")
         );
+        for (distil, llama) in [
+            (
+                "distilbert.transformer.layer.2.attention.q_lin.weight",
+                "blk.2.attn_q.weight",
+            ),
+            (
+                "distilbert.transformer.layer.0.sa_layer_norm.bias",
+                "blk.0.attn_output_norm.bias",
+            ),
+            (
+                "transformer.layer.5.ffn.lin2.weight",
+                "blk.5.ffn_down.weight",
+            ),
+            (
+                "distilbert.embeddings.LayerNorm.weight",
+                "token_embd_norm.weight",
+            ),
+        ] {
+            assert_eq!(
+                gguf_name(distil, Family::DistilBert, false).as_deref(),
+                Some(llama)
+            );
+        }
     }
 
     #[test]
