@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 from safetensors.numpy import load_file
-from tokenizers import BertWordPieceTokenizer, Tokenizer
+from tokenizers import BertWordPieceTokenizer, ByteLevelBPETokenizer, Tokenizer, processors
 
 MINILM_DIR = Path(os.environ.get("ENCLAVE_HOME", Path.home() / ".enclave")) / "models" / "all-minilm-l6-v2"
 _erf = np.vectorize(math.erf)
@@ -62,8 +62,14 @@ class Bert:
         self.layers = config["num_hidden_layers"]
         self.heads = config["num_attention_heads"]
         self.eps = config.get("layer_norm_eps", 1e-12)
-        self.roberta = config["model_type"] == "xlm-roberta"
-        if self.roberta:
+        self.roberta = config["model_type"] in ("xlm-roberta", "roberta")
+        if config["model_type"] == "roberta":
+            # English RoBERTa: GPT-2 byte-level BPE, `<s> a </s>` and `<s> a </s></s> b </s>`.
+            self.tokenizer = ByteLevelBPETokenizer(str(model_dir / "vocab.json"), str(model_dir / "merges.txt"))
+            self.tokenizer.post_processor = processors.RobertaProcessing(
+                ("</s>", self.tokenizer.token_to_id("</s>")), ("<s>", self.tokenizer.token_to_id("<s>")))
+            self.first_position = config.get("pad_token_id", 1) + 1
+        elif self.roberta:
             self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
             # RoBERTa numbers positions from padding_idx + 1.
             self.first_position = config.get("pad_token_id", 1) + 1

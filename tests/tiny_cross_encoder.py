@@ -61,15 +61,32 @@ def write_unigram_tokenizer(path):
     return len(pieces)
 
 
+def write_byte_level_bpe(folder, as_json):
+    """English RoBERTa's tokenizer files: GPT-2 byte-level BPE as `vocab.json` + `merges.txt`
+    (and, `as_json`, the same in a `tokenizer.json` as fast tokenizers save it), trained on the
+    fixture's words, with RoBERTa's specials first (<s>=0, <pad>=1, </s>=2)."""
+    from tokenizers import ByteLevelBPETokenizer
+    tokenizer = ByteLevelBPETokenizer()
+    corpus = [" ".join(WORDS[i:i + 12]) for i in range(0, len(WORDS), 6)] * 4
+    tokenizer.train_from_iterator(corpus, vocab_size=600, min_frequency=1,
+                                  special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    tokenizer.save_model(str(folder))
+    if as_json:
+        tokenizer.save(str(folder / "tokenizer.json"))
+    return tokenizer.get_vocab_size()
+
+
 def write(folder, family="bert", seed=7, hidden=128, heads=4, layers=2, intermediate=256, labels=("LABEL_0",),
-          classifier=True, pooling=None):
+          classifier=True, pooling=None, bpe_json=False):
     """`classifier=False` writes the same model as a sentence encoder (`BertModel` /
     `XLMRobertaModel`; `family="distilbert"` writes one as `DistilBertModel`); `pooling` ("mean"
     or "cls") adds sentence-transformers' 1_Pooling."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    roberta = family == "xlm-roberta"
-    if roberta:
+    roberta = family in ("xlm-roberta", "roberta")
+    if family == "roberta":
+        vocab_size = write_byte_level_bpe(folder, bpe_json)
+    elif roberta:
         vocab_size = write_unigram_tokenizer(folder / "tokenizer.json")
     else:
         vocab = SPECIALS + PUNCTUATION + WORDS + ["##s", "##ing", "##ed", "##ly"]
@@ -78,7 +95,7 @@ def write(folder, family="bert", seed=7, hidden=128, heads=4, layers=2, intermed
     # RoBERTa numbers positions from pad_token_id + 1 = 2.
     positions = 130 if roberta else 128
     config = {
-        "architectures": [("XLMRoberta" if roberta else "Bert")
+        "architectures": [{"xlm-roberta": "XLMRoberta", "roberta": "Roberta"}.get(family, "Bert")
                           + ("ForSequenceClassification" if classifier else "Model")],
         "model_type": family,
         "vocab_size": vocab_size,

@@ -217,10 +217,10 @@ fn gguf_name(hf: &str, family: Family, classifier: bool) -> Option<String> {
         (Family::Bert, "pooler.dense.bias") => Some(Some("cls.bias")),
         (Family::Bert, "classifier.weight") => Some(Some("cls.output.weight")),
         (Family::Bert, "classifier.bias") => Some(Some("cls.output.bias")),
-        (Family::XlmRoberta, "classifier.dense.weight") => Some(Some("cls.weight")),
-        (Family::XlmRoberta, "classifier.dense.bias") => Some(Some("cls.bias")),
-        (Family::XlmRoberta, "classifier.out_proj.weight") => Some(Some("cls.output.weight")),
-        (Family::XlmRoberta, "classifier.out_proj.bias") => Some(Some("cls.output.bias")),
+        (Family::Roberta, "classifier.dense.weight") => Some(Some("cls.weight")),
+        (Family::Roberta, "classifier.dense.bias") => Some(Some("cls.bias")),
+        (Family::Roberta, "classifier.out_proj.weight") => Some(Some("cls.output.weight")),
+        (Family::Roberta, "classifier.out_proj.bias") => Some(Some("cls.output.bias")),
         (_, n) if n.starts_with("pooler.") || n.starts_with("classifier.") => Some(None),
         _ => None,
     };
@@ -357,7 +357,9 @@ enum Family {
     Bert,
     /// BERT with fewer layers, no token types and its own tensor and config names.
     DistilBert,
-    XlmRoberta,
+    /// RoBERTa and XLM-RoBERTa: BERT's layers, positions numbered from the padding id + 1, one
+    /// token type, a two-layer classifier head. (They differ only in their tokenizer.)
+    Roberta,
 }
 
 /// A DistilBERT config in BERT's terms. DistilBERT is BERT without token types (its layers
@@ -462,14 +464,14 @@ pub(crate) fn convert(dir: &Path) -> Result<Converted, ConvertError> {
     let labels = labels_of(&config);
     let family = match config["model_type"].as_str().unwrap_or_default() {
         "bert" => Family::Bert,
-        "xlm-roberta" => Family::XlmRoberta,
+        "xlm-roberta" | "roberta" => Family::Roberta,
         "distilbert" => {
             config = distilbert_as_bert(config, labels.is_some())?;
             Family::DistilBert
         }
         other => {
             return Err(ConvertError::Unsupported(format!(
-                "model_type '{other}' (BERT, DistilBERT and XLM-RoBERTa encoders are converted)"
+                "model_type '{other}' (BERT, DistilBERT, RoBERTa and XLM-RoBERTa encoders are converted)"
             )))
         }
     };
@@ -482,9 +484,10 @@ pub(crate) fn convert(dir: &Path) -> Result<Converted, ConvertError> {
             )))
         }
     }
-    let mut vocab = match family {
-        Family::Bert | Family::DistilBert => vocab::wordpiece(dir)?,
-        Family::XlmRoberta => vocab::unigram(dir)?,
+    let mut vocab = match (family, config["model_type"].as_str()) {
+        (Family::Roberta, Some("roberta")) => vocab::byte_level_bpe(dir)?,
+        (Family::Roberta, _) => vocab::unigram(dir)?,
+        (Family::Bert | Family::DistilBert, _) => vocab::wordpiece(dir)?,
     };
     vocab.check_unique()?;
 
@@ -515,7 +518,7 @@ pub(crate) fn convert(dir: &Path) -> Result<Converted, ConvertError> {
     }
 
     let mut context = config_u32(&config, "max_position_embeddings", &config_path)?;
-    if family == Family::XlmRoberta {
+    if family == Family::Roberta {
         // RoBERTa numbers positions from padding_idx + 1; llama.cpp from 0.
         let offset = config["pad_token_id"]
             .as_u64()
@@ -568,7 +571,7 @@ pub(crate) fn convert(dir: &Path) -> Result<Converted, ConvertError> {
     };
     let pair_style = match family {
         Family::Bert | Family::DistilBert => "bert",
-        Family::XlmRoberta => "roberta",
+        Family::Roberta => "roberta",
     };
     let eps = config["layer_norm_eps"].as_f64().unwrap_or(1e-12) as f32;
     let metadata = [
@@ -748,18 +751,18 @@ mod tests {
             Some("cls.output.bias")
         );
         assert_eq!(
-            gguf_name("classifier.out_proj.weight", Family::XlmRoberta, true).as_deref(),
+            gguf_name("classifier.out_proj.weight", Family::Roberta, true).as_deref(),
             Some("cls.output.weight")
         );
         // A RoBERTa classifier's leftover pooler must not take the head's name.
         assert_eq!(
-            gguf_name("roberta.pooler.dense.weight", Family::XlmRoberta, true),
+            gguf_name("roberta.pooler.dense.weight", Family::Roberta, true),
             None
         );
         assert_eq!(
             gguf_name(
                 "roberta.encoder.layer.1.intermediate.dense.bias",
-                Family::XlmRoberta,
+                Family::Roberta,
                 false
             )
             .as_deref(),

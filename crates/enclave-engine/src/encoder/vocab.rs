@@ -4,6 +4,8 @@
 //! - BERT: WordPiece from `vocab.txt`, run by llama.cpp's WPM tokenizer.
 //! - XLM-RoBERTa: SentencePiece Unigram from `tokenizer.json` (pieces, scores and the
 //!   normalizer's precompiled character map), run by llama.cpp's UGM tokenizer.
+//! - RoBERTa: GPT-2's byte-level BPE from `tokenizer.json` or `vocab.json` + `merges.txt`, run by
+//!   llama.cpp's BPE tokenizer with GPT-2's pre-tokenizer.
 
 use std::fs;
 use std::path::Path;
@@ -255,6 +257,109 @@ pub fn unigram(dir: &Path) -> Result<Vocab, ConvertError> {
     })
 }
 
+/// RoBERTa's byte-level BPE vocabulary: `tokenizer.json` when the folder has one, otherwise
+/// `vocab.json` and `merges.txt`. Tokens keep GPT-2's byte-to-character spelling (`Ġ` for a
+/// leading space), which is the form llama.cpp's BPE tokenizer reads.
+pub fn byte_level_bpe(dir: &Path) -> Result<Vocab, ConvertError> {
+    let (path, ids, merges) = match read_optional_json(&dir.join("tokenizer.json")) {
+        Some(tokenizer) if tokenizer["model"]["type"].as_str() == Some("BPE") => {
+            let path = dir.join("tokenizer.json");
+            let model = &tokenizer["model"];
+            let merges = model["merges"]
+                .as_array()
+                .ok_or_else(|| input_err(&path, "model.merges is not a list"))?
+                .iter()
+                .map(|m| match m {
+                    // "a b", or ["a", "b"] in newer files.
+                    Json::String(pair) => Some(pair.clone()),
+                    Json::Array(pair) => Some(format!(
+                        "{} {}",
+                        pair.first()?.as_str()?,
+                        pair.get(1)?.as_str()?
+                    )),
+                    _ => None,
+                })
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| input_err(&path, "model.merges holds a malformed merge"))?;
+            let mut ids = model["vocab"].clone();
+            // Added tokens (e.g. <mask>) may live outside the BPE vocabulary.
+            for added in tokenizer["added_tokens"].as_array().into_iter().flatten() {
+                if let (Some(content), Some(id)) = (added["content"].as_str(), added["id"].as_u64())
+                {
+                    ids[content] = Json::from(id);
+                }
+            }
+            (path, ids, merges)
+        }
+        _ => {
+            let path = dir.join("vocab.json");
+            let ids = read_json(&path)?;
+            let merges_path = dir.join("merges.txt");
+            let text = fs::read_to_string(&merges_path).map_err(|e| input_err(&merges_path, e))?;
+            let merges = text
+                .lines()
+                .filter(|l| !l.starts_with("#version") && !l.trim().is_empty())
+                .map(str::to_string)
+                .collect();
+            (path, ids, merges)
+        }
+    };
+    let map = ids
+        .as_object()
+        .ok_or_else(|| input_err(&path, "the vocabulary is not a token → id map"))?;
+    let mut tokens = vec![None; map.len()];
+    for (token, id) in map {
+        let slot = id
+            .as_u64()
+            .and_then(|id| tokens.get_mut(id as usize))
+            .ok_or_else(|| {
+                input_err(
+                    &path,
+                    format!("token '{token}' has an id outside 0..{}", map.len()),
+                )
+            })?;
+        *slot = Some(token.clone());
+    }
+    let tokens: Vec<String> = tokens
+        .into_iter()
+        .collect::<Option<_>>()
+        .ok_or_else(|| input_err(&path, "the token ids have gaps"))?;
+    const SPECIAL: [&str; 5] = ["<s>", "</s>", "<pad>", "<unk>", "<mask>"];
+    let token_types = tokens
+        .iter()
+        .map(|t| match t.as_str() {
+            "<unk>" => UNKNOWN,
+            t if SPECIAL.contains(&t) => CONTROL,
+            _ => NORMAL,
+        })
+        .collect();
+    let mut metadata = special_ids(
+        &tokens,
+        &[
+            ("<s>", "tokenizer.ggml.bos_token_id", true),
+            ("<s>", "tokenizer.ggml.cls_token_id", true),
+            ("</s>", "tokenizer.ggml.eos_token_id", true),
+            ("</s>", "tokenizer.ggml.seperator_token_id", true),
+            ("<unk>", "tokenizer.ggml.unknown_token_id", false),
+            ("<pad>", "tokenizer.ggml.padding_token_id", false),
+            ("<mask>", "tokenizer.ggml.mask_token_id", false),
+        ],
+    )?;
+    metadata.extend([
+        ("tokenizer.ggml.model", Value::Str("gpt2".into())),
+        ("tokenizer.ggml.pre", Value::Str("gpt-2".into())),
+        ("tokenizer.ggml.merges", Value::StrArray(merges)),
+        ("tokenizer.ggml.add_bos_token", Value::Bool(true)),
+        ("tokenizer.ggml.add_eos_token", Value::Bool(true)),
+    ]);
+    Ok(Vocab {
+        tokens,
+        token_types,
+        scores: None,
+        metadata,
+    })
+}
+
 /// The base64 character map of a `Precompiled` normalizer, alone or inside a `Sequence`.
 fn precompiled_charsmap(normalizer: &Json) -> Option<&str> {
     match normalizer["type"].as_str()? {
@@ -270,6 +375,28 @@ fn precompiled_charsmap(normalizer: &Json) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn byte_level_bpe_reads_vocab_json_and_merges_in_id_order() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let vocab = r#"{"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "Ġhe": 5, "h": 4}"#;
+        fs::write(dir.path().join("vocab.json"), vocab).expect("vocab");
+        fs::write(dir.path().join("merges.txt"), "#version: 0.2\nĠ h\nĠh e\n").expect("merges");
+        let bpe = byte_level_bpe(dir.path()).expect("a BPE vocabulary");
+        assert_eq!(bpe.tokens, ["<s>", "<pad>", "</s>", "<unk>", "h", "Ġhe"]);
+        assert_eq!(
+            bpe.token_types,
+            [CONTROL, CONTROL, CONTROL, UNKNOWN, NORMAL, NORMAL]
+        );
+        let merges = bpe.metadata.iter().find_map(|(k, v)| match v {
+            Value::StrArray(m) if *k == "tokenizer.ggml.merges" => Some(m.clone()),
+            _ => None,
+        });
+        assert_eq!(merges, Some(vec!["Ġ h".to_string(), "Ġh e".to_string()]));
+        // Ids with a gap cannot be laid out as llama.cpp's token list.
+        fs::write(dir.path().join("vocab.json"), r#"{"<s>": 0, "</s>": 2}"#).expect("vocab");
+        assert!(byte_level_bpe(dir.path()).is_err());
+    }
 
     #[test]
     fn wordpiece_uses_phantom_spaces() {
