@@ -1,10 +1,14 @@
-"""Encoder folders a user points at (BERT and XLM-RoBERTa, as Hugging Face saves them):
+"""Encoder folders a user points at (BERT, DistilBERT, RoBERTa and XLM-RoBERTa, as Hugging Face
+saves them), on both engines:
 cross-encoders as rerank models, whose scores match the fp32 numpy reference reading the pair
 as each architecture does (BERT: the document in segment B; RoBERTa: two separators), listed as
 cross-encoders and refused by embed; and sentence encoders with mean or first-token pooling,
 whose vectors match the reference."""
 
 import math
+import os
+import shutil
+from pathlib import Path
 
 import cohere
 import numpy as np
@@ -32,6 +36,17 @@ def logit(p):
     float32 sigmoid saturates."""
     p = min(max(p, 1e-7), 1 - 1e-7)
     return math.log(p / (1.0 - p))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def forget_conversions():
+    """The conversions of this module's throwaway folders are removed from ENCLAVE_HOME's cache
+    afterwards, so repeated runs do not fill it."""
+    cache = Path(os.environ.get("ENCLAVE_HOME", Path.home() / ".enclave")) / "cache" / "encoders"
+    before = set(cache.glob("*"))
+    yield
+    for entry in set(cache.glob("*")) - before:
+        shutil.rmtree(entry, ignore_errors=True)
 
 
 # Both engines run every check: llama.cpp's BERT path and Enclave's native forward pass.
