@@ -94,48 +94,66 @@ pub fn gguf_for(dir: &Path, precision: Precision) -> Result<PathBuf, ConvertErro
     }
     let f32_path = cache.join(Precision::F32.file_name());
     if !f32_path.is_file() {
-        let partial = f32_path.with_extension(format!("{}.partial", std::process::id()));
-        write_f32_gguf(dir, &partial)?;
-        fs::rename(&partial, &f32_path).map_err(|source| ConvertError::Write {
-            path: f32_path.display().to_string(),
-            source,
-        })?;
+        write_atomically(&f32_path, |partial| write_f32_gguf(dir, partial))?;
     }
     if precision == Precision::F32 {
         return Ok(f32_path);
     }
-    let partial = target.with_extension(format!("{}.partial", std::process::id()));
-    quantize(&f32_path, &partial, precision)?;
-    fs::rename(&partial, &target).map_err(|source| ConvertError::Write {
-        path: target.display().to_string(),
-        source,
-    })?;
+    write_atomically(&target, |partial| quantize(&f32_path, partial, precision))?;
     Ok(target)
 }
 
-/// The files whose size and modification time key a folder's conversions.
-const SOURCE_FILES: [&str; 6] = [
-    "model.safetensors",
+/// Runs `write` on a fresh temporary file beside `target`, then moves it into place in one
+/// step: readers never see half a file, and loads converting the same folder at once (threads
+/// or processes) each write their own file; the last move wins with identical content.
+fn write_atomically(
+    target: &Path,
+    write: impl FnOnce(&Path) -> Result<(), ConvertError>,
+) -> Result<(), ConvertError> {
+    let write_err = |source| ConvertError::Write {
+        path: target.display().to_string(),
+        source,
+    };
+    let folder = target.parent().unwrap_or(Path::new("."));
+    let partial = tempfile::Builder::new()
+        .suffix(".partial")
+        .tempfile_in(folder)
+        .map_err(write_err)?;
+    write(partial.path())?;
+    partial.as_file().sync_all().map_err(write_err)?;
+    partial.persist(target).map_err(|e| write_err(e.error))?;
+    Ok(())
+}
+
+/// Files whose contents key a folder's conversions (config and tokenizer files are small).
+const KEYED_FILES: [&str; 8] = [
     "config.json",
     "vocab.txt",
+    "vocab.json",
+    "merges.txt",
     "tokenizer.json",
     "tokenizer_config.json",
+    "special_tokens_map.json",
     "1_Pooling/config.json",
 ];
 
 /// Where the conversions of `dir` are cached: `ENCLAVE_HOME/cache/encoders/<folder>-<key>`,
 /// never inside the model folder, which may be read-only or shared. The key covers the folder's
-/// full path and the size and modification time of its source files, so a folder whose weights
-/// or tokenizer change is converted again. The cache can be deleted at any time.
+/// full path, the contents of its config and tokenizer files, and the size and modification
+/// time of its weights (too large to read at every start), so a folder whose files change is
+/// converted again. The cache can be deleted at any time.
 pub fn cache_dir(dir: &Path) -> Result<PathBuf, ConvertError> {
     let canonical = fs::canonicalize(dir).map_err(|e| input_err(dir, e))?;
     let mut key = Sha256::new();
     key.update(canonical.to_string_lossy().as_bytes());
-    for file in SOURCE_FILES {
-        let Ok(meta) = fs::metadata(canonical.join(file)) else {
-            continue;
-        };
-        key.update(file.as_bytes());
+    for file in KEYED_FILES {
+        if let Ok(bytes) = fs::read(canonical.join(file)) {
+            key.update(file.as_bytes());
+            key.update((bytes.len() as u64).to_le_bytes());
+            key.update(&bytes);
+        }
+    }
+    if let Ok(meta) = fs::metadata(canonical.join("model.safetensors")) {
         key.update(meta.len().to_le_bytes());
         let modified = meta
             .modified()

@@ -20,6 +20,7 @@ use super::gguf::Value;
 const NORMAL: i32 = 1;
 const UNKNOWN: i32 = 2;
 const CONTROL: i32 = 3;
+const USER_DEFINED: i32 = 4;
 
 /// A vocabulary ready to be written: tokens in id order, their types, Unigram scores when the
 /// tokenizer has them, and the tokenizer's other GGUF keys (model, special ids, flags).
@@ -261,9 +262,13 @@ pub fn unigram(dir: &Path) -> Result<Vocab, ConvertError> {
 /// `vocab.json` and `merges.txt`. Tokens keep GPT-2's byte-to-character spelling (`Ġ` for a
 /// leading space), which is the form llama.cpp's BPE tokenizer reads.
 pub fn byte_level_bpe(dir: &Path) -> Result<Vocab, ConvertError> {
+    // Added tokens (id, special?) that Hugging Face splits out of text before BPE runs.
+    let mut added: Vec<(u64, bool)> = Vec::new();
+    let config = read_optional_json(&dir.join("tokenizer_config.json"));
     let (path, ids, merges) = match read_optional_json(&dir.join("tokenizer.json")) {
-        Some(tokenizer) if tokenizer["model"]["type"].as_str() == Some("BPE") => {
+        Some(tokenizer) => {
             let path = dir.join("tokenizer.json");
+            check_plain_byte_level(&tokenizer, config.as_ref(), &path)?;
             let model = &tokenizer["model"];
             let merges = model["merges"]
                 .as_array()
@@ -283,16 +288,18 @@ pub fn byte_level_bpe(dir: &Path) -> Result<Vocab, ConvertError> {
                 .ok_or_else(|| input_err(&path, "model.merges holds a malformed merge"))?;
             let mut ids = model["vocab"].clone();
             // Added tokens (e.g. <mask>) may live outside the BPE vocabulary.
-            for added in tokenizer["added_tokens"].as_array().into_iter().flatten() {
-                if let (Some(content), Some(id)) = (added["content"].as_str(), added["id"].as_u64())
+            for token in tokenizer["added_tokens"].as_array().into_iter().flatten() {
+                if let (Some(content), Some(id)) = (token["content"].as_str(), token["id"].as_u64())
                 {
                     ids[content] = Json::from(id);
+                    added.push((id, token["special"].as_bool() == Some(true)));
                 }
             }
             (path, ids, merges)
         }
-        _ => {
+        None => {
             let path = dir.join("vocab.json");
+            check_plain_byte_level(&Json::Null, config.as_ref(), &path)?;
             let ids = read_json(&path)?;
             let merges_path = dir.join("merges.txt");
             let text = fs::read_to_string(&merges_path).map_err(|e| input_err(&merges_path, e))?;
@@ -324,13 +331,21 @@ pub fn byte_level_bpe(dir: &Path) -> Result<Vocab, ConvertError> {
         .into_iter()
         .collect::<Option<_>>()
         .ok_or_else(|| input_err(&path, "the token ids have gaps"))?;
+    // RoBERTa's specials, and whatever tokenizer.json marks special; other added tokens are
+    // matched whole in text, as Hugging Face does, which llama.cpp does for user-defined ones.
     const SPECIAL: [&str; 5] = ["<s>", "</s>", "<pad>", "<unk>", "<mask>"];
     let token_types = tokens
         .iter()
-        .map(|t| match t.as_str() {
-            "<unk>" => UNKNOWN,
-            t if SPECIAL.contains(&t) => CONTROL,
-            _ => NORMAL,
+        .enumerate()
+        .map(|(id, t)| {
+            let added = added.iter().find(|(a, _)| *a == id as u64);
+            match (t.as_str(), added) {
+                ("<unk>", _) => UNKNOWN,
+                (t, _) if SPECIAL.contains(&t) => CONTROL,
+                (_, Some((_, true))) => CONTROL,
+                (_, Some((_, false))) => USER_DEFINED,
+                _ => NORMAL,
+            }
         })
         .collect();
     let mut metadata = special_ids(
@@ -358,6 +373,41 @@ pub fn byte_level_bpe(dir: &Path) -> Result<Vocab, ConvertError> {
         scores: None,
         metadata,
     })
+}
+
+/// llama.cpp runs GPT-2's byte-level BPE exactly: its regex, no normalizer, no space added in
+/// front. Refuses a tokenizer that differs (it would tokenize text differently, silently).
+fn check_plain_byte_level(
+    tokenizer: &Json,
+    config: Option<&Json>,
+    path: &Path,
+) -> Result<(), ConvertError> {
+    let refuse = |what: &str| {
+        Err(ConvertError::Unsupported(format!(
+            "{}: {what} (RoBERTa's plain byte-level BPE is supported)",
+            path.display()
+        )))
+    };
+    if config.is_some_and(|c| c["add_prefix_space"].as_bool() == Some(true)) {
+        return refuse("add_prefix_space is on");
+    }
+    if tokenizer.is_null() {
+        return Ok(());
+    }
+    if tokenizer["model"]["type"].as_str() != Some("BPE") {
+        return refuse("tokenizer.json holds no BPE model");
+    }
+    if !tokenizer["normalizer"].is_null() {
+        return refuse("the tokenizer has a normalizer");
+    }
+    let pre = &tokenizer["pre_tokenizer"];
+    if pre["type"].as_str() != Some("ByteLevel")
+        || pre["add_prefix_space"].as_bool() == Some(true)
+        || pre["use_regex"].as_bool() == Some(false)
+    {
+        return refuse("the pre-tokenizer is not GPT-2's byte-level split without a prefix space");
+    }
+    Ok(())
 }
 
 /// The base64 character map of a `Precompiled` normalizer, alone or inside a `Sequence`.
@@ -396,6 +446,28 @@ mod tests {
         // Ids with a gap cannot be laid out as llama.cpp's token list.
         fs::write(dir.path().join("vocab.json"), r#"{"<s>": 0, "</s>": 2}"#).expect("vocab");
         assert!(byte_level_bpe(dir.path()).is_err());
+    }
+
+    #[test]
+    fn byte_level_bpe_refuses_tokenizers_llama_cpp_would_read_differently() {
+        let path = Path::new("tokenizer.json");
+        let plain = serde_json::json!({
+            "model": {"type": "BPE"},
+            "normalizer": null,
+            "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "use_regex": true},
+        });
+        assert!(check_plain_byte_level(&plain, None, path).is_ok());
+        let mut prefixed = plain.clone();
+        prefixed["pre_tokenizer"]["add_prefix_space"] = true.into();
+        assert!(check_plain_byte_level(&prefixed, None, path).is_err());
+        let mut normalized = plain.clone();
+        normalized["normalizer"] = serde_json::json!({"type": "Lowercase"});
+        assert!(check_plain_byte_level(&normalized, None, path).is_err());
+        let mut wordpiece = plain.clone();
+        wordpiece["model"]["type"] = "WordPiece".into();
+        assert!(check_plain_byte_level(&wordpiece, None, path).is_err());
+        let config = serde_json::json!({"add_prefix_space": true});
+        assert!(check_plain_byte_level(&Json::Null, Some(&config), path).is_err());
     }
 
     #[test]

@@ -350,7 +350,7 @@ mod tests {
 
     #[test]
     fn splitting_columns_between_threads_changes_nothing() {
-        for (rows, inputs, outputs) in [(5, 24, 100), (130, 16, 33), (3, 8, 16)] {
+        for (rows, inputs, outputs) in [(5, 24, 100), (130, 16, 33), (3, 8, 48)] {
             let x = values(rows * inputs, 4);
             let w = values(outputs * inputs, 5);
             let b = values(outputs, 6);
