@@ -126,8 +126,9 @@ fn write_atomically(
 }
 
 /// Files whose contents key a folder's conversions (config and tokenizer files are small).
-const KEYED_FILES: [&str; 8] = [
+const KEYED_FILES: [&str; 9] = [
     "config.json",
+    "modules.json",
     "vocab.txt",
     "vocab.json",
     "merges.txt",
@@ -409,9 +410,34 @@ fn distilbert_as_bert(mut config: Json, classifier: bool) -> Result<Json, Conver
     Ok(config)
 }
 
+/// sentence-transformers' `modules.json` lists what follows the transformer. Pooling and
+/// normalisation are what Enclave does; anything more (a `Dense` projection, as the distiluse
+/// models have) would change the vectors, so such a folder is refused rather than served wrong.
+fn check_sentence_modules(dir: &Path) -> Result<(), ConvertError> {
+    let path = dir.join("modules.json");
+    if !path.is_file() {
+        return Ok(());
+    }
+    let modules = read_json(&path)?;
+    for module in modules.as_array().into_iter().flatten() {
+        let kind = module["type"].as_str().unwrap_or_default();
+        let known = ["Transformer", "Pooling", "Normalize"]
+            .iter()
+            .any(|k| kind == format!("sentence_transformers.models.{k}"));
+        if !known {
+            return Err(ConvertError::Unsupported(format!(
+                "{}: a sentence-transformers module '{kind}' (a transformer with pooling and normalisation is supported)",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// llama.cpp's pooling for a sentence encoder, from sentence-transformers' `1_Pooling/config.json`
 /// (mean when the folder has none): 1 = mean, 2 = the first token.
 fn sentence_pooling(dir: &Path) -> Result<u32, ConvertError> {
+    check_sentence_modules(dir)?;
     let path = dir.join("1_Pooling").join("config.json");
     if !path.is_file() {
         return Ok(1);
@@ -729,6 +755,29 @@ fn quantize(input: &Path, output: &Path, precision: Precision) -> Result<(), Con
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sentence_transformer_modules_beyond_pooling_are_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let module = |kind: &str| serde_json::json!({"type": format!("sentence_transformers.models.{kind}")});
+        let write = |kinds: &[&str]| {
+            let list: Vec<Json> = kinds.iter().map(|k| module(k)).collect();
+            fs::write(
+                dir.path().join("modules.json"),
+                Json::from(list).to_string(),
+            )
+            .expect("write");
+        };
+        assert!(
+            check_sentence_modules(dir.path()).is_ok(),
+            "no modules.json"
+        );
+        write(&["Transformer", "Pooling", "Normalize"]);
+        assert!(check_sentence_modules(dir.path()).is_ok());
+        write(&["Transformer", "Pooling", "Dense"]);
+        let err = check_sentence_modules(dir.path()).expect_err("a Dense layer");
+        assert!(err.to_string().contains("Dense"), "{err}");
+    }
 
     #[test]
     fn hf_names_map_to_llama_cpp_names() {
