@@ -203,6 +203,25 @@ unsafe fn kernel_512<S: Step512, const R: usize, const P: usize>(
     store_512(&acc, tile, ops);
 }
 
+/// fp32 values → bfloat16 pairs (`out[i]` holds `x[2i]` low, `x[2i+1]` high), 32 values per
+/// instruction, rounding to nearest even; `x.len()` a multiple of 32, `out` half as long.
+///
+/// # Safety
+/// The CPU must have AVX-512F and AVX-512 BF16.
+#[target_feature(enable = "avx512f,avx512bf16")]
+pub unsafe fn bf16_pairs(x: &[f32], out: &mut [u32]) {
+    for (x, out) in x.chunks_exact(32).zip(out.chunks_exact_mut(16)) {
+        let low = _mm512_loadu_ps(x.as_ptr());
+        let high = _mm512_loadu_ps(x.as_ptr().add(16));
+        // The second operand fills the lower half: x[0..16] first, as memory order wants.
+        let packed = _mm512_cvtne2ps_pbh(high, low);
+        _mm512_storeu_si512(
+            out.as_mut_ptr().cast(),
+            std::mem::transmute::<__m512bh, __m512i>(packed),
+        );
+    }
+}
+
 /// 32 bfloat16 values, as the BF16 instructions type them.
 #[inline(always)]
 fn as_bf16(v: __m512i) -> __m512bh {

@@ -348,10 +348,11 @@ impl NativeBert {
         let scale = 1.0 / (d as f32).sqrt();
         let part =
             |row: usize, part: usize| &qkv[(start + row) * 3 * h + part * h + head * d..][..d];
-        let q: Vec<f32> = (0..len)
-            .flat_map(|i| part(i, 0).iter().map(|v| v * scale))
-            .collect();
-        let k: Vec<f32> = (0..len).flat_map(|j| part(j, 1).iter().copied()).collect();
+        let (mut q, mut k) = (Vec::with_capacity(len * d), Vec::with_capacity(len * d));
+        for row in 0..len {
+            q.extend(part(row, 0).iter().map(|v| v * scale));
+            k.extend_from_slice(part(row, 1));
+        }
         let mut scores = Linear::new(&k, &[], len, self.attention_kernel).forward(&q, len);
         for row in scores.chunks_exact_mut(len) {
             ops::softmax(row);
