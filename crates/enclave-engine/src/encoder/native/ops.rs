@@ -93,9 +93,25 @@ pub fn gelu(x: &mut [f32]) {
     }
 }
 
+/// The largest value (over independent lanes, so it vectorises; NaN-free input).
+fn max(a: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let chunks = a.chunks_exact(LANES);
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+    for x in chunks {
+        for i in 0..LANES {
+            acc[i] = if x[i] > acc[i] { x[i] } else { acc[i] };
+        }
+    }
+    acc.iter().fold(tail, |m, &v| if v > m { v } else { m })
+}
+
 /// Softmax of one row, in place.
 pub fn softmax(x: &mut [f32]) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let max = max(x);
     for v in x.iter_mut() {
         *v = exp(*v - max);
     }
