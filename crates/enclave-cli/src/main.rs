@@ -76,8 +76,8 @@ pub struct EngineArgs {
     /// Share one KV buffer across all sequences (default: one per sequence).
     #[arg(long, env = "ENCLAVE_UNIFIED_KV")]
     pub unified_kv: bool,
-    /// Encoder models: tokens packed into one forward pass (0 = the engine's best: 512 native,
-    /// 256 llama.cpp).
+    /// Encoder models: tokens packed into one forward pass (0 = the engine's best: native 256
+    /// per thread, llama.cpp 256).
     #[arg(long, env = "ENCLAVE_MAX_BATCH_TOKENS", default_value_t = 0)]
     pub max_batch_tokens: usize,
     /// Encoder models: weight precision (auto = bf16 where the CPU has AVX-512 BF16, else f32

@@ -27,11 +27,12 @@ use crate::llama::{self, backend, LoadError};
 #[derive(Debug, Clone)]
 pub struct EncoderConfig {
     /// Tokens packed into one forward pass; 0 = the engine's best, measured with MiniLM on two
-    /// cores: 512 native (attention stays within each input), 256 llama.cpp (attention runs
-    /// over the whole batch under a mask, whose cost grows with the batch's square). A single
-    /// longer input still runs, up to the model's own limit.
+    /// cores: native 256 per thread, 512 on two cores (attention stays within each input);
+    /// llama.cpp 256 (attention runs over the whole batch under a mask, whose cost grows with
+    /// the batch's square). A single longer input still runs, up to the model's own limit.
     pub max_batch_tokens: usize,
-    /// Most inputs in one forward pass (llama.cpp allows 256).
+    /// Most inputs in one forward pass (at most 256, llama.cpp's limit); 0 = 256 native, 64
+    /// llama.cpp.
     pub max_batch_sequences: usize,
     /// Requests in flight before callers get `Busy` (429).
     pub max_concurrent_requests: usize,
@@ -95,7 +96,7 @@ impl Default for EncoderConfig {
     fn default() -> Self {
         Self {
             max_batch_tokens: 0,
-            max_batch_sequences: 64,
+            max_batch_sequences: 0,
             max_concurrent_requests: 512,
             threads: 0,
             precision: fastest_precision(),
@@ -185,18 +186,25 @@ impl BertEncoder {
             // Mean or first-token pooling, as the converted model says.
             None => (EncoderHead::Embedding, LlamaPoolingType::Unspecified),
         };
+        let threads = match config.threads {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get() as u32),
+            n => n,
+        };
         let max_batch_tokens = match config.max_batch_tokens {
-            0 if native_engine => 512,
+            // 256 tokens a thread: 512 on two cores, where it measured best; more cores split
+            // larger batches so each keeps as many rows.
+            0 if native_engine => 256 * (threads as usize).max(2),
             0 => 256,
             n => n.max(16),
         };
         // One input may be as long as the model allows even when the packing budget is smaller.
         let max_tokens = model.n_ctx_train() as usize;
         let context_tokens = max_batch_tokens.max(max_tokens);
-        let max_seqs = config.max_batch_sequences.clamp(1, 256);
-        let threads = match config.threads {
-            0 => std::thread::available_parallelism().map_or(2, |n| n.get() as u32),
-            n => n,
+        let max_seqs = match config.max_batch_sequences {
+            // Enough for a full token budget of short inputs on the native engine.
+            0 if native_engine => 256,
+            0 => 64,
+            n => n.clamp(1, 256),
         };
         let engine = if native_engine {
             let converted = convert::convert(dir).map_err(|e| model_err(dir, e.to_string()))?;

@@ -65,6 +65,10 @@ pub struct NativeBert {
     threads: usize,
 }
 
+/// Fewest tokens a thread takes from a batch: below this, its matrix products get too few rows
+/// to keep the kernels busy, and starting the thread costs more than it saves.
+const MIN_GROUP_TOKENS: usize = 64;
+
 /// Tokens from which a lone input's operations are split between threads (below, starting the
 /// threads costs more than it saves).
 const PARALLEL_ROWS: usize = 128;
@@ -220,7 +224,10 @@ impl NativeBert {
                 return Err(format!("token id {bad} is outside the vocabulary"));
             }
         }
-        let groups = split_by_tokens(inputs, self.threads);
+        // Each thread gets enough rows for its matrix products to run at speed.
+        let total: usize = inputs.iter().map(|t| t.len()).sum();
+        let parts = self.threads.min(total / MIN_GROUP_TOKENS).max(1);
+        let groups = split_by_tokens(inputs, parts);
         if groups.len() <= 1 {
             // One input (or one too long to share): its matrix products and attention heads are
             // split between the threads instead, when it is long enough to repay the thread starts.
