@@ -65,13 +65,10 @@ pub struct NativeBert {
     threads: usize,
 }
 
-/// Fewest tokens a thread takes from a batch: below this, its matrix products get too few rows
-/// to keep the kernels busy, and starting the thread costs more than it saves.
+/// Fewest tokens a thread takes from a batch (or from a lone input's rows): below this, its
+/// matrix products get too few rows to keep the kernels busy, and starting the thread costs
+/// more than it saves.
 const MIN_GROUP_TOKENS: usize = 64;
-
-/// Tokens from which a lone input's operations are split between threads (below, starting the
-/// threads costs more than it saves).
-const PARALLEL_ROWS: usize = 128;
 
 fn floats(tensor: &Tensor) -> Vec<f32> {
     tensor
@@ -229,15 +226,9 @@ impl NativeBert {
         let parts = self.threads.min(total / MIN_GROUP_TOKENS).max(1);
         let groups = split_by_tokens(inputs, parts);
         if groups.len() <= 1 {
-            // One input (or one too long to share): its matrix products and attention heads are
-            // split between the threads instead, when it is long enough to repay the thread starts.
-            let rows: usize = inputs.iter().map(|t| t.len()).sum();
-            let threads = if rows >= PARALLEL_ROWS {
-                self.threads
-            } else {
-                1
-            };
-            return Ok(self.forward_group(inputs, threads));
+            // One input long enough to share: its matrix products and attention heads are split
+            // between the threads instead (as many as its tokens keep busy).
+            return Ok(self.forward_group(inputs, parts));
         }
         std::thread::scope(|scope| {
             let handles: Vec<_> = groups[1..]
