@@ -66,13 +66,17 @@ pub fn exp(x: f32) -> f32 {
     // Adding then subtracting 1.5·2²³ rounds to the nearest integer without a branch.
     const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E + ROUND) - ROUND;
+    let y = x * LOG2E + ROUND;
+    let n = y - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     let p = 1.0
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // 2ⁿ built from y's bits, which hold n in the low mantissa bits (`n as i32` would not
+    // vectorise: Rust's float-to-int cast saturates and maps NaN to 0, lane by lane).
+    let exponent = y.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127);
+    p * f32::from_bits(exponent << 23)
 }
 
 /// erf(x) within 1.5·10⁻⁷ (Abramowitz & Stegun 7.1.26).
