@@ -80,6 +80,17 @@ fn special_ids(
     Ok(keys)
 }
 
+/// The special tokens of RoBERTa-style vocabularies (both XLM-R's Unigram and RoBERTa's BPE):
+/// `<s>` opens and `</s>` closes and separates, as the pair templates expect.
+const ROBERTA_SPECIALS: [(&str, &str, bool); 6] = [
+    ("<s>", "tokenizer.ggml.bos_token_id", true),
+    ("<s>", "tokenizer.ggml.cls_token_id", true),
+    ("</s>", "tokenizer.ggml.eos_token_id", true),
+    ("</s>", "tokenizer.ggml.seperator_token_id", true),
+    ("<pad>", "tokenizer.ggml.padding_token_id", false),
+    ("<mask>", "tokenizer.ggml.mask_token_id", false),
+];
+
 /// BERT's WordPiece vocabulary from `vocab.txt`.
 pub fn wordpiece(dir: &Path) -> Result<Vocab, ConvertError> {
     let path = dir.join("vocab.txt");
@@ -221,17 +232,7 @@ pub fn unigram(dir: &Path) -> Result<Vocab, ConvertError> {
             }
         })
         .collect();
-    let mut metadata = special_ids(
-        &tokens,
-        &[
-            ("<s>", "tokenizer.ggml.bos_token_id", true),
-            ("<s>", "tokenizer.ggml.cls_token_id", true),
-            ("</s>", "tokenizer.ggml.eos_token_id", true),
-            ("</s>", "tokenizer.ggml.seperator_token_id", true),
-            ("<pad>", "tokenizer.ggml.padding_token_id", false),
-            ("<mask>", "tokenizer.ggml.mask_token_id", false),
-        ],
-    )?;
+    let mut metadata = special_ids(&tokens, &ROBERTA_SPECIALS)?;
     metadata.extend([
         (
             "tokenizer.ggml.unknown_token_id",
@@ -348,18 +349,8 @@ pub fn byte_level_bpe(dir: &Path) -> Result<Vocab, ConvertError> {
             }
         })
         .collect();
-    let mut metadata = special_ids(
-        &tokens,
-        &[
-            ("<s>", "tokenizer.ggml.bos_token_id", true),
-            ("<s>", "tokenizer.ggml.cls_token_id", true),
-            ("</s>", "tokenizer.ggml.eos_token_id", true),
-            ("</s>", "tokenizer.ggml.seperator_token_id", true),
-            ("<unk>", "tokenizer.ggml.unknown_token_id", false),
-            ("<pad>", "tokenizer.ggml.padding_token_id", false),
-            ("<mask>", "tokenizer.ggml.mask_token_id", false),
-        ],
-    )?;
+    let unknown = [("<unk>", "tokenizer.ggml.unknown_token_id", false)];
+    let mut metadata = special_ids(&tokens, &[ROBERTA_SPECIALS.as_slice(), &unknown].concat())?;
     metadata.extend([
         ("tokenizer.ggml.model", Value::Str("gpt2".into())),
         ("tokenizer.ggml.pre", Value::Str("gpt-2".into())),
