@@ -139,9 +139,11 @@ impl BertEncoder {
             reason,
         };
         let native_engine = config.engine == EncoderEngine::Native;
-        let native_bf16 = match (native_engine, config.precision) {
-            (false, _) | (true, Precision::F32) => false,
-            (true, Precision::Bf16) if native::bf16_supported() => true,
+        // What the forward pass multiplies with: the native engine runs bf16 (where the CPU
+        // has it) or f32; llama.cpp runs the file at the precision asked for.
+        let precision = match (native_engine, config.precision) {
+            (false, precision) | (true, precision @ Precision::F32) => precision,
+            (true, Precision::Bf16) if native::bf16_supported() => Precision::Bf16,
             (true, Precision::Bf16) => {
                 let reason = "the native engine runs bf16 only on CPUs with AVX-512 BF16; use f32, or the llama engine";
                 return Err(model_err(dir, reason.into()));
@@ -153,22 +155,19 @@ impl BertEncoder {
             }
         };
         // The native engine takes only the vocabulary and hyper-parameters from llama.cpp's
-        // model, so it opens the full-precision file every conversion starts from without
-        // loading its tensors (`no_alloc`). (Not `vocab_only`: that skips the hyper-parameters,
-        // and BERT's tokenizer then adds a second [SEP].)
-        let file_precision = if native_engine {
-            Precision::F32
+        // model, so it opens the full-precision file (written from the same conversion its
+        // weights come from) without loading its tensors (`no_alloc`). (Not `vocab_only`: that
+        // skips the hyper-parameters, and BERT's tokenizer then adds a second [SEP].)
+        let converted = if native_engine {
+            Some(convert::convert(dir).map_err(|e| model_err(dir, e.to_string()))?)
         } else {
-            config.precision
+            None
         };
-        let gguf =
-            convert::gguf_for(dir, file_precision).map_err(|e| model_err(dir, e.to_string()))?;
-        // What the forward pass multiplies with.
-        let precision = match (native_engine, native_bf16) {
-            (true, true) => Precision::Bf16,
-            (true, false) => Precision::F32,
-            (false, _) => config.precision,
-        };
+        let gguf = match &converted {
+            Some(converted) => convert::f32_gguf_of(dir, converted),
+            None => convert::gguf_for(dir, precision),
+        }
+        .map_err(|e| model_err(dir, e.to_string()))?;
         let model_params = LlamaModelParams::default().with_no_alloc(native_engine);
         let model = LlamaModel::load_from_file(backend, &gguf, &model_params)
             .map_err(|e| model_err(&gguf, e.to_string()))?;
@@ -206,9 +205,9 @@ impl BertEncoder {
             0 => 64,
             n => n.clamp(1, 256),
         };
-        let engine = if native_engine {
-            let converted = convert::convert(dir).map_err(|e| model_err(dir, e.to_string()))?;
-            let native = NativeBert::new(&converted, native_bf16, threads as usize)
+        let engine = if let Some(converted) = converted {
+            let bf16 = precision == Precision::Bf16;
+            let native = NativeBert::new(&converted, bf16, threads as usize)
                 .map_err(|e| model_err(dir, e))?;
             Engine::Native(native)
         } else {

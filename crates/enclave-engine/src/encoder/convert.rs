@@ -94,13 +94,23 @@ pub fn gguf_for(dir: &Path, precision: Precision) -> Result<PathBuf, ConvertErro
     }
     let f32_path = cache.join(Precision::F32.file_name());
     if !f32_path.is_file() {
-        write_atomically(&f32_path, |partial| write_f32_gguf(dir, partial))?;
+        write_atomically(&f32_path, |partial| write_gguf(&convert(dir)?, partial))?;
     }
     if precision == Precision::F32 {
         return Ok(f32_path);
     }
     write_atomically(&target, |partial| quantize(&f32_path, partial, precision))?;
     Ok(target)
+}
+
+/// The full-precision GGUF of `dir`, written from `converted` (the folder's [`convert`]) when
+/// the cache has none, so a caller that needs the tensors anyway converts the folder once.
+pub(crate) fn f32_gguf_of(dir: &Path, converted: &Converted) -> Result<PathBuf, ConvertError> {
+    let path = cache_dir(dir)?.join(Precision::F32.file_name());
+    if !path.is_file() {
+        write_atomically(&path, |partial| write_gguf(converted, partial))?;
+    }
+    Ok(path)
 }
 
 /// Runs `write` on a fresh temporary file beside `target`, then moves it into place in one
@@ -491,8 +501,7 @@ impl Converted {
     }
 }
 
-fn write_f32_gguf(dir: &Path, out: &Path) -> Result<(), ConvertError> {
-    let converted = convert(dir)?;
+fn write_gguf(converted: &Converted, out: &Path) -> Result<(), ConvertError> {
     gguf::write(out, &converted.metadata, &converted.tensors).map_err(|source| {
         ConvertError::Write {
             path: out.display().to_string(),

@@ -258,10 +258,12 @@ fn bf16_pair(lo: f32, hi: f32) -> u32 {
 /// `rows × inputs` fp32 → `rows × pairs` bfloat16 pairs (an odd last input pairs with zero).
 fn to_bf16_pairs(x: &[f32], rows: usize, inputs: usize, pairs: usize) -> Vec<u32> {
     let mut out = Vec::with_capacity(rows * pairs);
+    // 32 values at a time in one instruction where the CPU has it (the same rounding).
+    #[cfg(target_arch = "x86_64")]
+    let vectorised = bf16_supported();
     for row in x.chunks_exact(inputs).take(rows) {
-        // 32 values at a time in one instruction where the CPU has it (the same rounding).
         #[cfg(target_arch = "x86_64")]
-        let row = if bf16_supported() {
+        let row = if vectorised {
             let whole = row.len() / 32 * 32;
             let start = out.len();
             out.resize(start + whole / 2, 0);
