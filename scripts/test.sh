@@ -34,4 +34,14 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
-ENCLAVE_BIN="$(cd "$TARGET_DIR" && pwd)/release/enclave" .venv/bin/python -m pytest -q tests
+ENCLAVE_BIN="$(cd "$TARGET_DIR" && pwd)/release/enclave"
+export ENCLAVE_BIN
+.venv/bin/python -m pytest -q tests
+
+# The Cohere suites again with the newest cohere 5.x, which LangChain and LlamaIndex pin (<6).
+if [ ! -x .venv-cohere5/bin/python ]; then
+  python3 -m venv .venv-cohere5
+fi
+.venv-cohere5/bin/pip install --quiet --disable-pip-version-check -r tests/requirements-cohere5.txt
+.venv-cohere5/bin/python -m pytest -q \
+  tests/test_cohere_sdk.py tests/test_embed.py tests/test_rerank.py tests/test_classify.py tests/test_summarize.py

@@ -1,4 +1,6 @@
-"""The official `cohere` SDK (7.3.x), unmodified, against a real Enclave server."""
+"""The official `cohere` SDK, unmodified, against a real Enclave server: 7.x from
+tests/requirements.txt, and the newest 5.x (which LangChain and LlamaIndex pin) from
+tests/requirements-cohere5.txt."""
 
 import cohere
 import pytest
@@ -93,7 +95,7 @@ def test_models_list_and_get(co):
 
 
 def test_check_api_key(server):
-    # The SDK's check_api_key() is disabled in 7.x, so the route is called as Cohere documents it.
+    # The SDK's check_api_key() is disabled in 5.x and 7.x, so the route is called as Cohere documents it.
     import httpx
 
     good = httpx.post(server + "/v1/check-api-key", headers={"Authorization": f"Bearer {API_KEY}"})

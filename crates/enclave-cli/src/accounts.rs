@@ -30,9 +30,13 @@ impl DatabaseArgs {
 
     pub async fn open(&self) -> Result<Store> {
         let url = self.url()?;
-        Store::open(&url)
-            .await
-            .with_context(|| "opening the accounts database".to_string())
+        // Name the database, but never with its password: errors end up in logs.
+        Store::open(&url).await.with_context(|| {
+            format!(
+                "opening the accounts database {}",
+                enclave_store::redact_url(&url)
+            )
+        })
     }
 }
 

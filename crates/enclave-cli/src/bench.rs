@@ -9,6 +9,7 @@ use clap::{Args, Subcommand};
 use futures::StreamExt;
 use serde_json::{json, Value};
 
+use crate::bench_stats::{percentile, round2};
 use crate::EngineArgs;
 
 #[derive(Subcommand, Debug)]
@@ -434,6 +435,7 @@ async fn server_for(
         let _ = enclave_server::serve(
             listener,
             enclave_server::router(state),
+            enclave_server::HttpLimits::default(),
             std::future::pending(),
         )
         .await;
@@ -546,32 +548,6 @@ async fn one_request(
         prompt_tokens: usage["prompt_tokens"].as_u64().unwrap_or(0),
         completion_tokens: usage["completion_tokens"].as_u64().unwrap_or(chunks),
     })
-}
-
-/// The database a benchmark fills: the one given, or a scratch SQLite file that lives as long as
-/// the returned directory.
-pub(crate) async fn bench_store(
-    url: Option<&str>,
-) -> Result<(enclave_store::Store, tempfile::TempDir)> {
-    let scratch = tempfile::tempdir()?;
-    let url = url.map_or_else(
-        || enclave_store::Store::default_url(scratch.path()),
-        str::to_string,
-    );
-    Ok((enclave_store::Store::open(&url).await?, scratch))
-}
-
-/// Two decimals, for readable reports.
-pub(crate) fn round2(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
-}
-
-pub(crate) fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((sorted.len() as f64 - 1.0) * q).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
 }
 
 fn summarize(concurrency: usize, samples: &[Sample], wall: Duration) -> Value {

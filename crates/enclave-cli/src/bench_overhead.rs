@@ -12,7 +12,7 @@ use enclave_server::{AppState, ServerConfig};
 use enclave_store::{BudgetSpec, NewKey, Period};
 use serde_json::{json, Value};
 
-use crate::bench::{bench_store, percentile, round2};
+use crate::bench_stats::{bench_store, percentile, round2};
 use crate::EngineArgs;
 
 #[derive(Args, Debug)]
@@ -40,6 +40,7 @@ async fn serve(state: AppState) -> Result<String> {
         let _ = enclave_server::serve(
             listener,
             enclave_server::router(state),
+            enclave_server::HttpLimits::default(),
             std::future::pending(),
         )
         .await;

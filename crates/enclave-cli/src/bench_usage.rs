@@ -12,7 +12,7 @@ use enclave_store::{
 };
 use serde_json::{json, Value};
 
-use crate::bench::{bench_store, round2};
+use crate::bench_stats::{bench_store, round2};
 
 #[derive(Args, Debug)]
 pub struct UsageBenchArgs {

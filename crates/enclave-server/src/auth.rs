@@ -1,18 +1,18 @@
 //! The bearer-key check in front of every API route: finds the caller's key, refuses unknown,
 //! revoked and expired keys (401), counts the request against the key's rate limit (429), and
-//! hands the caller to the handler.
+//! hands the caller to the handler, with a fingerprint of the request when it carries an
+//! `Idempotency-Key`.
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use enclave_store::Role;
 use sha2::{Digest, Sha256};
 
-use crate::access::{Caller, Refusal};
-use crate::error::{ApiError, Family};
-use crate::metering::{rate_error, store_error};
+use crate::access::Caller;
+use crate::error::ApiError;
 use crate::state::AppState;
 
 /// The key in `Authorization: Bearer <key>`, if any.
@@ -22,46 +22,33 @@ pub fn bearer(request_headers: &axum::http::HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
 }
 
-fn refused(family: Family, refusal: &Refusal) -> ApiError {
-    match refusal {
-        Refusal::Unknown => ApiError::unauthorized(family),
-        Refusal::Revoked => {
-            ApiError::new(family, StatusCode::UNAUTHORIZED, "this API key was revoked")
-        }
-        Refusal::Expired => {
-            ApiError::new(family, StatusCode::UNAUTHORIZED, "this API key has expired")
-        }
-    }
-}
-
 pub async fn require_key(
     State(state): State<AppState>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    let family = Family::of_path(request.uri().path());
     let Some(access) = state.access() else {
         return next.run(request).await;
     };
     let limit = state.config().max_body_bytes;
     let Some(secret) = bearer(request.headers()).map(str::to_string) else {
-        return reject(request, ApiError::unauthorized(family)).await;
+        return reject(request, ApiError::unauthorized()).await;
     };
     let caller = match access.authenticate(&secret).await {
         Ok(Ok(caller)) => caller,
-        Ok(Err(refusal)) => return reject(request, refused(family, &refusal)).await,
-        Err(e) => return reject(request, store_error(family, e)).await,
+        Ok(Err(refusal)) => return reject(request, refusal.into()).await,
+        Err(e) => return reject(request, e.into()).await,
     };
     match access.take_request_slot(&caller.0).await {
         Ok(Ok(())) => {}
-        Ok(Err(limited)) => return reject(request, rate_error(family, limited)).await,
-        Err(e) => return reject(request, store_error(family, e)).await,
+        Ok(Err(limited)) => return reject(request, limited.into()).await,
+        Err(e) => return reject(request, e.into()).await,
     }
     request.extensions_mut().insert(caller);
     if request.headers().contains_key(IDEMPOTENCY_KEY) {
         request = match fingerprinted(request, limit).await {
             Ok(request) => request,
-            Err(response) => return response,
+            Err(error) => return error.into_response(),
         };
     }
     next.run(request).await
@@ -75,16 +62,12 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
 pub struct RequestFingerprint(pub String);
 
 /// Reads the body (within the body limit), fingerprints the request and puts the body back.
-async fn fingerprinted(request: Request, limit: usize) -> Result<Request, Response> {
+async fn fingerprinted(request: Request, limit: usize) -> Result<Request, ApiError> {
     let (mut parts, body) = request.into_parts();
-    let family = Family::of_path(parts.uri.path());
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError::new(
-            family,
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body is larger than {limit} bytes or could not be read"),
-        )
-        .into_response()
+        ApiError::too_large(format!(
+            "request body is larger than {limit} bytes or could not be read"
+        ))
     })?;
     let mut hasher = Sha256::new();
     hasher.update(parts.method.as_str().as_bytes());
@@ -135,28 +118,42 @@ async fn reject(request: Request, error: ApiError) -> Response {
 /// Longest `Idempotency-Key` accepted.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
+/// A client's `Idempotency-Key` with the fingerprint of the request it came on.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey {
+    pub key: String,
+    pub fingerprint: String,
+}
+
 /// The caller of a billable route: its key (absent only when the server runs without accounts,
-/// for bare-engine benchmarks) and the client's `Idempotency-Key`, if it sent one. Extracting it
-/// never fails, so the body is always read before any error is answered.
+/// for bare-engine benchmarks) and the client's `Idempotency-Key`, if it sent one.
+#[derive(Clone)]
 pub struct MaybeCaller {
     pub caller: Option<Caller>,
-    idempotency_key: Option<Option<String>>,
-    /// Set by the key check whenever an Idempotency-Key is sent.
-    pub fingerprint: Option<String>,
+    /// `Some(Err)` when the header is malformed: refused when the call is admitted.
+    idempotency: Option<Result<IdempotencyKey, ()>>,
 }
 
 impl MaybeCaller {
     /// The client's `Idempotency-Key`; 400 when it is empty, too long or not visible ASCII.
-    pub fn idempotency_key(&self, family: Family) -> Result<Option<&str>, ApiError> {
-        match &self.idempotency_key {
+    pub fn idempotency_key(&self) -> Result<Option<&IdempotencyKey>, ApiError> {
+        match &self.idempotency {
             None => Ok(None),
-            Some(Some(key)) => Ok(Some(key)),
-            Some(None) => Err(ApiError::invalid(
-                family,
-                format!(
-                    "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
-                ),
+            Some(Ok(key)) => Ok(Some(key)),
+            Some(Err(())) => Err(ApiError::invalid(format!(
+                "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
+            ))),
+        }
+    }
+
+    /// 403 unless the key's scopes allow `model`: routes that bill nothing (tokenize, model
+    /// listings) still show a scoped key only the models it may use.
+    pub fn require_model(&self, model: &str) -> Result<(), ApiError> {
+        match &self.caller {
+            Some(Caller(key)) if !key.scopes.allows_model(model) => Err(ApiError::forbidden(
+                format!("this key may not use model '{model}'"),
             )),
+            _ => Ok(()),
         }
     }
 }
@@ -165,20 +162,46 @@ impl<S: Send + Sync> FromRequestParts<S> for MaybeCaller {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let idempotency_key = parts.headers.get(IDEMPOTENCY_KEY).map(|value| {
-            value
+        let fingerprint = parts
+            .extensions
+            .get::<RequestFingerprint>()
+            .map(|f| f.0.clone());
+        let idempotency = parts.headers.get(IDEMPOTENCY_KEY).map(|value| {
+            let key = value
                 .to_str()
                 .ok()
                 .filter(|key| !key.is_empty() && key.len() <= MAX_IDEMPOTENCY_KEY)
-                .map(str::to_string)
+                .ok_or(())?;
+            Ok(IdempotencyKey {
+                key: key.to_string(),
+                fingerprint: fingerprint.clone().unwrap_or_default(),
+            })
         });
         Ok(Self {
             caller: parts.extensions.get::<Caller>().cloned(),
-            idempotency_key,
-            fingerprint: parts
-                .extensions
-                .get::<RequestFingerprint>()
-                .map(|f| f.0.clone()),
+            idempotency,
+        })
+    }
+}
+
+/// What a billable handler works with: the server and who is calling.
+#[derive(Clone)]
+pub struct Call {
+    pub state: AppState,
+    pub caller: MaybeCaller,
+}
+
+impl FromRequestParts<AppState> for Call {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let caller = MaybeCaller::from_request_parts(parts, state).await?;
+        Ok(Self {
+            state: state.clone(),
+            caller,
         })
     }
 }
@@ -206,17 +229,12 @@ impl<S: Send + Sync> FromRequestParts<S> for AdminCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let family = Family::Cohere;
         let Some(caller) = parts.extensions.get::<Caller>().cloned() else {
-            return Err(ApiError::unauthorized(family));
+            return Err(ApiError::unauthorized());
         };
         match caller.0.role {
             Role::Admin | Role::TenantAdmin => Ok(Self { caller }),
-            Role::Member => Err(ApiError::new(
-                family,
-                StatusCode::FORBIDDEN,
-                "admin routes need an admin key",
-            )),
+            Role::Member => Err(ApiError::forbidden("admin routes need an admin key")),
         }
     }
 }

@@ -1,53 +1,50 @@
 //! Enclave's HTTP server: the Cohere (v1, v2) and OpenAI wire protocols over the engine's
 //! [`enclave_engine::TextGenerator`] seam, the admin API, plus health and readiness. Every API
-//! call is authenticated, admitted (scopes, rate limits, budget holds) and metered through
-//! [`enclave_store`]. It is a library so other programs can embed the router; the `enclave`
-//! binary is one such program.
+//! call is authenticated, admitted (scopes, Idempotency-Key, rate limits, budget holds) and
+//! metered through [`enclave_store`]. It is a library so other programs can embed the router;
+//! the `enclave` binary is one such program.
 //!
-//! It must not know how models are fetched, which engine runs them, or which database is used.
+//! Rooms: `routes/` only map each wire family's JSON to internal requests and back;
+//! `pipeline/` runs every generation; `capability/` runs embed, rerank, classify and summarize;
+//! `billing/` admits and settles calls; `access` and `auth` know keys; `error/` is the one
+//! error edge. It must not know how models are fetched, which engine runs them, or which
+//! database is used.
 
 pub mod access;
 pub mod auth;
-pub mod embedding;
+pub mod billing;
+pub mod blocking;
+pub mod body_deadline;
+pub mod capability;
 pub mod error;
 pub mod extract;
-pub mod generation;
-pub mod metering;
-pub mod rerank;
+pub mod http;
+pub mod pipeline;
 pub mod routes;
 pub mod state;
-pub mod summarize;
-
-use std::future::Future;
 
 use axum::extract::DefaultBodyLimit;
-use axum::http::{StatusCode, Uri};
+use axum::http::Uri;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{middleware, Router};
 use tower_http::catch_panic::CatchPanicLayer;
 
 pub use error::{ApiError, Family};
+pub use http::{serve, HttpLimits};
 pub use state::{AppState, ServerConfig};
 
-/// The full application: API routes behind the key check, ops routes open.
+/// The full application. Each route group declares its API family once; every error inside
+/// it (extraction, auth, handler, panic, wrong method) answers in that family's shape.
 pub fn router(state: AppState) -> Router {
-    let api = Router::new()
+    let cohere = Router::new()
         .route("/v2/chat", post(routes::cohere_v2::chat))
         .route("/v1/chat", post(routes::cohere_v1::chat))
         .route("/v1/generate", post(routes::cohere_v1::generate))
         .route("/v1/tokenize", post(routes::tokens::tokenize))
         .route("/v1/detokenize", post(routes::tokens::detokenize))
-        .route("/v1/models", get(routes::models::list))
-        .route("/v1/models/{model}", get(routes::models::get))
-        .route(
-            "/v1/chat/completions",
-            post(routes::openai::chat_completions),
-        )
-        .route("/v1/completions", post(routes::openai::completions))
         .route("/v2/embed", post(routes::embed::embed_v2))
         .route("/v1/embed", post(routes::embed::embed_v1))
-        .route("/v1/embeddings", post(routes::openai::embeddings))
         .route("/v1/classify", post(routes::classify::classify))
         .route("/v2/rerank", post(routes::rerank::rerank_v2))
         .route("/v1/rerank", post(routes::rerank::rerank_v1))
@@ -71,55 +68,69 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/admin/prices",
             get(routes::admin::prices).post(routes::admin::add_prices),
+        );
+    let openai = Router::new()
+        .route(
+            "/v1/chat/completions",
+            post(routes::openai::chat_completions),
         )
+        .route("/v1/completions", post(routes::openai::completions))
+        .route("/v1/embeddings", post(routes::openai::embeddings));
+    let shared = Router::new()
+        .route("/v1/models", get(routes::models::list))
+        .route("/v1/models/{model}", get(routes::models::get));
+    let ops = Router::new()
+        .route("/v1/check-api-key", post(routes::ops::check_api_key))
+        .route("/health", get(routes::ops::health))
+        .route("/ready", get(routes::ops::ready));
+    Router::new()
+        .merge(api_group(cohere, Family::Cohere, &state))
+        .merge(api_group(openai, Family::OpenAi, &state))
+        .merge(api_group(shared, Family::Shared, &state))
+        .merge(in_family(ops, Family::Cohere))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(state.config().max_body_bytes))
+        .with_state(state)
+}
+
+/// API routes: the key check, then the body deadline, inside the family's error shape.
+fn api_group(routes: Router<AppState>, family: Family, state: &AppState) -> Router<AppState> {
+    let routes = routes
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            body_deadline::read_body_by_deadline,
+        ))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,
         ));
-    Router::new()
-        .merge(api)
-        .route("/v1/check-api-key", post(routes::ops::check_api_key))
-        .route("/health", get(routes::ops::health))
-        .route("/ready", get(routes::ops::ready))
-        .fallback(not_found)
-        .layer(DefaultBodyLimit::max(state.config().max_body_bytes))
-        .layer(CatchPanicLayer::custom(panic_response))
-        .with_state(state)
+    in_family(routes, family)
 }
 
-async fn not_found(uri: Uri) -> ApiError {
-    ApiError::not_found(
-        Family::of_path(uri.path()),
-        format!("no route for {}", uri.path()),
-    )
+/// Answers every error of `routes`, panics included, in `family`'s shape.
+fn in_family<S: Clone + Send + Sync + 'static>(routes: Router<S>, family: Family) -> Router<S> {
+    routes
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(middleware::map_response(move |response: Response| {
+            error::family::answer_in(family, response)
+        }))
+}
+
+/// No route matched: the one place the family is read from the path.
+async fn not_found(uri: Uri) -> Response {
+    let family = Family::of_unrouted_path(uri.path());
+    ApiError::not_found(format!("no route for {}", uri.path())).render(family)
 }
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    tracing::error!("a request handler panicked");
-    ApiError::new(
-        Family::Cohere,
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal error",
-    )
-    .into_response()
-}
-
-/// Serves `router` on `listener` until `shutdown` resolves.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    ApiError::internal("a request handler panicked").into_response()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use axum::body::Body;
-    use axum::http::Request;
+    use axum::http::{Request, StatusCode};
     use tower::ServiceExt;
 
     #[tokio::test]
@@ -127,10 +138,13 @@ mod tests {
         async fn boom() -> &'static str {
             panic!("handler bug")
         }
-        let app = Router::new()
-            .route("/boom", get(boom))
-            .route("/fine", get(|| async { "ok" }))
-            .layer(CatchPanicLayer::custom(panic_response));
+        let app: Router = in_family(
+            Router::new()
+                .route("/boom", get(boom))
+                .route("/fine", get(|| async { "ok" })),
+            Family::OpenAi,
+        )
+        .with_state(());
         let response = app
             .clone()
             .oneshot(Request::get("/boom").body(Body::empty()).expect("request"))
@@ -141,7 +155,7 @@ mod tests {
             .await
             .expect("body");
         let body: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
-        assert_eq!(body["message"], "internal error");
+        assert_eq!(body["error"]["message"], "internal error");
         let fine = app
             .oneshot(Request::get("/fine").body(Body::empty()).expect("request"))
             .await

@@ -1,6 +1,8 @@
 //! What every handler can reach: the loaded models and the server's settings.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use enclave_engine::catalog::ModelKind;
 use enclave_engine::encoder::TextEncoder;
@@ -9,7 +11,8 @@ use enclave_engine::TextGenerator;
 use enclave_store::ModelType;
 
 use crate::access::Access;
-use crate::error::{ApiError, Family};
+use crate::error::ApiError;
+use crate::http::HttpLimits;
 
 /// Settings of a running server.
 #[derive(Debug, Clone)]
@@ -18,6 +21,14 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Most inputs one embed call may carry (more: 413).
     pub max_client_batch_size: usize,
+    /// Longest a streamed answer may run; it then ends as if it reached its token limit.
+    /// Shorter than a budget hold lasts, so a stream never outlives its hold.
+    pub longest_stream: Duration,
+    /// Model names clients may use for served models (`command-r` → the default chat model),
+    /// on top of [`DEFAULT_ALIASES`]; an alias naming no served model is ignored.
+    pub aliases: Vec<(String, String)>,
+    /// Header and body deadlines, connection cap.
+    pub http: HttpLimits,
 }
 
 impl Default for ServerConfig {
@@ -25,9 +36,41 @@ impl Default for ServerConfig {
         Self {
             max_body_bytes: 2 * 1024 * 1024,
             max_client_batch_size: 96,
+            longest_stream: Duration::from_secs(30 * 60),
+            aliases: Vec::new(),
+            http: HttpLimits::default(),
         }
     }
 }
+
+/// Which served model a Cohere public model name stands for, by what that model does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AliasTarget {
+    Chat,
+    Embed,
+    Rerank,
+}
+
+/// Cohere's public model names, so code written for the hosted API runs unchanged; each
+/// resolves to the default served model of its kind.
+pub const DEFAULT_ALIASES: &[(&str, AliasTarget)] = &[
+    ("command", AliasTarget::Chat),
+    ("command-light", AliasTarget::Chat),
+    ("command-r", AliasTarget::Chat),
+    ("command-r-08-2024", AliasTarget::Chat),
+    ("command-r-plus", AliasTarget::Chat),
+    ("command-r-plus-08-2024", AliasTarget::Chat),
+    ("command-r7b-12-2024", AliasTarget::Chat),
+    ("command-a-03-2025", AliasTarget::Chat),
+    ("embed-english-v3.0", AliasTarget::Embed),
+    ("embed-english-light-v3.0", AliasTarget::Embed),
+    ("embed-multilingual-v3.0", AliasTarget::Embed),
+    ("embed-multilingual-light-v3.0", AliasTarget::Embed),
+    ("embed-v4.0", AliasTarget::Embed),
+    ("rerank-english-v3.0", AliasTarget::Rerank),
+    ("rerank-multilingual-v3.0", AliasTarget::Rerank),
+    ("rerank-v3.5", AliasTarget::Rerank),
+];
 
 #[derive(Clone)]
 pub struct AppState {
@@ -43,6 +86,8 @@ struct Inner {
     encoders: Vec<Arc<dyn TextEncoder>>,
     /// Keys, limits and metering; `None` only for benchmarks of the bare engine path.
     access: Option<Arc<Access>>,
+    /// Alias → served model name.
+    aliases: BTreeMap<String, String>,
 }
 
 impl AppState {
@@ -52,14 +97,77 @@ impl AppState {
         encoders: Vec<Arc<dyn TextEncoder>>,
         access: Option<Arc<Access>>,
     ) -> Self {
-        Self {
+        let mut state = Self {
             inner: Arc::new(Inner {
+                aliases: BTreeMap::new(),
                 config,
                 models,
                 encoders,
                 access,
             }),
+        };
+        let aliases = state.alias_table();
+        if let Some(inner) = Arc::get_mut(&mut state.inner) {
+            inner.aliases = aliases;
         }
+        state
+    }
+
+    /// The built-in aliases whose kind is served, then the configured ones (which win).
+    fn alias_table(&self) -> BTreeMap<String, String> {
+        let default_chat = self
+            .inner
+            .models
+            .iter()
+            .find(|m| m.info().kind == ModelKind::Chat)
+            .map(|m| m.info().name.clone());
+        let default_embed = self
+            .encoders_where(true)
+            .next()
+            .map(|e| e.info().name.clone());
+        // The default reranker: a served cross-encoder, else the chat judge, else cosine.
+        let default_rerank = self
+            .first_cross_encoder()
+            .map(|e| e.info().name.clone())
+            .or_else(|| default_chat.clone())
+            .or_else(|| default_embed.clone());
+        let mut table = BTreeMap::new();
+        for (alias, target) in DEFAULT_ALIASES {
+            let served = match target {
+                AliasTarget::Chat => &default_chat,
+                AliasTarget::Embed => &default_embed,
+                AliasTarget::Rerank => &default_rerank,
+            };
+            if let Some(name) = served {
+                table.insert(alias.to_string(), name.clone());
+            }
+        }
+        for (alias, target) in &self.inner.config.aliases {
+            if self.is_served(target) {
+                table.insert(alias.clone(), target.clone());
+            } else {
+                tracing::warn!("alias '{alias}' names '{target}', which is not served; ignored");
+            }
+        }
+        table
+    }
+
+    fn is_served(&self, name: &str) -> bool {
+        self.inner.models.iter().any(|m| m.info().name == name)
+            || self.encoder_named(name).is_some()
+    }
+
+    /// Every alias and the served model it stands for.
+    pub fn aliases(&self) -> &BTreeMap<String, String> {
+        &self.inner.aliases
+    }
+
+    /// The served model a requested name stands for: itself when served, else its alias.
+    pub fn resolve<'a>(&'a self, name: &'a str) -> &'a str {
+        if self.is_served(name) {
+            return name;
+        }
+        self.inner.aliases.get(name).map_or(name, String::as_str)
     }
 
     pub fn access(&self) -> Option<&Arc<Access>> {
@@ -89,32 +197,31 @@ impl AppState {
         self.inner.encoders.iter().find(|e| e.info().name == name)
     }
 
+    /// The encoder `name` or its alias stands for.
+    pub fn encoder_or_alias(&self, name: &str) -> Option<&Arc<dyn TextEncoder>> {
+        self.encoder_named(self.resolve(name))
+    }
+
     /// The named embedding model, or the default one when the request may omit it.
-    pub fn encoder(
-        &self,
-        family: Family,
-        name: Option<&str>,
-    ) -> Result<Arc<dyn TextEncoder>, ApiError> {
+    pub fn encoder(&self, name: Option<&str>) -> Result<Arc<dyn TextEncoder>, ApiError> {
+        let name = name.map(|n| self.resolve(n));
         if let Some(encoder) = pick(self.encoders_where(true), name, |m| &m.info().name) {
             return Ok(encoder);
         }
         // Not an embedding model: a named encoder can only be a cross-encoder.
-        match name.filter(|n| !n.is_empty()).and_then(|n| self.encoder_named(n)) {
-            Some(reranker) => Err(ApiError::bad_request(
-                family,
-                format!(
-                    "model '{}' is a cross-encoder reranker; it serves only /v1/rerank and /v2/rerank",
-                    reranker.info().name
-                ),
-            )),
-            None if name.is_none_or(str::is_empty) => Err(ApiError::not_found(
-                family,
-                format!(
-                    "no embedding model is served; this server serves: {}",
-                    self.served_names()
-                ),
-            )),
-            None => Err(self.unknown_model(family, name)),
+        match name
+            .filter(|n| !n.is_empty())
+            .and_then(|n| self.encoder_named(n))
+        {
+            Some(reranker) => Err(ApiError::bad_request(format!(
+                "model '{}' is a cross-encoder reranker; it serves only /v1/rerank and /v2/rerank",
+                reranker.info().name
+            ))),
+            None if name.is_none_or(str::is_empty) => Err(ApiError::not_found(format!(
+                "no embedding model is served; this server serves: {}",
+                self.served_names()
+            ))),
+            None => Err(self.unknown_model(name)),
         }
     }
 
@@ -123,22 +230,20 @@ impl AppState {
         self.encoders_where(false).next().cloned()
     }
 
-    fn unknown_model(&self, family: Family, name: Option<&str>) -> ApiError {
-        ApiError::not_found(
-            family,
-            format!(
-                "model '{}' not found; this server serves: {}",
-                name.unwrap_or_default(),
-                self.served_names()
-            ),
-        )
+    fn unknown_model(&self, name: Option<&str>) -> ApiError {
+        ApiError::not_found(format!(
+            "model '{}' not found; this server serves: {}",
+            name.unwrap_or_default(),
+            self.served_names()
+        ))
     }
 
     pub fn config(&self) -> &ServerConfig {
         &self.inner.config
     }
 
-    pub fn models(&self) -> &[Arc<dyn TextGenerator>] {
+    /// The generative models, in start-up order (the first is the default).
+    pub fn generators(&self) -> &[Arc<dyn TextGenerator>] {
         &self.inner.models
     }
 
@@ -149,46 +254,33 @@ impl AppState {
     }
 
     /// The named model, or the default one when the request may omit it; 404 names what is served.
-    pub fn model(
-        &self,
-        family: Family,
-        name: Option<&str>,
-    ) -> Result<Arc<dyn TextGenerator>, ApiError> {
+    pub fn model(&self, name: Option<&str>) -> Result<Arc<dyn TextGenerator>, ApiError> {
+        let name = name.map(|n| self.resolve(n));
         if let Some(model) = pick(&self.inner.models, name, |m| &m.info().name) {
             return Ok(model);
         }
         match name.and_then(|n| self.encoder_named(n)) {
-            Some(encoder) => Err(ApiError::bad_request(
-                family,
-                format!(
-                    "model '{}' is an encoder ({}); this route needs a generative model",
-                    encoder.info().name,
-                    if encoder.info().head.is_embedding() {
-                        "embed, classify and rerank"
-                    } else {
-                        "rerank only"
-                    }
-                ),
-            )),
-            None => Err(self.unknown_model(family, name)),
+            Some(encoder) => Err(ApiError::bad_request(format!(
+                "model '{}' is an encoder ({}); this route needs a generative model",
+                encoder.info().name,
+                if encoder.info().head.is_embedding() {
+                    "embed, classify and rerank"
+                } else {
+                    "rerank only"
+                }
+            ))),
+            None => Err(self.unknown_model(name)),
         }
     }
 
     /// Like [`Self::model`], but only models with a chat template may be chatted with.
-    pub fn chat_model(
-        &self,
-        family: Family,
-        name: Option<&str>,
-    ) -> Result<Arc<dyn TextGenerator>, ApiError> {
-        let model = self.model(family, name)?;
+    pub fn chat_model(&self, name: Option<&str>) -> Result<Arc<dyn TextGenerator>, ApiError> {
+        let model = self.model(name)?;
         if model.info().kind != ModelKind::Chat {
-            return Err(ApiError::bad_request(
-                family,
-                format!(
-                    "model '{}' is a base (completion) model without a chat template; use /v1/generate or /v1/completions",
-                    model.info().name
-                ),
-            ));
+            return Err(ApiError::bad_request(format!(
+                "model '{}' is a base (completion) model without a chat template; use /v1/generate or /v1/completions",
+                model.info().name
+            )));
         }
         Ok(model)
     }

@@ -44,6 +44,7 @@ fn start(engine: EngineConfig, max_body_bytes: usize) -> String {
             enclave_server::serve(
                 listener,
                 enclave_server::router(state),
+                enclave_server::HttpLimits::default(),
                 std::future::pending(),
             )
             .await
@@ -242,7 +243,7 @@ async fn semantic_errors_name_what_is_wrong() {
 async fn unknown_models_are_404_naming_the_served_ones() {
     let base = default_server();
     let mut request = v2_chat("hi", 4);
-    request["model"] = json!("command-r-plus");
+    request["model"] = json!("no-such-model");
     let (status, body) = post(&base, "/v2/chat", &request).await;
     assert_eq!(status, 404);
     assert!(cohere_message(&body).contains(MODEL), "{body}");

@@ -12,6 +12,8 @@ use crate::{col, now_ms, Capability, Result, Store, StoreError};
 
 /// The tenant that holds the platform's own admin keys.
 pub const SYSTEM_TENANT: &str = "system";
+/// Every tenant id starts with this; tenant names may not, so a name never reads as an id.
+pub const TENANT_ID_PREFIX: &str = "tn_";
 
 const SECRET_LEN: usize = 32;
 const PREFIX_LEN: usize = 11;
@@ -239,8 +241,13 @@ impl Store {
                 "tenant name must be 1 to 200 characters".into(),
             ));
         }
+        if name.starts_with(TENANT_ID_PREFIX) {
+            return Err(StoreError::Invalid(format!(
+                "tenant names may not start with '{TENANT_ID_PREFIX}': that prefix is kept for tenant ids"
+            )));
+        }
         let tenant = Tenant {
-            id: format!("tn_{}", uuid::Uuid::new_v4().simple()),
+            id: format!("{TENANT_ID_PREFIX}{}", uuid::Uuid::new_v4().simple()),
             name: name.to_string(),
             created_ms: now_ms(),
         };
@@ -279,17 +286,22 @@ impl Store {
         rows.iter().map(tenant_from_row).collect()
     }
 
-    /// A tenant by id or by name.
+    /// A tenant by id, else by name. An id always wins: names shaped like ids are refused at
+    /// creation, and one made before that rule cannot shadow the tenant whose id it copies.
     pub async fn find_tenant(&self, id_or_name: &str) -> Result<Tenant> {
-        let row =
-            sqlx::query("SELECT id, name, created_ms FROM tenants WHERE id = $1 OR name = $1")
+        for query in [
+            "SELECT id, name, created_ms FROM tenants WHERE id = $1",
+            "SELECT id, name, created_ms FROM tenants WHERE name = $1",
+        ] {
+            let row = sqlx::query(query)
                 .bind(id_or_name)
                 .fetch_optional(self.pool())
                 .await?;
-        match row {
-            Some(row) => tenant_from_row(&row),
-            None => Err(StoreError::NotFound(format!("tenant '{id_or_name}'"))),
+            if let Some(row) = row {
+                return tenant_from_row(&row);
+            }
         }
+        Err(StoreError::NotFound(format!("tenant '{id_or_name}'")))
     }
 
     /// Sets or replaces the budget over all of a tenant's keys.

@@ -7,6 +7,7 @@
 
 pub mod accounts;
 pub mod budgets;
+pub mod idempotency;
 pub mod ledger;
 pub mod money;
 pub mod prices;
@@ -20,6 +21,7 @@ use sqlx::{AnyPool, Executor};
 
 pub use accounts::{KeyRecord, NewKey, Role, Scopes, Tenant};
 pub use budgets::{BudgetExceeded, BudgetSpec, Period, Reservation};
+pub use idempotency::{Claim, StoredResponse};
 pub use ledger::{NewEvent, RecordedEvent, VerifyReport};
 pub use money::{Capability, ModelType, Pico, UnitPrices, Units};
 pub use prices::{PriceBook, PriceRow, PriceVersion};
@@ -78,7 +80,8 @@ impl Store {
             Backend::Postgres
         } else {
             return Err(StoreError::Invalid(format!(
-                "unsupported database URL '{url}': use sqlite://PATH or postgres://..."
+                "unsupported database URL '{}': use sqlite://PATH or postgres://...",
+                redact_url(url)
             )));
         };
         let url = match backend {
@@ -131,6 +134,48 @@ impl Store {
     }
 }
 
+/// `url` with its password replaced by `***` (in `user:password@` and in a `password=` query
+/// parameter), for messages and logs, which must never carry a database password.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let mut redacted = format!("{scheme}://");
+    // User info runs to the last '@', so an unencoded '@', '/' or '?' in a password is still
+    // hidden: hiding too much beats leaking.
+    let rest = match rest.rsplit_once('@') {
+        Some((user_info, after)) => {
+            let user = user_info
+                .split_once(':')
+                .map_or(user_info, |(user, _)| user);
+            redacted.push_str(user);
+            if user.len() < user_info.len() {
+                redacted.push_str(":***");
+            }
+            redacted.push('@');
+            after
+        }
+        None => rest,
+    };
+    // sqlx also accepts the password as a query parameter.
+    match rest.split_once('?') {
+        Some((path, query)) => {
+            redacted.push_str(path);
+            redacted.push('?');
+            let params: Vec<String> = query
+                .split('&')
+                .map(|param| match param.split_once('=') {
+                    Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+                    _ => param.to_string(),
+                })
+                .collect();
+            redacted.push_str(&params.join("&"));
+        }
+        None => redacted.push_str(rest),
+    }
+    redacted
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -143,4 +188,46 @@ where
 {
     use sqlx::Row;
     Ok(row.try_get(name)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn redact_url_hides_only_the_password() {
+        let cases = [
+            (
+                "postgres://enclave:s3cret@db.internal:5432/enclave",
+                "postgres://enclave:***@db.internal:5432/enclave",
+            ),
+            // Unencoded '@' and '/' in a password do not let part of it through.
+            (
+                "postgres://enclave:p@ss/word@db/enclave",
+                "postgres://enclave:***@db/enclave",
+            ),
+            (
+                "postgresql://db/enclave?user=enclave&password=s3cret&sslmode=require",
+                "postgresql://db/enclave?user=enclave&password=***&sslmode=require",
+            ),
+            // Nothing secret: unchanged.
+            (
+                "postgres://enclave@db/enclave",
+                "postgres://enclave@db/enclave",
+            ),
+            (
+                "sqlite:///home/me/.enclave/enclave.db?mode=rwc",
+                "sqlite:///home/me/.enclave/enclave.db?mode=rwc",
+            ),
+            ("not a url", "not a url"),
+        ];
+        for (url, expected) in cases {
+            let redacted = redact_url(url);
+            assert_eq!(redacted, expected, "{url}");
+            assert!(
+                !redacted.contains("s3cret") && !redacted.contains("ss/w"),
+                "{redacted}"
+            );
+        }
+    }
 }

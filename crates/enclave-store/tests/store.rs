@@ -539,3 +539,104 @@ async fn rate_windows_hold_under_concurrency() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn idempotency_keys_admit_one_call_and_replay_its_response() {
+    use enclave_store::{Claim, StoredResponse};
+    on_both(|store| async move {
+        // Twenty concurrent claims of one key: exactly one runs.
+        let mut tasks = Vec::new();
+        for i in 0..20 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                store
+                    .claim_idempotency_key("t", "k1", "fp", &format!("req{i}"))
+                    .await
+                    .expect("claim")
+            }));
+        }
+        let mut claims = Vec::new();
+        for task in tasks {
+            claims.push(task.await.expect("task"));
+        }
+        let won: Vec<usize> = (0..20).filter(|&i| claims[i] == Claim::Claimed).collect();
+        assert_eq!(won.len(), 1, "{claims:?}");
+        assert!(claims
+            .iter()
+            .all(|c| matches!(c, Claim::Claimed | Claim::InFlight)));
+        let winner = format!("req{}", won[0]);
+        // Another request under the same key is a mismatch, whatever state the claim is in.
+        assert_eq!(
+            store
+                .claim_idempotency_key("t", "k1", "other", "x")
+                .await
+                .expect("claim"),
+            Claim::Mismatch
+        );
+        // Only the holder may complete it; then every retry gets the stored response.
+        let response = StoredResponse {
+            status: 200,
+            content_type: "application/json".into(),
+            headers: "x-enclave-request-id: r".into(),
+            body: "{\"text\":\"first\"}".into(),
+        };
+        store
+            .complete_idempotency_key("t", "k1", "intruder", &response)
+            .await
+            .expect("complete");
+        assert_eq!(
+            store
+                .claim_idempotency_key("t", "k1", "fp", "again")
+                .await
+                .expect("claim"),
+            Claim::InFlight
+        );
+        store
+            .complete_idempotency_key("t", "k1", &winner, &response)
+            .await
+            .expect("complete");
+        assert_eq!(
+            store
+                .claim_idempotency_key("t", "k1", "fp", "again")
+                .await
+                .expect("claim"),
+            Claim::Done(response.clone())
+        );
+        // A completed claim is never released; a failed call's claim is, and the key is free.
+        store
+            .release_idempotency_key("t", "k1", &winner)
+            .await
+            .expect("release");
+        assert!(matches!(
+            store.claim_idempotency_key("t", "k1", "fp", "z").await,
+            Ok(Claim::Done(_))
+        ));
+        assert_eq!(
+            store
+                .claim_idempotency_key("t", "k2", "fp", "a")
+                .await
+                .expect("claim"),
+            Claim::Claimed
+        );
+        store
+            .release_idempotency_key("t", "k2", "a")
+            .await
+            .expect("release");
+        assert_eq!(
+            store
+                .claim_idempotency_key("t", "k2", "fp", "b")
+                .await
+                .expect("claim"),
+            Claim::Claimed
+        );
+        // Keys are per tenant.
+        assert_eq!(
+            store
+                .claim_idempotency_key("other-tenant", "k1", "fp", "c")
+                .await
+                .expect("claim"),
+            Claim::Claimed
+        );
+    })
+    .await;
+}

@@ -407,6 +407,11 @@ impl TextEncoder for BertEncoder {
             })?;
         Ok(receiver)
     }
+
+    fn is_running(&self) -> bool {
+        // The batching thread owns the queue's receiver; it is dropped when the thread ends.
+        !self.queue.is_closed()
+    }
 }
 
 /// How many tokens of two texts of `a` and `b` tokens fit in `budget`, cut as Hugging Face's

@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 
 use super::gguf::{self, Tensor, Value};
 use super::vocab::{self, Vocab};
-use crate::pull::enclave_home;
+use crate::home::enclave_home;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConvertError {

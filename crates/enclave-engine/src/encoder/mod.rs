@@ -109,6 +109,8 @@ pub trait TextEncoder: Send + Sync {
     fn token_pieces(&self, tokens: &[u32]) -> Vec<String>;
     /// Queues tokenized inputs; the receiver yields one output per input (see [`EncoderHead`]).
     fn encode(&self, inputs: Vec<Vec<u32>>) -> Result<OutputsReceiver, EncoderError>;
+    /// Whether the encoder still takes requests (false once its batching thread has died).
+    fn is_running(&self) -> bool;
 }
 
 /// Cosine similarity of two vectors (for normalised vectors, their dot product).

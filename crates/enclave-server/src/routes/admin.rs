@@ -16,23 +16,12 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::auth::AdminCaller;
-use crate::error::{ApiError, Family};
-use crate::extract::{ApiJson, ApiQuery, CohereJson, CohereQuery};
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiQuery};
 use crate::state::AppState;
 
-const FAMILY: Family = Family::Cohere;
-
-fn store_error(err: StoreError) -> ApiError {
-    match err {
-        StoreError::Invalid(m) => ApiError::invalid(FAMILY, m),
-        StoreError::NotFound(m) => ApiError::not_found(FAMILY, format!("{m} not found")),
-        StoreError::Conflict(m) => ApiError::new(FAMILY, StatusCode::CONFLICT, m),
-        other => crate::metering::store_error(FAMILY, other),
-    }
-}
-
 fn forbidden(message: &str) -> ApiError {
-    ApiError::new(FAMILY, StatusCode::FORBIDDEN, message)
+    ApiError::forbidden(message)
 }
 
 fn require_platform_admin(admin: &AdminCaller) -> Result<(), ApiError> {
@@ -47,7 +36,7 @@ fn store(state: &AppState) -> Result<&enclave_store::Store, ApiError> {
     state
         .access()
         .map(|a| a.store())
-        .ok_or_else(|| ApiError::not_found(FAMILY, "this server runs without accounts"))
+        .ok_or_else(|| ApiError::not_found("this server runs without accounts"))
 }
 
 /// The tenant a request names (by id or name), or the caller's own when it names none. A
@@ -70,14 +59,17 @@ async fn named_tenant(
     admin: &AdminCaller,
     name: &str,
 ) -> Result<Tenant, ApiError> {
-    let own = &admin.caller.0;
-    if admin.tenant_scope().is_some() && name != own.tenant_id && name != own.tenant_name {
-        return Err(ApiError::not_found(
-            FAMILY,
-            format!("tenant '{name}' not found"),
-        ));
+    let hidden = || ApiError::not_found(format!("tenant '{name}' not found"));
+    let tenant = match store.find_tenant(name).await {
+        Err(StoreError::NotFound(_)) => return Err(hidden()),
+        other => other?,
+    };
+    // Compare the resolved id, never the requested string: a name can look like another
+    // tenant's id.
+    match admin.tenant_scope() {
+        Some(own) if own != tenant.id => Err(hidden()),
+        _ => Ok(tenant),
     }
-    store.find_tenant(name).await.map_err(store_error)
 }
 
 fn budget_json(budget: Option<BudgetSpec>) -> Value {
@@ -120,15 +112,15 @@ pub struct CreateTenant {
 pub async fn create_tenant(
     State(state): State<AppState>,
     admin: AdminCaller,
-    ApiJson(req, _): CohereJson<CreateTenant>,
+    ApiJson(req): ApiJson<CreateTenant>,
 ) -> Result<Response, ApiError> {
     require_platform_admin(&admin)?;
-    let budget =
-        BudgetSpec::optional(req.budget_usd, req.budget_period.as_deref()).map_err(store_error)?;
+    let budget = BudgetSpec::optional(req.budget_usd, req.budget_period.as_deref())
+        .map_err(ApiError::from)?;
     let tenant = store(&state)?
         .create_tenant(&req.name, budget)
         .await
-        .map_err(store_error)?;
+        .map_err(ApiError::from)?;
     Ok((StatusCode::CREATED, Json(tenant_json(&tenant))).into_response())
 }
 
@@ -136,7 +128,10 @@ pub async fn list_tenants(
     State(state): State<AppState>,
     admin: AdminCaller,
 ) -> Result<Json<Value>, ApiError> {
-    let tenants = store(&state)?.list_tenants().await.map_err(store_error)?;
+    let tenants = store(&state)?
+        .list_tenants()
+        .await
+        .map_err(ApiError::from)?;
     let visible: Vec<Value> = tenants
         .iter()
         .filter(|t| admin.tenant_scope().is_none_or(|scope| scope == t.id))
@@ -157,17 +152,17 @@ pub async fn set_tenant_budget(
     State(state): State<AppState>,
     admin: AdminCaller,
     Path(tenant): Path<String>,
-    ApiJson(req, _): CohereJson<SetBudget>,
+    ApiJson(req): ApiJson<SetBudget>,
 ) -> Result<Json<Value>, ApiError> {
     require_platform_admin(&admin)?;
     let store = store(&state)?;
-    let tenant = store.find_tenant(&tenant).await.map_err(store_error)?;
-    let budget =
-        BudgetSpec::from_usd(req.budget_usd, req.budget_period.as_deref()).map_err(store_error)?;
+    let tenant = store.find_tenant(&tenant).await.map_err(ApiError::from)?;
+    let budget = BudgetSpec::from_usd(req.budget_usd, req.budget_period.as_deref())
+        .map_err(ApiError::from)?;
     store
         .set_tenant_budget(&tenant.id, budget)
         .await
-        .map_err(store_error)?;
+        .map_err(ApiError::from)?;
     if let Some(access) = state.access() {
         access.forget_keys();
     }
@@ -202,17 +197,16 @@ pub struct CreateKey {
 pub async fn create_key(
     State(state): State<AppState>,
     admin: AdminCaller,
-    ApiJson(req, _): CohereJson<CreateKey>,
+    ApiJson(req): ApiJson<CreateKey>,
 ) -> Result<Response, ApiError> {
     let store = store(&state)?;
     let tenant = named_tenant(store, &admin, &req.tenant).await?;
     let role = match req.role.as_deref() {
         None => Role::Member,
         Some(name) => Role::parse(name).ok_or_else(|| {
-            ApiError::invalid(
-                FAMILY,
-                format!("role must be member, tenant_admin or admin, got '{name}'"),
-            )
+            ApiError::invalid(format!(
+                "role must be member, tenant_admin or admin, got '{name}'"
+            ))
         })?,
     };
     if role == Role::Admin
@@ -224,7 +218,7 @@ pub async fn create_key(
     }
     let scopes = match req.scopes {
         None => Scopes::default(),
-        Some(ScopesInput::Names(names)) => Scopes::parse(&names).map_err(store_error)?,
+        Some(ScopesInput::Names(names)) => Scopes::parse(&names).map_err(ApiError::from)?,
         Some(ScopesInput::Parts(parts)) => parts,
     };
     let expires_ms = req
@@ -232,7 +226,7 @@ pub async fn create_key(
         .as_deref()
         .map(|t| parse_time(t, false))
         .transpose()
-        .map_err(store_error)?;
+        .map_err(ApiError::from)?;
     let new = NewKey {
         tenant_id: tenant.id.clone(),
         name: req.name.unwrap_or_default(),
@@ -242,10 +236,10 @@ pub async fn create_key(
         tpm: req.tpm,
         expires_ms,
         budget: BudgetSpec::optional(req.budget_usd, req.budget_period.as_deref())
-            .map_err(store_error)?,
+            .map_err(ApiError::from)?,
         secret: None,
     };
-    let (key, secret) = store.create_key(new).await.map_err(store_error)?;
+    let (key, secret) = store.create_key(new).await.map_err(ApiError::from)?;
     let mut body = key_json(&key);
     body["key"] = json!(secret);
     Ok((StatusCode::CREATED, Json(body)).into_response())
@@ -259,14 +253,14 @@ pub struct KeyFilter {
 pub async fn list_keys(
     State(state): State<AppState>,
     admin: AdminCaller,
-    ApiQuery(filter, _): CohereQuery<KeyFilter>,
+    ApiQuery(filter): ApiQuery<KeyFilter>,
 ) -> Result<Json<Value>, ApiError> {
     let store = store(&state)?;
     let tenant = visible_tenant(store, &admin, filter.tenant.as_deref()).await?;
     let keys = store
         .list_keys(tenant.as_deref())
         .await
-        .map_err(store_error)?;
+        .map_err(ApiError::from)?;
     let mut listed = Vec::with_capacity(keys.len());
     for key in &keys {
         let mut item = key_json(key);
@@ -274,7 +268,7 @@ pub async fn list_keys(
             let (spent, held) = store
                 .budget_state(&key.id, budget.period)
                 .await
-                .map_err(store_error)?;
+                .map_err(ApiError::from)?;
             item["budget"]["spent_usd"] = json!(pico_to_usd(spent));
             item["budget"]["held_usd"] = json!(pico_to_usd(held));
         }
@@ -291,7 +285,7 @@ pub async fn revoke_key(
     let key = store(&state)?
         .revoke_key(&id, admin.tenant_scope())
         .await
-        .map_err(store_error)?;
+        .map_err(ApiError::from)?;
     if let Some(access) = state.access() {
         access.forget_keys();
     }
@@ -311,7 +305,7 @@ pub struct UsageQuery {
 pub async fn usage(
     State(state): State<AppState>,
     admin: AdminCaller,
-    ApiQuery(q, _): CohereQuery<UsageQuery>,
+    ApiQuery(q): ApiQuery<UsageQuery>,
 ) -> Result<Response, ApiError> {
     let store = store(&state)?;
     let group_by = GroupBy::parse_list(
@@ -319,7 +313,7 @@ pub async fn usage(
             .as_deref()
             .unwrap_or("tenant,capability,model,model_type"),
     )
-    .map_err(store_error)?;
+    .map_err(ApiError::from)?;
     let tenant = visible_tenant(store, &admin, q.tenant.as_deref()).await?;
     let query = ReportQuery {
         group_by: group_by.clone(),
@@ -328,17 +322,17 @@ pub async fn usage(
             .as_deref()
             .map(|t| parse_time(t, false))
             .transpose()
-            .map_err(store_error)?,
+            .map_err(ApiError::from)?,
         to_ms: q
             .to
             .as_deref()
             .map(|t| parse_time(t, true))
             .transpose()
-            .map_err(store_error)?,
+            .map_err(ApiError::from)?,
         tenant_id: tenant,
         key_id: q.key.clone(),
     };
-    let rows = store.report(&query).await.map_err(store_error)?;
+    let rows = store.report(&query).await.map_err(ApiError::from)?;
     match q.format.as_deref() {
         None | Some("json") => Ok(Json(json!({ "rows": rows })).into_response()),
         Some("csv") => Ok((
@@ -346,10 +340,9 @@ pub async fn usage(
             to_csv(&rows, &group_by),
         )
             .into_response()),
-        Some(other) => Err(ApiError::invalid(
-            FAMILY,
-            format!("format must be json or csv, got '{other}'"),
-        )),
+        Some(other) => Err(ApiError::invalid(format!(
+            "format must be json or csv, got '{other}'"
+        ))),
     }
 }
 
@@ -359,7 +352,7 @@ pub async fn verify(
     admin: AdminCaller,
 ) -> Result<Json<Value>, ApiError> {
     require_platform_admin(&admin)?;
-    let report = store(&state)?.verify().await.map_err(store_error)?;
+    let report = store(&state)?.verify().await.map_err(ApiError::from)?;
     Ok(Json(
         json!({ "ok": report.ok(), "tenants": report.tenants }),
     ))
@@ -369,7 +362,7 @@ pub async fn prices(
     State(state): State<AppState>,
     _admin: AdminCaller,
 ) -> Result<Json<Value>, ApiError> {
-    let book = store(&state)?.price_book().await.map_err(store_error)?;
+    let book = store(&state)?.price_book().await.map_err(ApiError::from)?;
     let versions: Vec<Value> = book
         .versions
         .iter()
@@ -421,40 +414,30 @@ pub struct NewPrices {
 pub async fn add_prices(
     State(state): State<AppState>,
     admin: AdminCaller,
-    ApiJson(req, _): CohereJson<NewPrices>,
+    ApiJson(req): ApiJson<NewPrices>,
 ) -> Result<Response, ApiError> {
     require_platform_admin(&admin)?;
     if req.prices.is_empty() || req.prices.len() > 1000 {
-        return Err(ApiError::invalid(
-            FAMILY,
-            "prices must hold 1 to 1000 entries",
-        ));
+        return Err(ApiError::invalid("prices must hold 1 to 1000 entries"));
     }
     let mut rows = Vec::with_capacity(req.prices.len());
     for (i, p) in req.prices.iter().enumerate() {
         let capability = Capability::parse(&p.capability).ok_or_else(|| {
-            ApiError::invalid(
-                FAMILY,
-                format!(
-                    "prices[{i}].capability '{}' is not a capability",
-                    p.capability
-                ),
-            )
+            ApiError::invalid(format!(
+                "prices[{i}].capability '{}' is not a capability",
+                p.capability
+            ))
         })?;
         let model_type = match p.model_type.as_deref() {
             None => ModelType::Base,
             Some(name) => ModelType::parse(name).ok_or_else(|| {
-                ApiError::invalid(
-                    FAMILY,
-                    format!("prices[{i}].model_type must be base or custom"),
-                )
+                ApiError::invalid(format!("prices[{i}].model_type must be base or custom"))
             })?,
         };
         let pico_per_unit = usd_to_pico(p.usd_per_million / 1e6).ok_or_else(|| {
-            ApiError::invalid(
-                FAMILY,
-                format!("prices[{i}].usd_per_million must be a non-negative amount"),
-            )
+            ApiError::invalid(format!(
+                "prices[{i}].usd_per_million must be a non-negative amount"
+            ))
         })?;
         rows.push(PriceRow {
             capability,
@@ -472,14 +455,14 @@ pub async fn add_prices(
         .as_deref()
         .map(|t| parse_time(t, false))
         .transpose()
-        .map_err(store_error)?;
+        .map_err(ApiError::from)?;
     let store = store(&state)?;
     let version = store
         .add_price_version(effective_ms, req.note.as_deref().unwrap_or(""), &rows)
         .await
-        .map_err(store_error)?;
+        .map_err(ApiError::from)?;
     if let Some(access) = state.access() {
-        access.refresh_prices().await.map_err(store_error)?;
+        access.refresh_prices().await.map_err(ApiError::from)?;
     }
     Ok((
         StatusCode::CREATED,
@@ -501,20 +484,20 @@ pub struct EventsQuery {
 pub async fn events(
     State(state): State<AppState>,
     admin: AdminCaller,
-    ApiQuery(q, _): CohereQuery<EventsQuery>,
+    ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let store = store(&state)?;
     let tenant = visible_tenant(store, &admin, q.tenant.as_deref())
         .await?
-        .ok_or_else(|| ApiError::invalid(FAMILY, "tenant is required"))?;
+        .ok_or_else(|| ApiError::invalid("tenant is required"))?;
     let limit = q.limit.unwrap_or(1000);
     if !(1..=10_000).contains(&limit) {
-        return Err(ApiError::invalid(FAMILY, "limit must be 1 to 10000"));
+        return Err(ApiError::invalid("limit must be 1 to 10000"));
     }
     let events = store
         .events(&tenant, q.after.unwrap_or(0), limit)
         .await
-        .map_err(store_error)?;
+        .map_err(ApiError::from)?;
     let next_after = events.last().map(|e| e.seq);
     Ok(Json(json!({ "events": events, "next_after": next_after })))
 }

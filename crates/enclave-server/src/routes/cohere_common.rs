@@ -3,8 +3,8 @@
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::error::{ApiError, Family};
-use crate::generation::Usage;
+use crate::error::ApiError;
+use crate::pipeline::{SamplingInput, Usage};
 
 /// Message content: a plain string or an array of typed parts (only text parts are served).
 #[derive(Debug, Deserialize)]
@@ -25,7 +25,7 @@ pub enum ContentPart {
 
 impl Content {
     /// The text of the content; parts this server cannot read yet are a clear 400.
-    pub fn into_text(self, family: Family) -> Result<String, ApiError> {
+    pub fn into_text(self) -> Result<String, ApiError> {
         match self {
             Content::Text(text) => Ok(text),
             Content::Parts(parts) => {
@@ -36,13 +36,11 @@ impl Content {
                         ContentPart::Thinking { .. } => {}
                         ContentPart::ImageUrl { .. } => {
                             return Err(ApiError::invalid(
-                                family,
                                 "image content is not supported by the served models",
                             ))
                         }
                         ContentPart::Document { .. } => {
                             return Err(ApiError::invalid(
-                                family,
                                 "document content parts are not supported yet",
                             ))
                         }
@@ -83,12 +81,11 @@ pub fn v1_meta(usage: Option<&Usage>) -> Value {
 
 /// Refuses capabilities the request asks for that this server does not provide yet, instead of
 /// silently ignoring them.
-pub fn refuse_unsupported(family: Family, fields: &[(&str, bool)]) -> Result<(), ApiError> {
+pub fn refuse_unsupported(fields: &[(&str, bool)]) -> Result<(), ApiError> {
     match fields.iter().find(|(_, present)| *present) {
-        Some((name, _)) => Err(ApiError::invalid(
-            family,
-            format!("'{name}' is not supported by this server yet"),
-        )),
+        Some((name, _)) => Err(ApiError::invalid(format!(
+            "'{name}' is not supported by this server yet"
+        ))),
         None => Ok(()),
     }
 }
@@ -96,14 +93,52 @@ pub fn refuse_unsupported(family: Family, fields: &[(&str, bool)]) -> Result<(),
 /// `priority` is accepted for compatibility (0–999); requests are served in arrival order.
 pub fn check_priority(priority: Option<i64>) -> Result<(), ApiError> {
     match priority {
-        Some(p) if !(0..=999).contains(&p) => Err(ApiError::invalid(
-            Family::Cohere,
-            format!("priority must be between 0 and 999, got {p}"),
-        )),
+        Some(p) if !(0..=999).contains(&p) => Err(ApiError::invalid(format!(
+            "priority must be between 0 and 999, got {p}"
+        ))),
         _ => Ok(()),
     }
 }
 
 pub fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
+}
+
+/// The sampling fields every Cohere generation route carries, flattened into its request.
+#[derive(Debug, Default, Deserialize)]
+pub struct CohereSampling {
+    max_tokens: Option<i64>,
+    stop_sequences: Option<Vec<String>>,
+    temperature: Option<f64>,
+    seed: Option<u64>,
+    frequency_penalty: Option<f64>,
+    presence_penalty: Option<f64>,
+    k: Option<i64>,
+    p: Option<f64>,
+}
+
+impl CohereSampling {
+    /// The pipeline's sampling input; `default_max_tokens` applies when the request names none.
+    pub fn into_input(self, default_max_tokens: Option<i64>) -> SamplingInput {
+        SamplingInput {
+            temperature: self.temperature,
+            k: self.k,
+            p: self.p,
+            seed: self.seed,
+            frequency_penalty: self.frequency_penalty,
+            presence_penalty: self.presence_penalty,
+            max_tokens: self.max_tokens.or(default_max_tokens),
+            stop: self.stop_sequences.unwrap_or_default(),
+            ignore_eos: false,
+        }
+    }
+
+    /// Adds stop sequences (v1 generate's `end_sequences` end generation the same way).
+    pub fn stop_also(&mut self, more: Option<Vec<String>>) {
+        if let Some(more) = more {
+            self.stop_sequences
+                .get_or_insert_with(Vec::new)
+                .extend(more);
+        }
+    }
 }

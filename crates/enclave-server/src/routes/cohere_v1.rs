@@ -1,24 +1,21 @@
 //! Cohere's legacy protocol: `POST /v1/chat` (message, chat_history, preamble; JSON or NDJSON
 //! stream) and `POST /v1/generate` (raw prompt completion; JSON or NDJSON stream).
 
-use axum::extract::State;
 use axum::response::Response;
 use enclave_engine::ChatMessage;
+use enclave_store::Capability;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::auth::MaybeCaller;
-use crate::error::{ApiError, Family};
-use crate::extract::{ApiJson, CohereJson};
-use crate::generation::{
-    chat_prompt, cohere_finish_reason, prepare, raw_prompt, Completion, SamplingInput, StreamEnd,
-    StreamFormat, Usage, COHERE_BOUNDS,
+use crate::auth::Call;
+use crate::error::ApiError;
+use crate::extract::ApiJson;
+use crate::pipeline::{
+    cohere_finish_reason, generate as run_generation, Completion, GenerationRequest, Prompt,
+    StreamEnd, StreamFormat, Usage, COHERE_BOUNDS,
 };
-use crate::routes::cohere_common::{new_id, refuse_unsupported, v1_meta};
-use crate::state::AppState;
-use enclave_store::Capability;
+use crate::routes::cohere_common::{new_id, refuse_unsupported, v1_meta, CohereSampling};
 
-const FAMILY: Family = Family::Cohere;
 /// v1 generate's documented default.
 const GENERATE_DEFAULT_MAX_TOKENS: i64 = 256;
 
@@ -29,14 +26,8 @@ pub struct ChatRequest {
     preamble: Option<String>,
     chat_history: Option<Vec<HistoryEntry>>,
     stream: Option<bool>,
-    max_tokens: Option<i64>,
-    stop_sequences: Option<Vec<String>>,
-    temperature: Option<f64>,
-    seed: Option<u64>,
-    frequency_penalty: Option<f64>,
-    presence_penalty: Option<f64>,
-    k: Option<i64>,
-    p: Option<f64>,
+    #[serde(flatten)]
+    sampling: CohereSampling,
     tools: Option<Vec<Value>>,
     tool_results: Option<Vec<Value>>,
     documents: Option<Vec<Value>>,
@@ -57,115 +48,65 @@ fn history_role(role: &str) -> Result<&'static str, ApiError> {
         "CHATBOT" => Ok("assistant"),
         "SYSTEM" => Ok("system"),
         "TOOL" => Err(ApiError::invalid(
-            FAMILY,
             "TOOL history entries are not supported by this server yet",
         )),
-        _ => Err(ApiError::invalid(
-            FAMILY,
-            format!("chat_history role must be USER, CHATBOT or SYSTEM, got {role}"),
-        )),
+        _ => Err(ApiError::invalid(format!(
+            "chat_history role must be USER, CHATBOT or SYSTEM, got {role}"
+        ))),
     }
 }
 
-fn sampling(
-    req_temperature: Option<f64>,
-    k: Option<i64>,
-    p: Option<f64>,
-    seed: Option<u64>,
-    penalties: (Option<f64>, Option<f64>),
-    max_tokens: Option<i64>,
-    stop: Option<Vec<String>>,
-) -> SamplingInput {
-    SamplingInput {
-        temperature: req_temperature,
-        k,
-        p,
-        seed,
-        frequency_penalty: penalties.0,
-        presence_penalty: penalties.1,
-        max_tokens,
-        stop: stop.unwrap_or_default(),
-        ignore_eos: false,
-    }
-}
-
-pub async fn chat(
-    State(state): State<AppState>,
-    caller: MaybeCaller,
-    ApiJson(req, _): CohereJson<ChatRequest>,
-) -> Result<Response, ApiError> {
-    refuse_unsupported(
-        FAMILY,
-        &[
-            ("tools", req.tools.as_ref().is_some_and(|t| !t.is_empty())),
-            (
-                "tool_results",
-                req.tool_results.as_ref().is_some_and(|t| !t.is_empty()),
-            ),
-            (
-                "documents",
-                req.documents.as_ref().is_some_and(|d| !d.is_empty()),
-            ),
-            (
-                "connectors",
-                req.connectors.as_ref().is_some_and(|c| !c.is_empty()),
-            ),
-            ("conversation_id", req.conversation_id.is_some()),
-            ("search_queries_only", req.search_queries_only == Some(true)),
-        ],
-    )?;
+pub async fn chat(call: Call, ApiJson(req): ApiJson<ChatRequest>) -> Result<Response, ApiError> {
+    refuse_unsupported(&[
+        ("tools", req.tools.as_ref().is_some_and(|t| !t.is_empty())),
+        (
+            "tool_results",
+            req.tool_results.as_ref().is_some_and(|t| !t.is_empty()),
+        ),
+        (
+            "documents",
+            req.documents.as_ref().is_some_and(|d| !d.is_empty()),
+        ),
+        (
+            "connectors",
+            req.connectors.as_ref().is_some_and(|c| !c.is_empty()),
+        ),
+        ("conversation_id", req.conversation_id.is_some()),
+        ("search_queries_only", req.search_queries_only == Some(true)),
+    ])?;
     if req.message.trim().is_empty() {
-        return Err(ApiError::invalid(FAMILY, "message must not be empty"));
+        return Err(ApiError::invalid("message must not be empty"));
     }
-    let generator = state.chat_model(FAMILY, req.model.as_deref())?;
     let mut messages = Vec::new();
     if let Some(preamble) = &req.preamble {
         messages.push(ChatMessage::new("system", preamble.clone()));
     }
-    let mut history_out = Vec::new();
+    let mut history = Vec::new();
     for entry in req.chat_history.unwrap_or_default() {
         let role = history_role(&entry.role)?;
         let text = entry.message.unwrap_or_default();
-        history_out.push(json!({ "role": entry.role.to_ascii_uppercase(), "message": text }));
+        history.push(json!({ "role": entry.role.to_ascii_uppercase(), "message": text }));
         messages.push(ChatMessage::new(role, text));
     }
     messages.push(ChatMessage::new("user", req.message.clone()));
-    let prompt = chat_prompt(FAMILY, &generator, &messages)?;
-    let prepared = prepare(
-        FAMILY,
-        COHERE_BOUNDS,
-        generator,
-        prompt,
-        sampling(
-            req.temperature,
-            req.k,
-            req.p,
-            req.seed,
-            (req.frequency_penalty, req.presence_penalty),
-            req.max_tokens,
-            req.stop_sequences,
-        ),
-    )?;
-    history_out.push(json!({ "role": "USER", "message": req.message }));
-    let reply = ChatReply {
-        generation_id: new_id(),
-        response_id: new_id(),
-        history: history_out,
+    history.push(json!({ "role": "USER", "message": req.message }));
+    let request = GenerationRequest {
+        capability: Capability::Chat,
+        model: req.model,
+        prompt: Prompt::Chat(messages),
+        sampling: req.sampling.into_input(None),
+        bounds: COHERE_BOUNDS,
+        stream: req.stream == Some(true),
     };
     let format = ChatStream {
-        reply,
+        reply: ChatReply {
+            generation_id: new_id(),
+            response_id: new_id(),
+            history,
+        },
         text: String::new(),
     };
-    prepared
-        .respond(
-            &state,
-            &caller,
-            Capability::Chat,
-            FAMILY,
-            req.stream == Some(true),
-            format,
-        )
-        .await
+    run_generation(&call, request, format).await
 }
 
 /// What a v1 chat response carries besides the text.
@@ -188,6 +129,20 @@ impl ChatReply {
             "meta": v1_meta(Some(usage)),
         })
     }
+}
+
+/// v1's last NDJSON line: how the stream ended and the whole response, as `body` renders it.
+fn stream_end(end: &StreamEnd, body: impl FnOnce(&str, &Usage) -> Value) -> String {
+    let (reason, usage) = match end {
+        StreamEnd::Finished { reason, usage } => (cohere_finish_reason(*reason), *usage),
+        StreamEnd::Failed(_) => ("ERROR", Usage::default()),
+    };
+    ndjson(json!({
+        "is_finished": true,
+        "event_type": "stream-end",
+        "finish_reason": reason,
+        "response": body(reason, &usage),
+    }))
 }
 
 fn ndjson(value: Value) -> String {
@@ -224,16 +179,9 @@ impl StreamFormat for ChatStream {
     }
 
     fn end(&mut self, end: &StreamEnd) -> String {
-        let (reason, usage) = match end {
-            StreamEnd::Finished { reason, usage } => (cohere_finish_reason(*reason), *usage),
-            StreamEnd::Failed(_) => ("ERROR", Usage::default()),
-        };
-        ndjson(json!({
-            "is_finished": true,
-            "event_type": "stream-end",
-            "finish_reason": reason,
-            "response": self.reply.body(&self.text, reason, &usage),
-        }))
+        stream_end(end, |reason, usage| {
+            self.reply.body(&self.text, reason, usage)
+        })
     }
 }
 
@@ -243,76 +191,46 @@ pub struct GenerateRequest {
     model: Option<String>,
     stream: Option<bool>,
     num_generations: Option<i64>,
-    max_tokens: Option<i64>,
-    stop_sequences: Option<Vec<String>>,
+    #[serde(flatten)]
+    sampling: CohereSampling,
     end_sequences: Option<Vec<String>>,
-    temperature: Option<f64>,
-    seed: Option<u64>,
-    frequency_penalty: Option<f64>,
-    presence_penalty: Option<f64>,
-    k: Option<i64>,
-    p: Option<f64>,
     return_likelihoods: Option<String>,
     raw_prompting: Option<bool>,
 }
 
 pub async fn generate(
-    State(state): State<AppState>,
-    caller: MaybeCaller,
-    ApiJson(req, _): CohereJson<GenerateRequest>,
+    call: Call,
+    ApiJson(mut req): ApiJson<GenerateRequest>,
 ) -> Result<Response, ApiError> {
     if req.num_generations.is_some_and(|n| n != 1) {
         return Err(ApiError::invalid(
-            FAMILY,
             "num_generations must be 1 on this server",
         ));
     }
-    refuse_unsupported(
-        FAMILY,
-        &[(
-            "return_likelihoods",
-            req.return_likelihoods
-                .as_deref()
-                .is_some_and(|r| r != "NONE"),
-        )],
-    )?;
+    refuse_unsupported(&[(
+        "return_likelihoods",
+        req.return_likelihoods
+            .as_deref()
+            .is_some_and(|r| r != "NONE"),
+    )])?;
     // Generate never applies a chat template, so `raw_prompting` changes nothing here.
     let _ = req.raw_prompting;
-    let generator = state.model(FAMILY, req.model.as_deref())?;
-    let prompt = raw_prompt(FAMILY, &generator, &req.prompt)?;
     // end_sequences are stop sequences whose text is also cut; both end generation here.
-    let mut stops = req.stop_sequences.unwrap_or_default();
-    stops.extend(req.end_sequences.unwrap_or_default());
-    let prepared = prepare(
-        FAMILY,
-        COHERE_BOUNDS,
-        generator,
-        prompt,
-        sampling(
-            req.temperature,
-            req.k,
-            req.p,
-            req.seed,
-            (req.frequency_penalty, req.presence_penalty),
-            Some(req.max_tokens.unwrap_or(GENERATE_DEFAULT_MAX_TOKENS)),
-            Some(stops),
-        ),
-    )?;
+    req.sampling.stop_also(req.end_sequences.take());
     let format = GenerateStream {
         id: new_id(),
-        prompt: req.prompt,
+        prompt: req.prompt.clone(),
         text: String::new(),
     };
-    prepared
-        .respond(
-            &state,
-            &caller,
-            Capability::Generate,
-            FAMILY,
-            req.stream == Some(true),
-            format,
-        )
-        .await
+    let request = GenerationRequest {
+        capability: Capability::Generate,
+        model: req.model,
+        prompt: Prompt::Text(req.prompt),
+        sampling: req.sampling.into_input(Some(GENERATE_DEFAULT_MAX_TOKENS)),
+        bounds: COHERE_BOUNDS,
+        stream: req.stream == Some(true),
+    };
+    run_generation(&call, request, format).await
 }
 
 /// v1 generate NDJSON: text-generation…, then stream-end with the full response.
@@ -354,15 +272,6 @@ impl StreamFormat for GenerateStream {
     }
 
     fn end(&mut self, end: &StreamEnd) -> String {
-        let (reason, usage) = match end {
-            StreamEnd::Finished { reason, usage } => (cohere_finish_reason(*reason), *usage),
-            StreamEnd::Failed(_) => ("ERROR", Usage::default()),
-        };
-        ndjson(json!({
-            "is_finished": true,
-            "event_type": "stream-end",
-            "finish_reason": reason,
-            "response": self.body(&self.text, reason, &usage),
-        }))
+        stream_end(end, |reason, usage| self.body(&self.text, reason, usage))
     }
 }

@@ -1,39 +1,29 @@
 //! `POST /v2/chat`: Cohere's current chat protocol, JSON or SSE.
 
-use axum::extract::State;
 use axum::response::Response;
 use enclave_engine::ChatMessage;
+use enclave_store::Capability;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::auth::MaybeCaller;
-use crate::error::{ApiError, Family};
-use crate::extract::{ApiJson, CohereJson};
-use crate::generation::{
-    chat_prompt, cohere_finish_reason, prepare, sse_frame, Completion, SamplingInput, StreamEnd,
+use crate::auth::Call;
+use crate::error::ApiError;
+use crate::extract::ApiJson;
+use crate::pipeline::{
+    cohere_finish_reason, generate, sse_frame, Completion, GenerationRequest, Prompt, StreamEnd,
     StreamFormat, COHERE_BOUNDS,
 };
 use crate::routes::cohere_common::{
-    check_priority, new_id, refuse_unsupported, usage_json, Content,
+    check_priority, new_id, refuse_unsupported, usage_json, CohereSampling, Content,
 };
-use crate::state::AppState;
-use enclave_store::Capability;
-
-const FAMILY: Family = Family::Cohere;
 
 #[derive(Debug, Deserialize)]
 pub struct ChatRequest {
     model: String,
     messages: Vec<Message>,
     stream: Option<bool>,
-    max_tokens: Option<i64>,
-    stop_sequences: Option<Vec<String>>,
-    temperature: Option<f64>,
-    seed: Option<u64>,
-    frequency_penalty: Option<f64>,
-    presence_penalty: Option<f64>,
-    k: Option<i64>,
-    p: Option<f64>,
+    #[serde(flatten)]
+    sampling: CohereSampling,
     tools: Option<Vec<Value>>,
     documents: Option<Vec<Value>>,
     response_format: Option<ResponseFormat>,
@@ -69,98 +59,64 @@ fn to_messages(messages: Vec<Message>) -> Result<Vec<ChatMessage>, ApiError> {
     messages
         .into_iter()
         .map(|message| match message {
-            Message::System { content } => {
-                Ok(ChatMessage::new("system", content.into_text(FAMILY)?))
-            }
-            Message::User { content } => Ok(ChatMessage::new("user", content.into_text(FAMILY)?)),
+            Message::System { content } => Ok(ChatMessage::new("system", content.into_text()?)),
+            Message::User { content } => Ok(ChatMessage::new("user", content.into_text()?)),
             Message::Assistant {
                 content,
                 tool_calls,
             } => {
                 if tool_calls.is_some_and(|c| !c.is_empty()) {
                     return Err(ApiError::invalid(
-                        FAMILY,
                         "tool calls are not supported by this server yet",
                     ));
                 }
                 let text = content
-                    .map(|c| c.into_text(FAMILY))
+                    .map(Content::into_text)
                     .transpose()?
                     .unwrap_or_default();
                 Ok(ChatMessage::new("assistant", text))
             }
             Message::Tool { .. } => Err(ApiError::invalid(
-                FAMILY,
                 "tool messages are not supported by this server yet",
             )),
         })
         .collect()
 }
 
-pub async fn chat(
-    State(state): State<AppState>,
-    caller: MaybeCaller,
-    ApiJson(req, _): CohereJson<ChatRequest>,
-) -> Result<Response, ApiError> {
-    refuse_unsupported(
-        FAMILY,
-        &[
-            ("tools", req.tools.as_ref().is_some_and(|t| !t.is_empty())),
-            (
-                "documents",
-                req.documents.as_ref().is_some_and(|d| !d.is_empty()),
-            ),
-            (
-                "response_format json_object",
-                req.response_format
-                    .as_ref()
-                    .is_some_and(|f| f.kind != "text"),
-            ),
-            ("logprobs", req.logprobs == Some(true)),
-        ],
-    )?;
+pub async fn chat(call: Call, ApiJson(req): ApiJson<ChatRequest>) -> Result<Response, ApiError> {
+    refuse_unsupported(&[
+        ("tools", req.tools.as_ref().is_some_and(|t| !t.is_empty())),
+        (
+            "documents",
+            req.documents.as_ref().is_some_and(|d| !d.is_empty()),
+        ),
+        (
+            "response_format json_object",
+            req.response_format
+                .as_ref()
+                .is_some_and(|f| f.kind != "text"),
+        ),
+        ("logprobs", req.logprobs == Some(true)),
+    ])?;
     if let Some(mode) = req.safety_mode.as_deref() {
         if !["CONTEXTUAL", "STRICT", "OFF"].contains(&mode) {
-            return Err(ApiError::invalid(
-                FAMILY,
-                format!("safety_mode must be CONTEXTUAL, STRICT or OFF, got {mode}"),
-            ));
+            return Err(ApiError::invalid(format!(
+                "safety_mode must be CONTEXTUAL, STRICT or OFF, got {mode}"
+            )));
         }
     }
     check_priority(req.priority)?;
     // `thinking` is accepted and has no effect: the served models do not reason in a separate block.
     let _ = req.thinking;
-    let generator = state.chat_model(FAMILY, Some(&req.model))?;
-    let messages = to_messages(req.messages)?;
-    let prompt = chat_prompt(FAMILY, &generator, &messages)?;
-    let prepared = prepare(
-        FAMILY,
-        COHERE_BOUNDS,
-        generator,
-        prompt,
-        SamplingInput {
-            temperature: req.temperature,
-            k: req.k,
-            p: req.p,
-            seed: req.seed,
-            frequency_penalty: req.frequency_penalty,
-            presence_penalty: req.presence_penalty,
-            max_tokens: req.max_tokens,
-            stop: req.stop_sequences.unwrap_or_default(),
-            ignore_eos: false,
-        },
-    )?;
-    let id = new_id();
-    prepared
-        .respond(
-            &state,
-            &caller,
-            Capability::Chat,
-            FAMILY,
-            req.stream == Some(true),
-            V2Stream { id },
-        )
-        .await
+    let request = GenerationRequest {
+        capability: Capability::Chat,
+        model: Some(req.model),
+        prompt: Prompt::Chat(to_messages(req.messages)?),
+        sampling: req.sampling.into_input(None),
+        bounds: COHERE_BOUNDS,
+        stream: req.stream == Some(true),
+    };
+    generate(&call, request, V2Stream { id: new_id() }).await
 }
 
 /// Cohere v2 SSE: message-start, content-start, content-delta…, content-end, message-end, [DONE].

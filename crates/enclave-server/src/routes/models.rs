@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::Json;
 use enclave_engine::catalog::ModelKind;
 use enclave_engine::encoder::{EncoderHead, TextEncoder};
@@ -12,12 +12,11 @@ use enclave_engine::TextGenerator;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::error::{ApiError, Family};
-use crate::extract::{ApiQuery, SharedQuery};
-use crate::rerank::Scorer;
+use crate::auth::Call;
+use crate::capability::rerank::{scorer_for, Scorer};
+use crate::error::ApiError;
+use crate::extract::ApiQuery;
 use crate::state::AppState;
-
-const FAMILY: Family = Family::Shared;
 
 fn endpoints(kind: ModelKind) -> Vec<&'static str> {
     match kind {
@@ -96,13 +95,63 @@ fn describe_encoder(model: &Arc<dyn TextEncoder>) -> Value {
     )
 }
 
-fn all_models(state: &AppState) -> Vec<(ModelKind, Value)> {
-    let generators = state.models().iter().map(|m| (m.info().kind, describe(m)));
-    let encoders = state
-        .encoders()
+/// A served model's name, kind and listing entry.
+struct Listed {
+    name: String,
+    kind: ModelKind,
+    entry: Value,
+}
+
+/// Every served model, then every alias (listed like its model, with `alias_of`).
+fn all_models(state: &AppState) -> Vec<Listed> {
+    let generators = state.generators().iter().map(|m| Listed {
+        name: m.info().name.clone(),
+        kind: m.info().kind,
+        entry: describe(m),
+    });
+    let encoders = state.encoders().iter().map(|m| Listed {
+        name: m.info().name.clone(),
+        kind: encoder_kind(m),
+        entry: describe_encoder(m),
+    });
+    let served: Vec<Listed> = generators.chain(encoders).collect();
+    let aliases: Vec<Listed> = state
+        .aliases()
         .iter()
-        .map(|m| (encoder_kind(m), describe_encoder(m)));
-    generators.chain(encoders).collect()
+        .filter_map(|(alias, target)| {
+            let model = served.iter().find(|m| &m.name == target)?;
+            let mut entry = model.entry.clone();
+            entry["name"] = json!(alias);
+            entry["id"] = json!(alias);
+            entry["alias_of"] = json!(target);
+            Some(Listed {
+                name: target.clone(),
+                kind: model.kind,
+                entry,
+            })
+        })
+        .collect();
+    served.into_iter().chain(aliases).collect()
+}
+
+/// The model an endpoint uses when a request names none.
+fn default_for(state: &AppState, endpoint: &str) -> Option<String> {
+    let first_of = |kind: ModelKind| {
+        state
+            .generators()
+            .iter()
+            .find(|m| m.info().kind == kind)
+            .map(|m| m.info().name.clone())
+    };
+    match endpoint {
+        "chat" | "summarize" => first_of(ModelKind::Chat),
+        "generate" => state.generators().first().map(|m| m.info().name.clone()),
+        "embed" | "classify" => state.encoder(None).ok().map(|e| e.info().name.clone()),
+        "rerank" => scorer_for(state, None)
+            .ok()
+            .map(|s| s.model_name().to_string()),
+        _ => None,
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -113,34 +162,49 @@ pub struct ListQuery {
     default_only: Option<bool>,
 }
 
+/// `GET /v1/models`: the models this key may use, filtered by endpoint; with
+/// `default_only=true` and an endpoint, only the model that endpoint uses by default.
 pub async fn list(
-    State(state): State<AppState>,
-    ApiQuery(query, _): SharedQuery<ListQuery>,
+    call: Call,
+    ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let page_size = query.page_size.unwrap_or(20);
     if !(1..=1000).contains(&page_size) {
-        return Err(ApiError::invalid(
-            FAMILY,
-            format!("page_size must be between 1 and 1000, got {page_size}"),
-        ));
+        return Err(ApiError::invalid(format!(
+            "page_size must be between 1 and 1000, got {page_size}"
+        )));
     }
     let start: usize = match query.page_token.as_deref() {
         None | Some("") => 0,
         Some(token) => token
             .parse()
-            .map_err(|_| ApiError::invalid(FAMILY, "page_token is not one this server issued"))?,
+            .map_err(|_| ApiError::invalid("page_token is not one this server issued"))?,
     };
-    // Every served model is a default of its endpoints, so `default_only` filters nothing.
-    let _ = query.default_only;
-    let matching: Vec<Value> = all_models(&state)
+    let state = &call.state;
+    let default = match (query.default_only, query.endpoint.as_deref()) {
+        (Some(true), Some(endpoint)) => Some(default_for(state, endpoint)),
+        (Some(true), None) => {
+            return Err(ApiError::invalid("default_only needs an endpoint"));
+        }
+        _ => None,
+    };
+    let matching: Vec<Value> = all_models(state)
         .into_iter()
-        .filter(|(kind, _)| {
+        .filter(|m| {
             query
                 .endpoint
                 .as_deref()
-                .is_none_or(|e| endpoints(*kind).contains(&e))
+                .is_none_or(|e| endpoints(m.kind).contains(&e))
         })
-        .map(|(_, entry)| entry)
+        .filter(|m| call.caller.require_model(&m.name).is_ok())
+        .filter(|m| match &default {
+            // The served model itself, not its aliases.
+            Some(default) => {
+                default.as_deref() == Some(m.name.as_str()) && m.entry.get("alias_of").is_none()
+            }
+            None => true,
+        })
+        .map(|m| m.entry)
         .collect();
     let end = (start + page_size as usize).min(matching.len());
     let page: Vec<Value> = matching
@@ -156,13 +220,24 @@ pub async fn list(
     })))
 }
 
-pub async fn get(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    if let Some(encoder) = state.encoder_named(&name) {
-        return Ok(Json(describe_encoder(encoder)));
+pub async fn get(call: Call, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    let state = &call.state;
+    let mut entry = match state.encoder_or_alias(&name) {
+        Some(encoder) => {
+            call.caller.require_model(&encoder.info().name)?;
+            describe_encoder(encoder)
+        }
+        None => {
+            let model = state.model(Some(&name))?;
+            call.caller.require_model(&model.info().name)?;
+            describe(&model)
+        }
+    };
+    let served = state.resolve(&name).to_string();
+    if served != name {
+        entry["name"] = json!(name);
+        entry["id"] = json!(name);
+        entry["alias_of"] = json!(served);
     }
-    let model = state.model(FAMILY, Some(&name))?;
-    Ok(Json(describe(&model)))
+    Ok(Json(entry))
 }

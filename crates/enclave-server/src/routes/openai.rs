@@ -2,23 +2,21 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::extract::State;
 use axum::response::Response;
 use enclave_engine::ChatMessage;
+use enclave_store::Capability;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::auth::MaybeCaller;
-use crate::error::{ApiError, Family};
-use crate::extract::{ApiJson, OpenAiJson};
-use crate::generation::{
-    chat_prompt, openai_finish_reason, prepare, raw_prompt, sse_frame, Completion, SamplingInput,
-    StreamEnd, StreamFormat, Usage, OPENAI_BOUNDS,
+use crate::auth::Call;
+use crate::capability::embed::{check_count, embed};
+use crate::capability::vectors::to_base64;
+use crate::error::ApiError;
+use crate::extract::ApiJson;
+use crate::pipeline::{
+    generate, openai_finish_reason, sse_frame, Completion, GenerationRequest, Prompt,
+    SamplingInput, StreamEnd, StreamFormat, Usage, OPENAI_BOUNDS,
 };
-use crate::state::AppState;
-use enclave_store::Capability;
-
-const FAMILY: Family = Family::OpenAi;
 /// OpenAI's documented default for `/v1/completions`.
 const COMPLETIONS_DEFAULT_MAX_TOKENS: i64 = 16;
 
@@ -72,12 +70,9 @@ fn to_message(message: Message) -> Result<ChatMessage, ApiError> {
         "user" => "user",
         "assistant" => "assistant",
         other => {
-            return Err(ApiError::invalid(
-                FAMILY,
-                format!(
+            return Err(ApiError::invalid(format!(
                 "message role '{other}' is not supported; use system, developer, user or assistant"
-            ),
-            ))
+            )))
         }
     };
     let text = match message.content {
@@ -89,10 +84,9 @@ fn to_message(message: Message) -> Result<ChatMessage, ApiError> {
                 match (part.kind.as_str(), part.text) {
                     ("text", Some(text)) => out.push_str(&text),
                     (kind, _) => {
-                        return Err(ApiError::invalid(
-                            FAMILY,
-                            format!("content part type '{kind}' is not supported"),
-                        ))
+                        return Err(ApiError::invalid(format!(
+                            "content part type '{kind}' is not supported"
+                        )))
                     }
                 }
             }
@@ -102,14 +96,11 @@ fn to_message(message: Message) -> Result<ChatMessage, ApiError> {
     Ok(ChatMessage::new(role, text))
 }
 
+/// The sampling fields both OpenAI generation routes carry, flattened into their requests.
 #[derive(Debug, Deserialize)]
-pub struct ChatCompletionRequest {
-    model: String,
-    messages: Vec<Message>,
+pub struct OpenAiSampling {
     stream: Option<bool>,
     stream_options: Option<StreamOptions>,
-    max_tokens: Option<i64>,
-    max_completion_tokens: Option<i64>,
     temperature: Option<f64>,
     top_p: Option<f64>,
     top_k: Option<i64>,
@@ -118,20 +109,71 @@ pub struct ChatCompletionRequest {
     seed: Option<u64>,
     frequency_penalty: Option<f64>,
     presence_penalty: Option<f64>,
-    tools: Option<Vec<Value>>,
-    logprobs: Option<bool>,
     /// llama.cpp's extension, used by benchmarks to force a fixed answer length.
     ignore_eos: Option<bool>,
 }
 
-fn check_n(n: Option<i64>) -> Result<(), ApiError> {
-    match n {
-        None | Some(1) => Ok(()),
-        Some(n) => Err(ApiError::invalid(
-            FAMILY,
-            format!("n must be 1 on this server, got {n}"),
-        )),
+impl OpenAiSampling {
+    /// The pipeline's request for `prompt`, and the stream format of the answer.
+    fn request(
+        self,
+        capability: Capability,
+        model: String,
+        prompt: Prompt,
+        max_tokens: Option<i64>,
+    ) -> Result<(GenerationRequest, OpenAiStream), ApiError> {
+        if let Some(n) = self.n.filter(|&n| n != 1) {
+            return Err(ApiError::invalid(format!(
+                "n must be 1 on this server, got {n}"
+            )));
+        }
+        let chat = matches!(prompt, Prompt::Chat(_));
+        let format = OpenAiStream {
+            id: if chat {
+                format!("chatcmpl-{}", uuid::Uuid::new_v4().simple())
+            } else {
+                format!("cmpl-{}", uuid::Uuid::new_v4().simple())
+            },
+            model: model.clone(),
+            created: unix_now(),
+            chat,
+            include_usage: self
+                .stream_options
+                .and_then(|o| o.include_usage)
+                .unwrap_or(false),
+        };
+        let request = GenerationRequest {
+            capability,
+            model: Some(model),
+            prompt,
+            sampling: SamplingInput {
+                temperature: self.temperature,
+                k: self.top_k,
+                p: self.top_p,
+                seed: self.seed,
+                frequency_penalty: self.frequency_penalty,
+                presence_penalty: self.presence_penalty,
+                max_tokens,
+                stop: Stop::into_vec(self.stop),
+                ignore_eos: self.ignore_eos.unwrap_or(false),
+            },
+            bounds: OPENAI_BOUNDS,
+            stream: self.stream == Some(true),
+        };
+        Ok((request, format))
     }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ChatCompletionRequest {
+    model: String,
+    messages: Vec<Message>,
+    #[serde(flatten)]
+    sampling: OpenAiSampling,
+    max_tokens: Option<i64>,
+    max_completion_tokens: Option<i64>,
+    tools: Option<Vec<Value>>,
+    logprobs: Option<bool>,
 }
 
 fn unix_now() -> u64 {
@@ -150,73 +192,37 @@ fn usage_json(usage: &Usage) -> Value {
 }
 
 pub async fn chat_completions(
-    State(state): State<AppState>,
-    caller: MaybeCaller,
-    ApiJson(req, _): OpenAiJson<ChatCompletionRequest>,
+    call: Call,
+    ApiJson(req): ApiJson<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
-    check_n(req.n)?;
     if req.tools.as_ref().is_some_and(|t| !t.is_empty()) {
         return Err(ApiError::invalid(
-            FAMILY,
             "'tools' is not supported by this server yet",
         ));
     }
     if req.logprobs == Some(true) {
         return Err(ApiError::invalid(
-            FAMILY,
             "'logprobs' is not supported by this server yet",
         ));
     }
-    let generator = state.chat_model(FAMILY, Some(&req.model))?;
     let messages = req
         .messages
         .into_iter()
         .map(to_message)
         .collect::<Result<Vec<_>, _>>()?;
-    let prompt = chat_prompt(FAMILY, &generator, &messages)?;
-    let prepared = prepare(
-        FAMILY,
-        OPENAI_BOUNDS,
-        generator,
-        prompt,
-        SamplingInput {
-            temperature: req.temperature,
-            k: req.top_k,
-            p: req.top_p,
-            seed: req.seed,
-            frequency_penalty: req.frequency_penalty,
-            presence_penalty: req.presence_penalty,
-            max_tokens: req.max_completion_tokens.or(req.max_tokens),
-            stop: Stop::into_vec(req.stop),
-            ignore_eos: req.ignore_eos.unwrap_or(false),
-        },
+    let (request, format) = req.sampling.request(
+        Capability::Chat,
+        req.model,
+        Prompt::Chat(messages),
+        req.max_completion_tokens.or(req.max_tokens),
     )?;
-    let format = OpenAiStream {
-        id: format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
-        model: req.model,
-        created: unix_now(),
-        chat: true,
-        include_usage: req
-            .stream_options
-            .and_then(|o| o.include_usage)
-            .unwrap_or(false),
-    };
-    prepared
-        .respond(
-            &state,
-            &caller,
-            Capability::Chat,
-            FAMILY,
-            req.stream == Some(true),
-            format,
-        )
-        .await
+    generate(&call, request, format).await
 }
 
 /// `prompt`: one string, or a list holding exactly one string.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
-enum Prompt {
+enum PromptField {
     One(String),
     Many(Vec<String>),
 }
@@ -224,84 +230,40 @@ enum Prompt {
 #[derive(Debug, Deserialize)]
 pub struct CompletionRequest {
     model: String,
-    prompt: Prompt,
-    stream: Option<bool>,
-    stream_options: Option<StreamOptions>,
+    prompt: PromptField,
+    #[serde(flatten)]
+    sampling: OpenAiSampling,
     max_tokens: Option<i64>,
-    temperature: Option<f64>,
-    top_p: Option<f64>,
-    top_k: Option<i64>,
-    n: Option<i64>,
-    stop: Option<Stop>,
-    seed: Option<u64>,
-    frequency_penalty: Option<f64>,
-    presence_penalty: Option<f64>,
     echo: Option<bool>,
     logprobs: Option<i64>,
-    ignore_eos: Option<bool>,
 }
 
 pub async fn completions(
-    State(state): State<AppState>,
-    caller: MaybeCaller,
-    ApiJson(req, _): OpenAiJson<CompletionRequest>,
+    call: Call,
+    ApiJson(req): ApiJson<CompletionRequest>,
 ) -> Result<Response, ApiError> {
-    check_n(req.n)?;
     if req.echo == Some(true) || req.logprobs.is_some() {
         return Err(ApiError::invalid(
-            FAMILY,
             "'echo' and 'logprobs' are not supported by this server yet",
         ));
     }
-    let prompt_text = match req.prompt {
-        Prompt::One(text) => text,
-        Prompt::Many(mut list) if list.len() == 1 => list.remove(0),
-        Prompt::Many(list) => {
-            return Err(ApiError::invalid(
-                FAMILY,
-                format!("prompt must be one string; got a list of {}", list.len()),
-            ))
+    let prompt = match req.prompt {
+        PromptField::One(text) => text,
+        PromptField::Many(mut list) if list.len() == 1 => list.remove(0),
+        PromptField::Many(list) => {
+            return Err(ApiError::invalid(format!(
+                "prompt must be one string; got a list of {}",
+                list.len()
+            )))
         }
     };
-    let generator = state.model(FAMILY, Some(&req.model))?;
-    let prompt = raw_prompt(FAMILY, &generator, &prompt_text)?;
-    let prepared = prepare(
-        FAMILY,
-        OPENAI_BOUNDS,
-        generator,
-        prompt,
-        SamplingInput {
-            temperature: req.temperature,
-            k: req.top_k,
-            p: req.top_p,
-            seed: req.seed,
-            frequency_penalty: req.frequency_penalty,
-            presence_penalty: req.presence_penalty,
-            max_tokens: Some(req.max_tokens.unwrap_or(COMPLETIONS_DEFAULT_MAX_TOKENS)),
-            stop: Stop::into_vec(req.stop),
-            ignore_eos: req.ignore_eos.unwrap_or(false),
-        },
+    let (request, format) = req.sampling.request(
+        Capability::Generate,
+        req.model,
+        Prompt::Text(prompt),
+        Some(req.max_tokens.unwrap_or(COMPLETIONS_DEFAULT_MAX_TOKENS)),
     )?;
-    let format = OpenAiStream {
-        id: format!("cmpl-{}", uuid::Uuid::new_v4().simple()),
-        model: req.model,
-        created: unix_now(),
-        chat: false,
-        include_usage: req
-            .stream_options
-            .and_then(|o| o.include_usage)
-            .unwrap_or(false),
-    };
-    prepared
-        .respond(
-            &state,
-            &caller,
-            Capability::Generate,
-            FAMILY,
-            req.stream == Some(true),
-            format,
-        )
-        .await
+    generate(&call, request, format).await
 }
 
 /// OpenAI SSE chunks for both chat and text completions, ending with `data: [DONE]`.
@@ -429,68 +391,59 @@ pub struct EmbeddingsRequest {
 
 /// `POST /v1/embeddings`.
 pub async fn embeddings(
-    State(state): State<AppState>,
-    caller: MaybeCaller,
-    ApiJson(req, _): OpenAiJson<EmbeddingsRequest>,
+    call: Call,
+    ApiJson(req): ApiJson<EmbeddingsRequest>,
 ) -> Result<Response, ApiError> {
-    use crate::embedding::{check_count, embed_billed, to_base64};
     use enclave_engine::encoder::Truncate;
 
     let texts = match req.input {
         EmbeddingInput::One(text) => vec![text],
         EmbeddingInput::Many(texts) => texts,
     };
-    check_count(
-        FAMILY,
-        texts.len(),
-        None,
-        state.config().max_client_batch_size,
-    )?;
+    check_count(texts.len(), None, call.state.config().max_client_batch_size)?;
     let base64 = match req.encoding_format.as_deref() {
         None | Some("float") => false,
         Some("base64") => true,
         Some(other) => {
-            return Err(ApiError::invalid(
-                FAMILY,
-                format!("encoding_format must be float or base64, got {other}"),
-            ))
+            return Err(ApiError::invalid(format!(
+                "encoding_format must be float or base64, got {other}"
+            )))
         }
     };
     // `user` is an end-user label for abuse tracking; it is accepted and not stored.
     let _ = req.user;
-    let encoder = state.encoder(FAMILY, Some(&req.model))?;
+    let encoder = call.state.encoder(Some(&req.model))?;
     if let Some(d) = req.dimensions {
         if d != encoder.info().dimensions as i64 {
-            return Err(ApiError::invalid(
-                FAMILY,
-                format!(
-                    "dimensions {d} is not offered; {} produces {}",
-                    req.model,
-                    encoder.info().dimensions
-                ),
-            ));
+            return Err(ApiError::invalid(format!(
+                "dimensions {d} is not offered; {} produces {}",
+                req.model,
+                encoder.info().dimensions
+            )));
         }
     }
+    let model = req.model;
     // OpenAI truncates silently at the model's limit; so does this route.
-    let (embedded, receipt) =
-        embed_billed(&state, &caller, FAMILY, &encoder, texts, Truncate::End).await?;
-    let data: Vec<Value> = embedded
-        .vectors
-        .iter()
-        .enumerate()
-        .map(|(index, v)| {
-            let embedding = if base64 {
-                json!(to_base64(v))
-            } else {
-                json!(v)
-            };
-            json!({ "object": "embedding", "index": index, "embedding": embedding })
+    embed(&call, &encoder, texts, Truncate::End, move |embedded| {
+        let data: Vec<Value> = embedded
+            .vectors
+            .iter()
+            .enumerate()
+            .map(|(index, v)| {
+                let embedding = if base64 {
+                    json!(to_base64(v))
+                } else {
+                    json!(v)
+                };
+                json!({ "object": "embedding", "index": index, "embedding": embedding })
+            })
+            .collect();
+        json!({
+            "object": "list",
+            "data": data,
+            "model": model,
+            "usage": { "prompt_tokens": embedded.tokens, "total_tokens": embedded.tokens },
         })
-        .collect();
-    Ok(receipt.json(json!({
-        "object": "list",
-        "data": data,
-        "model": req.model,
-        "usage": { "prompt_tokens": embedded.tokens, "total_tokens": embedded.tokens },
-    })))
+    })
+    .await
 }

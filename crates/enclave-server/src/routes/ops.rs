@@ -6,30 +6,35 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use crate::auth::bearer;
+use crate::error::ApiError;
 use crate::state::AppState;
 
 pub async fn health() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Ready when every model's engine is running; reports active and waiting requests per model.
+/// Ready when at least one model is loaded and every model's engine is still running (an
+/// engine whose thread died turns this 503, so a load balancer stops sending traffic);
+/// reports active and waiting requests per model.
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let encoders = state.encoders().iter().map(|m| {
         let info = m.info();
         json!({
             "name": info.name,
             "kind": if info.head.is_embedding() { "embedding" } else { "reranker" },
+            "running": m.is_running(),
             "max_concurrent_requests": info.max_concurrent_requests,
         })
     });
     let models: Vec<Value> = state
-        .models()
+        .generators()
         .iter()
         .map(|m| {
             let (active, waiting) = m.load();
             let info = m.info();
             json!({
                 "name": info.name,
+                "running": m.is_running(),
                 "active": active,
                 "waiting": waiting,
                 "slots": info.parallel_sequences,
@@ -38,30 +43,39 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
         })
         .chain(encoders)
         .collect();
-    let status = if models.is_empty() {
-        StatusCode::SERVICE_UNAVAILABLE
+    let stopped = models.iter().any(|m| m["running"] == json!(false));
+    let (status, label) = if models.is_empty() {
+        (StatusCode::SERVICE_UNAVAILABLE, "no models loaded")
+    } else if stopped {
+        (StatusCode::SERVICE_UNAVAILABLE, "an engine has stopped")
     } else {
-        StatusCode::OK
-    };
-    let label = if status == StatusCode::OK {
-        "ready"
-    } else {
-        "no models loaded"
+        (StatusCode::OK, "ready")
     };
     (status, Json(json!({ "status": label, "models": models })))
 }
 
-/// `{"valid": bool}`: answers for any key rather than rejecting, which is what the check is for.
-pub async fn check_api_key(State(state): State<AppState>, headers: HeaderMap) -> Json<Value> {
+/// `{"valid": bool}`: answers for any key rather than rejecting, which is what the check is
+/// for. It needs no key, so all its callers together share a per-second limit (429 past it).
+pub async fn check_api_key(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
     let (Some(access), Some(secret)) = (state.access(), bearer(&headers)) else {
-        return Json(json!({ "valid": state.access().is_none() }));
+        return Ok(Json(json!({ "valid": state.access().is_none() })));
     };
-    match access.authenticate(secret).await {
+    if !access.allow_key_check() {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many key checks; retry in a second",
+        )
+        .retry_after(1));
+    }
+    Ok(match access.authenticate(secret).await {
         Ok(Ok(caller)) => Json(json!({
             "valid": true,
             "organization_id": caller.0.tenant_id,
             "owner_id": caller.0.id,
         })),
         _ => Json(json!({ "valid": false })),
-    }
+    })
 }

@@ -1,23 +1,16 @@
 //! Cohere's rerank routes: `POST /v2/rerank` (string documents) and `POST /v1/rerank` (strings or
 //! objects ranked on `rank_fields`, optionally echoed back).
 
-use axum::extract::State;
+use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::auth::MaybeCaller;
-use crate::error::{ApiError, Family};
-use crate::extract::{ApiJson, CohereJson};
-use crate::metering::Bill;
-use crate::rerank::{score, scorer_for};
+use crate::auth::Call;
+use crate::capability::rerank::{rerank as run_rerank, scorer_for, RerankJob, MAX_DOCUMENTS};
+use crate::error::ApiError;
+use crate::extract::ApiJson;
 use crate::routes::cohere_common::{check_priority, new_id};
-use crate::state::AppState;
-use axum::response::Response;
-use enclave_store::{Capability, Units};
 
-const FAMILY: Family = Family::Cohere;
-/// Most documents per call (each one is at least one forward pass).
-pub const MAX_DOCUMENTS: usize = 1000;
 /// Cohere's default for v1.
 const DEFAULT_MAX_CHUNKS: usize = 10;
 /// Roughly the tokens in one chunk, to turn `max_tokens_per_doc` into a chunk count.
@@ -55,16 +48,14 @@ fn rank_text(index: usize, doc: &Document, fields: &[String]) -> Result<String, 
                     Some(Value::String(value)) if fields.len() == 1 => parts.push(value.clone()),
                     Some(Value::String(value)) => parts.push(format!("{field}: {value}")),
                     Some(_) => {
-                        return Err(ApiError::invalid(
-                            FAMILY,
-                            format!("documents[{index}].{field} must be a string"),
-                        ))
+                        return Err(ApiError::invalid(format!(
+                            "documents[{index}].{field} must be a string"
+                        )))
                     }
                     None => {
-                        return Err(ApiError::invalid(
-                            FAMILY,
-                            format!("documents[{index}] has no field '{field}'"),
-                        ))
+                        return Err(ApiError::invalid(format!(
+                            "documents[{index}] has no field '{field}'"
+                        )))
                     }
                 }
             }
@@ -81,51 +72,45 @@ fn echo(doc: &Document) -> Value {
 }
 
 async fn rerank(
-    state: &AppState,
-    caller: &MaybeCaller,
+    call: Call,
     req: RerankRequest,
-    version: &str,
+    version: &'static str,
     require_model: bool,
 ) -> Result<Response, ApiError> {
     if require_model && req.model.as_deref().is_none_or(str::is_empty) {
-        return Err(ApiError::invalid(FAMILY, "model is required"));
+        return Err(ApiError::invalid("model is required"));
     }
     if req.query.trim().is_empty() {
-        return Err(ApiError::invalid(FAMILY, "query must not be empty"));
+        return Err(ApiError::invalid("query must not be empty"));
     }
     let count = req.documents.len();
     if count == 0 || count > MAX_DOCUMENTS {
-        return Err(ApiError::invalid(
-            FAMILY,
-            format!("documents must hold 1 to {MAX_DOCUMENTS} items, got {count}"),
-        ));
+        return Err(ApiError::invalid(format!(
+            "documents must hold 1 to {MAX_DOCUMENTS} items, got {count}"
+        )));
     }
     let top_n = match req.top_n {
         None => count,
         Some(n) if n >= 1 => (n as usize).min(count),
         Some(n) => {
-            return Err(ApiError::invalid(
-                FAMILY,
-                format!("top_n must be at least 1, got {n}"),
-            ))
+            return Err(ApiError::invalid(format!(
+                "top_n must be at least 1, got {n}"
+            )))
         }
     };
     check_priority(req.priority)?;
     let max_chunks = match (req.max_chunks_per_doc, req.max_tokens_per_doc) {
         (Some(n), _) if n < 1 => {
-            return Err(ApiError::invalid(
-                FAMILY,
-                "max_chunks_per_doc must be at least 1",
-            ))
+            return Err(ApiError::invalid("max_chunks_per_doc must be at least 1"))
         }
         (_, Some(n)) if n < 1 => {
-            return Err(ApiError::invalid(
-                FAMILY,
-                "max_tokens_per_doc must be at least 1",
-            ))
+            return Err(ApiError::invalid("max_tokens_per_doc must be at least 1"))
         }
-        (Some(n), _) => n as usize,
-        (None, Some(tokens)) => (tokens as usize).div_ceil(TOKENS_PER_CHUNK),
+        (Some(n), _) => usize::try_from(n).unwrap_or(usize::MAX),
+        (None, Some(tokens)) => usize::try_from(tokens)
+            .unwrap_or(usize::MAX)
+            .div_ceil(TOKENS_PER_CHUNK)
+            .min(crate::capability::rerank::MAX_CHUNKS_PER_DOC),
         (None, None) => DEFAULT_MAX_CHUNKS,
     };
     let fields = req
@@ -133,7 +118,7 @@ async fn rerank(
         .clone()
         .unwrap_or_else(|| vec!["text".to_string()]);
     if fields.is_empty() {
-        return Err(ApiError::invalid(FAMILY, "rank_fields must not be empty"));
+        return Err(ApiError::invalid("rank_fields must not be empty"));
     }
     let texts = req
         .documents
@@ -141,57 +126,50 @@ async fn rerank(
         .enumerate()
         .map(|(i, d)| rank_text(i, d, &fields))
         .collect::<Result<Vec<_>, _>>()?;
-    let scorer = scorer_for(state, FAMILY, req.model.as_deref())?;
-    // One search unit per query per 100 documents.
-    let units = Units::search_units(count.div_ceil(100) as i64);
-    let bill = Bill::admit(
-        state,
-        caller,
-        FAMILY,
-        Capability::Rerank,
-        scorer.model_name(),
-        units,
-    )
-    .await?;
-    let scores = score(FAMILY, &scorer, &req.query, &texts, max_chunks).await?;
-    let receipt = bill.settle(units).await?;
-
-    let mut order: Vec<usize> = (0..count).collect();
-    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+    let scorer = scorer_for(&call.state, req.model.as_deref())?;
+    let job = RerankJob {
+        query: req.query,
+        documents: texts,
+        max_chunks,
+    };
     let with_documents = req.return_documents == Some(true);
-    let results: Vec<Value> = order
-        .into_iter()
-        .take(top_n)
-        .map(|i| {
-            let mut result = json!({ "index": i, "relevance_score": scores[i] });
-            if with_documents {
-                result["document"] = echo(&req.documents[i]);
-            }
-            result
+    let documents = req.documents;
+    run_rerank(&call, scorer, job, move |scores, units| {
+        let mut order: Vec<usize> = (0..scores.len()).collect();
+        order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+        let results: Vec<Value> = order
+            .into_iter()
+            .take(top_n)
+            .map(|i| {
+                let mut result = json!({ "index": i, "relevance_score": scores[i] });
+                if with_documents {
+                    result["document"] = echo(&documents[i]);
+                }
+                result
+            })
+            .collect();
+        json!({
+            "id": new_id(),
+            "results": results,
+            "meta": {
+                "api_version": { "version": version },
+                "billed_units": { "search_units": units.search_units },
+            },
         })
-        .collect();
-    Ok(receipt.json(json!({
-        "id": new_id(),
-        "results": results,
-        "meta": {
-            "api_version": { "version": version },
-            "billed_units": { "search_units": units.search_units },
-        },
-    })))
+    })
+    .await
 }
 
 pub async fn rerank_v2(
-    State(state): State<AppState>,
-    caller: MaybeCaller,
-    ApiJson(req, _): CohereJson<RerankRequest>,
+    call: Call,
+    ApiJson(req): ApiJson<RerankRequest>,
 ) -> Result<Response, ApiError> {
-    rerank(&state, &caller, req, "2", true).await
+    rerank(call, req, "2", true).await
 }
 
 pub async fn rerank_v1(
-    State(state): State<AppState>,
-    caller: MaybeCaller,
-    ApiJson(req, _): CohereJson<RerankRequest>,
+    call: Call,
+    ApiJson(req): ApiJson<RerankRequest>,
 ) -> Result<Response, ApiError> {
-    rerank(&state, &caller, req, "1", false).await
+    rerank(call, req, "1", false).await
 }

@@ -1,21 +1,15 @@
 //! `POST /v1/summarize`.
 
-use axum::extract::State;
+use axum::response::Response;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::auth::MaybeCaller;
-use crate::error::{ApiError, Family};
-use crate::extract::{ApiJson, CohereJson};
-use crate::generation::billed;
-use crate::metering::Bill;
+use crate::auth::Call;
+use crate::capability::summarize::{summarize, Length, Style};
+use crate::error::ApiError;
+use crate::extract::ApiJson;
 use crate::routes::cohere_common::{new_id, v1_meta};
-use crate::state::AppState;
-use crate::summarize::{max_units, summarize, Length, Style};
-use axum::response::Response;
-use enclave_store::Capability;
 
-const FAMILY: Family = Family::Cohere;
 /// The documented upper bound on the text.
 const MAX_CHARS: usize = 100_000;
 const MAX_COMMAND_CHARS: usize = 1_000;
@@ -40,24 +34,22 @@ fn choice<'a>(
     match value {
         None => Ok(default),
         Some(v) if allowed.contains(&v) => Ok(v),
-        Some(v) => Err(ApiError::invalid(
-            FAMILY,
-            format!("{name} must be one of {}, got {v}", allowed.join(", ")),
-        )),
+        Some(v) => Err(ApiError::invalid(format!(
+            "{name} must be one of {}, got {v}",
+            allowed.join(", ")
+        ))),
     }
 }
 
 pub async fn summarize_route(
-    State(state): State<AppState>,
-    caller: MaybeCaller,
-    ApiJson(req, _): CohereJson<SummarizeRequest>,
+    call: Call,
+    ApiJson(req): ApiJson<SummarizeRequest>,
 ) -> Result<Response, ApiError> {
     let chars = req.text.chars().count();
     if req.text.trim().is_empty() || chars > MAX_CHARS {
-        return Err(ApiError::invalid(
-            FAMILY,
-            format!("text must hold 1 to {MAX_CHARS} characters, got {chars}"),
-        ));
+        return Err(ApiError::invalid(format!(
+            "text must hold 1 to {MAX_CHARS} characters, got {chars}"
+        )));
     }
     let length = match choice(
         "length",
@@ -83,27 +75,25 @@ pub async fn summarize_route(
     )?;
     let temperature = req.temperature.unwrap_or(0.3);
     if !(0.0..=5.0).contains(&temperature) {
-        return Err(ApiError::invalid(
-            FAMILY,
-            format!("temperature must be between 0 and 5, got {temperature}"),
-        ));
+        return Err(ApiError::invalid(format!(
+            "temperature must be between 0 and 5, got {temperature}"
+        )));
     }
     if req
         .additional_command
         .as_ref()
         .is_some_and(|c| c.chars().count() > MAX_COMMAND_CHARS)
     {
-        return Err(ApiError::invalid(
-            FAMILY,
-            format!("additional_command is limited to {MAX_COMMAND_CHARS} characters"),
-        ));
+        return Err(ApiError::invalid(format!(
+            "additional_command is limited to {MAX_COMMAND_CHARS} characters"
+        )));
     }
     let extractiveness = match extractiveness {
         "high" => "high",
         "medium" => "medium",
         _ => "low",
     };
-    let generator = state.chat_model(FAMILY, req.model.as_deref())?;
+    let generator = call.state.chat_model(req.model.as_deref())?;
     let style = Style {
         length,
         bullets,
@@ -111,17 +101,8 @@ pub async fn summarize_route(
         additional_command: req.additional_command,
         temperature,
     };
-    let max = max_units(&generator, &req.text, &style);
-    let bill = Bill::admit(
-        &state,
-        &caller,
-        FAMILY,
-        Capability::Summarize,
-        &generator.info().name,
-        max,
-    )
-    .await?;
-    let (summary, usage) = summarize(FAMILY, &generator, &req.text, &style).await?;
-    let receipt = bill.settle(billed(&usage)).await?;
-    Ok(receipt.json(json!({ "id": new_id(), "summary": summary, "meta": v1_meta(Some(&usage)) })))
+    summarize(&call, generator, req.text, style, |summary, usage| {
+        json!({ "id": new_id(), "summary": summary, "meta": v1_meta(Some(usage)) })
+    })
+    .await
 }

@@ -3,20 +3,16 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
 use axum::Json;
 use enclave_engine::encoder::TextEncoder;
 use enclave_engine::TextGenerator;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::embedding::encoder_error;
-use crate::error::{ApiError, Family};
-use crate::extract::{ApiJson, CohereJson};
+use crate::auth::Call;
+use crate::error::ApiError;
+use crate::extract::ApiJson;
 use crate::routes::cohere_common::v1_meta;
-use crate::state::AppState;
-
-const FAMILY: Family = Family::Cohere;
 /// The documented bound for both text characters and token counts.
 const MAX_ITEMS: usize = 65_536;
 
@@ -27,11 +23,21 @@ enum Vocabulary {
 }
 
 impl Vocabulary {
-    /// The named model's vocabulary, or the default generative model's.
-    fn of(state: &AppState, name: Option<&str>) -> Result<Self, ApiError> {
-        match name.and_then(|n| state.encoder_named(n)) {
-            Some(encoder) => Ok(Vocabulary::Encoder(Arc::clone(encoder))),
-            None => state.model(FAMILY, name).map(Vocabulary::Generator),
+    /// The named model's vocabulary, or the default generative model's, if the caller's key
+    /// may use that model.
+    fn of(call: &Call, name: Option<&str>) -> Result<Self, ApiError> {
+        let vocabulary = match name.and_then(|n| call.state.encoder_or_alias(n)) {
+            Some(encoder) => Vocabulary::Encoder(Arc::clone(encoder)),
+            None => Vocabulary::Generator(call.state.model(name)?),
+        };
+        call.caller.require_model(vocabulary.model_name())?;
+        Ok(vocabulary)
+    }
+
+    fn model_name(&self) -> &str {
+        match self {
+            Vocabulary::Generator(g) => &g.info().name,
+            Vocabulary::Encoder(e) => &e.info().name,
         }
     }
 
@@ -53,12 +59,8 @@ impl Vocabulary {
 
     fn detokenize(&self, tokens: &[i64]) -> Result<String, ApiError> {
         match self {
-            Vocabulary::Generator(g) => g
-                .detokenize(tokens)
-                .map_err(|e| ApiError::invalid(FAMILY, e)),
-            Vocabulary::Encoder(e) => e
-                .detokenize(tokens)
-                .map_err(|err| encoder_error(FAMILY, err)),
+            Vocabulary::Generator(g) => g.detokenize(tokens).map_err(ApiError::invalid),
+            Vocabulary::Encoder(e) => Ok(e.detokenize(tokens)?),
         }
     }
 }
@@ -70,17 +72,19 @@ pub struct TokenizeRequest {
 }
 
 pub async fn tokenize(
-    State(state): State<AppState>,
-    ApiJson(req, _): CohereJson<TokenizeRequest>,
+    call: Call,
+    ApiJson(req): ApiJson<TokenizeRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let chars = req.text.chars().count();
     if chars == 0 || chars > MAX_ITEMS {
-        return Err(ApiError::invalid(
-            FAMILY,
-            format!("text must be 1 to {MAX_ITEMS} characters, got {chars}"),
-        ));
+        return Err(ApiError::invalid(format!(
+            "text must be 1 to {MAX_ITEMS} characters, got {chars}"
+        )));
     }
-    let (tokens, token_strings) = Vocabulary::of(&state, req.model.as_deref())?.tokenize(&req.text);
+    let vocabulary = Vocabulary::of(&call, req.model.as_deref())?;
+    // Up to 64 Ki characters of tokenizing: off the async workers.
+    let (tokens, token_strings) =
+        crate::blocking::off_runtime(move || vocabulary.tokenize(&req.text)).await?;
     Ok(Json(
         json!({ "tokens": tokens, "token_strings": token_strings, "meta": v1_meta(None) }),
     ))
@@ -93,18 +97,16 @@ pub struct DetokenizeRequest {
 }
 
 pub async fn detokenize(
-    State(state): State<AppState>,
-    ApiJson(req, _): CohereJson<DetokenizeRequest>,
+    call: Call,
+    ApiJson(req): ApiJson<DetokenizeRequest>,
 ) -> Result<Json<Value>, ApiError> {
     if req.tokens.is_empty() || req.tokens.len() > MAX_ITEMS {
-        return Err(ApiError::invalid(
-            FAMILY,
-            format!(
-                "tokens must hold 1 to {MAX_ITEMS} ids, got {}",
-                req.tokens.len()
-            ),
-        ));
+        return Err(ApiError::invalid(format!(
+            "tokens must hold 1 to {MAX_ITEMS} ids, got {}",
+            req.tokens.len()
+        )));
     }
-    let text = Vocabulary::of(&state, req.model.as_deref())?.detokenize(&req.tokens)?;
+    let vocabulary = Vocabulary::of(&call, req.model.as_deref())?;
+    let text = crate::blocking::off_runtime(move || vocabulary.detokenize(&req.tokens)).await??;
     Ok(Json(json!({ "text": text, "meta": v1_meta(None) })))
 }

@@ -11,13 +11,30 @@
 
 use std::sync::Arc;
 
+use axum::response::Response;
 use enclave_engine::catalog::ModelKind;
 use enclave_engine::encoder::{TextEncoder, Truncate};
 use enclave_engine::{ChatMessage, GenEvent, TextGenerator};
+use enclave_store::{Capability, Units};
+use serde_json::Value;
 
-use crate::embedding::{embed_texts, encode_with};
-use crate::error::{ApiError, Family};
+use super::embed::{embed_texts, encode_with};
+use super::run_billed;
+use crate::auth::Call;
+use crate::error::ApiError;
 use crate::state::AppState;
+
+/// Most documents per call.
+pub const MAX_DOCUMENTS: usize = 1000;
+/// Most chunks one document may be split into (`max_chunks_per_doc`).
+pub const MAX_CHUNKS_PER_DOC: usize = 10;
+/// Most pieces (document chunks) scored in one call, over all documents: each is a forward
+/// pass, and a call is billed one search unit per 100 of them.
+pub const MAX_PIECES: usize = 1000;
+/// Longest query, in the scorer's tokens (it is read once per piece).
+pub const MAX_QUERY_TOKENS: usize = 256;
+/// Pieces billed as one search unit.
+const PIECES_PER_SEARCH_UNIT: usize = 100;
 
 /// Words per chunk: long documents are scored chunk by chunk.
 const CHUNK_WORDS: usize = 180;
@@ -60,25 +77,21 @@ impl Scorer {
 
 /// The scorer for a rerank model name; without a name, the first cross-encoder served, else the
 /// first chat model as judge, else the first embedding model.
-pub fn scorer_for(
-    state: &AppState,
-    family: Family,
-    model: Option<&str>,
-) -> Result<Scorer, ApiError> {
+pub fn scorer_for(state: &AppState, model: Option<&str>) -> Result<Scorer, ApiError> {
     let is_chat = |m: &&Arc<dyn TextGenerator>| m.info().kind == ModelKind::Chat;
     match model.filter(|m| !m.is_empty()) {
         None => {
             if let Some(reranker) = state.first_cross_encoder() {
                 return Ok(Scorer::CrossEncoder(reranker));
             }
-            if let Some(judge) = state.models().iter().find(is_chat) {
+            if let Some(judge) = state.generators().iter().find(is_chat) {
                 return Ok(Scorer::Judge(Arc::clone(judge)));
             }
-            state.encoder(family, None).map(Scorer::Embedding)
+            state.encoder(None).map(Scorer::Embedding)
         }
-        Some(name) => match state.encoder_named(name) {
+        Some(name) => match state.encoder_or_alias(name) {
             Some(encoder) => Ok(Scorer::of_encoder(Arc::clone(encoder))),
-            None => state.chat_model(family, Some(name)).map(Scorer::Judge),
+            None => state.chat_model(Some(name)).map(Scorer::Judge),
         },
     }
 }
@@ -96,44 +109,105 @@ pub fn chunks(text: &str, max_chunks: usize) -> Vec<String> {
         .collect()
 }
 
-/// Relevance in [0, 1] of each document to the query (same order as `documents`).
-pub async fn score(
-    family: Family,
-    scorer: &Scorer,
-    query: &str,
-    documents: &[String],
-    max_chunks: usize,
-) -> Result<Vec<f32>, ApiError> {
-    let mut owners = Vec::new();
-    let mut pieces = Vec::new();
-    for (doc, text) in documents.iter().enumerate() {
-        for chunk in chunks(text, max_chunks) {
-            owners.push(doc);
-            pieces.push(chunk);
-        }
+/// A rerank call: a query against documents, each split into at most `max_chunks` chunks.
+pub struct RerankJob {
+    pub query: String,
+    pub documents: Vec<String>,
+    pub max_chunks: usize,
+}
+
+/// Scores `job` with `scorer` as one billed call (one search unit per 100 pieces scored) and
+/// answers with `render`'s JSON of the scores (one per document, in order).
+pub async fn rerank(
+    call: &Call,
+    scorer: Scorer,
+    job: RerankJob,
+    render: impl FnOnce(Vec<f32>, &Units) -> Value,
+) -> Result<Response, ApiError> {
+    if job.max_chunks == 0 || job.max_chunks > MAX_CHUNKS_PER_DOC {
+        return Err(ApiError::invalid(format!(
+            "max_chunks_per_doc must be 1 to {MAX_CHUNKS_PER_DOC}, got {}",
+            job.max_chunks
+        )));
     }
-    let piece_scores = match scorer {
-        Scorer::CrossEncoder(encoder) => {
-            cross_encoder_scores(family, encoder, query, pieces).await?
+    // Sized unread first: no query this long can be within the token bound.
+    if job.query.len() > MAX_QUERY_TOKENS * 32 {
+        return Err(query_too_long(job.query.len(), "bytes"));
+    }
+    let most_pieces = (job.documents.len() * job.max_chunks).min(MAX_PIECES);
+    let max = Units::search_units(most_pieces.div_ceil(PIECES_PER_SEARCH_UNIT) as i64);
+    let model = scorer.model_name().to_string();
+    let documents = job.documents.len();
+    let work = async {
+        let (query, pieces, owners) = split(&scorer, job).await?;
+        let count = owners.len();
+        let piece_scores = match &scorer {
+            Scorer::CrossEncoder(encoder) => cross_encoder_scores(encoder, query, pieces).await?,
+            Scorer::Embedding(encoder) => embedding_scores(encoder, query, pieces).await?,
+            Scorer::Judge(judge) => judge_scores(judge, query, pieces).await?,
+        };
+        let mut best = vec![0f32; documents];
+        for (doc, s) in owners.into_iter().zip(piece_scores) {
+            best[doc] = best[doc].max(s);
         }
-        Scorer::Embedding(encoder) => embedding_scores(family, encoder, query, pieces).await?,
-        Scorer::Judge(judge) => judge_scores(family, judge, query, &pieces).await?,
+        let units = Units::search_units(count.div_ceil(PIECES_PER_SEARCH_UNIT) as i64);
+        Ok((best, units))
     };
-    let mut best = vec![0f32; documents.len()];
-    for (doc, s) in owners.into_iter().zip(piece_scores) {
-        best[doc] = best[doc].max(s);
-    }
-    Ok(best)
+    run_billed(call, Capability::Rerank, &model, max, work, render).await
+}
+
+fn query_too_long(size: usize, unit: &str) -> ApiError {
+    ApiError::invalid(format!(
+        "query is too long: {size} {unit}; at most {MAX_QUERY_TOKENS} tokens"
+    ))
+}
+
+/// On a blocking thread: checks the query's length in the scorer's tokens and splits the
+/// documents into pieces (refusing more than [`MAX_PIECES`]); returns the query, the pieces
+/// and each piece's document.
+async fn split(
+    scorer: &Scorer,
+    job: RerankJob,
+) -> Result<(String, Vec<String>, Vec<usize>), ApiError> {
+    let count_tokens: Box<dyn Fn(&str) -> usize + Send> = match scorer {
+        Scorer::CrossEncoder(e) | Scorer::Embedding(e) => {
+            let e = Arc::clone(e);
+            Box::new(move |text| e.text_tokens(text).len())
+        }
+        Scorer::Judge(g) => {
+            let g = Arc::clone(g);
+            Box::new(move |text| g.tokenize(text, false).len())
+        }
+    };
+    crate::blocking::off_runtime(move || {
+        let query_tokens = count_tokens(&job.query);
+        if query_tokens > MAX_QUERY_TOKENS {
+            return Err(query_too_long(query_tokens, "tokens"));
+        }
+        let mut owners = Vec::new();
+        let mut pieces = Vec::new();
+        for (doc, text) in job.documents.iter().enumerate() {
+            for chunk in chunks(text, job.max_chunks) {
+                if pieces.len() == MAX_PIECES {
+                    return Err(ApiError::invalid(format!(
+                        "the documents split into more than {MAX_PIECES} chunks of {CHUNK_WORDS} words; send fewer or shorter documents, or lower max_chunks_per_doc"
+                    )));
+                }
+                owners.push(doc);
+                pieces.push(chunk);
+            }
+        }
+        Ok((job.query, pieces, owners))
+    })
+    .await?
 }
 
 async fn cross_encoder_scores(
-    family: Family,
     encoder: &Arc<dyn TextEncoder>,
-    query: &str,
+    query: String,
     pieces: Vec<String>,
 ) -> Result<Vec<f32>, ApiError> {
-    let query = query.to_string();
-    let outputs = encode_with(family, encoder, move |encoder| {
+    let outputs = encode_with(encoder, move |encoder| {
         pieces
             .iter()
             .enumerate()
@@ -155,21 +229,20 @@ fn relevance(logits: &[f32]) -> f32 {
 }
 
 async fn embedding_scores(
-    family: Family,
     encoder: &Arc<dyn TextEncoder>,
-    query: &str,
+    query: String,
     pieces: Vec<String>,
 ) -> Result<Vec<f32>, ApiError> {
     let mut texts = Vec::with_capacity(pieces.len() + 1);
-    texts.push(query.to_string());
+    texts.push(query);
     // Empty documents cannot be embedded; they score 0.
     let empty: Vec<bool> = pieces.iter().map(|p| p.trim().is_empty()).collect();
     texts.extend(pieces.into_iter().filter(|p| !p.trim().is_empty()));
-    let embedded = embed_texts(family, encoder, texts, Truncate::End).await?;
+    let embedded = embed_texts(encoder, texts, Truncate::End).await?;
     let (query_vector, rest) = embedded
         .vectors
         .split_first()
-        .ok_or_else(|| ApiError::internal(family, "no query embedding"))?;
+        .ok_or_else(|| ApiError::internal("no query embedding"))?;
     let mut vectors = rest.iter();
     Ok(empty
         .into_iter()
@@ -204,58 +277,67 @@ fn log_sum_exp(values: &[f32]) -> f32 {
     max + values.iter().map(|v| (v - max).exp()).sum::<f32>().ln()
 }
 
-async fn judge_scores(
-    family: Family,
+/// The judge's prompt for each piece, through its chat template on a blocking thread; the
+/// query and document are message text, so a document cannot write the judge's own turn.
+async fn judge_prompts(
     judge: &Arc<dyn TextGenerator>,
-    query: &str,
-    pieces: &[String],
+    query: String,
+    pieces: Vec<String>,
+) -> Result<Vec<Vec<u32>>, ApiError> {
+    let judge = Arc::clone(judge);
+    crate::blocking::off_runtime(move || {
+        let context = judge.info().context_per_sequence as usize;
+        pieces
+            .iter()
+            .map(|piece| {
+                let messages = [
+                    ChatMessage::new("system", JUDGE_SYSTEM),
+                    ChatMessage::new(
+                        "user",
+                        format!("Query: {query}\n\nDocument: {piece}\n\nIs this document relevant to the query? Answer yes or no."),
+                    ),
+                ];
+                let mut tokens = judge.chat_tokens(&messages)?.tokens;
+                if tokens.len() + 1 > context {
+                    // Keep the end: the question and the assistant's turn must survive.
+                    tokens.drain(..tokens.len() + 1 - context);
+                }
+                Ok(tokens)
+            })
+            .collect::<Result<Vec<_>, ApiError>>()
+    })
+    .await?
+}
+
+async fn judge_scores(
+    judge: &Arc<dyn TextGenerator>,
+    query: String,
+    pieces: Vec<String>,
 ) -> Result<Vec<f32>, ApiError> {
     let yes = answer_tokens(judge, &["yes", "Yes", " yes", " Yes", "YES"]);
     let no = answer_tokens(judge, &["no", "No", " no", " No", "NO"]);
     let candidates: Vec<u32> = yes.iter().chain(&no).copied().collect();
-    let context = judge.info().context_per_sequence as usize;
-    let prompts = pieces
-        .iter()
-        .map(|piece| {
-            let messages = [
-                ChatMessage::new("system", JUDGE_SYSTEM),
-                ChatMessage::new(
-                    "user",
-                    format!("Query: {query}\n\nDocument: {piece}\n\nIs this document relevant to the query? Answer yes or no."),
-                ),
-            ];
-            let rendered = judge.render_chat(&messages).map_err(|e| ApiError::from_generator(family, e))?;
-            let mut tokens = judge.tokenize(&rendered, true);
-            if tokens.len() + 1 > context {
-                // Keep the end: the question and the assistant's turn must survive.
-                tokens.drain(..tokens.len() + 1 - context);
-            }
-            Ok(tokens)
-        })
-        .collect::<Result<Vec<_>, ApiError>>()?;
+    let prompts = judge_prompts(judge, query, pieces).await?;
     // Waves no larger than the engine's slots, so a big rerank never floods the shared queue.
     let wave = judge.info().parallel_sequences.max(1) as usize;
     let mut scores = Vec::with_capacity(prompts.len());
     for batch in prompts.chunks(wave) {
         let mut streams = Vec::with_capacity(batch.len());
         for prompt in batch {
-            let stream = judge
-                .score_next(prompt.clone(), candidates.clone())
-                .map_err(|e| ApiError::from_generator(family, e))?;
-            streams.push(stream);
+            streams.push(judge.score_next(prompt.clone(), candidates.clone())?);
         }
         for mut stream in streams {
             let mut logits = None;
             while let Some(event) = stream.recv().await {
                 match event {
                     GenEvent::Logits(values) => logits = Some(values),
-                    GenEvent::Error(message) => return Err(ApiError::internal(family, message)),
+                    GenEvent::Error(message) => return Err(ApiError::internal(message)),
                     GenEvent::Done { .. } => break,
                     GenEvent::Text { .. } => {}
                 }
             }
             let logits =
-                logits.ok_or_else(|| ApiError::internal(family, "the judge returned no logits"))?;
+                logits.ok_or_else(|| ApiError::internal("the judge returned no logits"))?;
             let (yes_logits, no_logits) = logits.split_at(yes.len());
             let (y, n) = (log_sum_exp(yes_logits), log_sum_exp(no_logits));
             scores.push(1.0 / (1.0 + (n - y).exp()));

@@ -4,12 +4,15 @@
 
 use std::sync::Arc;
 
+use axum::response::Response;
 use enclave_engine::{ChatMessage, TextGenerator};
+use enclave_store::{Capability, Units};
+use serde_json::Value;
 
-use enclave_store::Units;
-
-use crate::error::{ApiError, Family};
-use crate::generation::{chat_prompt, prepare, SamplingInput, Usage, COHERE_BOUNDS};
+use super::run_billed;
+use crate::auth::Call;
+use crate::error::ApiError;
+use crate::pipeline::{billed, collect, tokenize, Prompt, SamplingInput, Usage, COHERE_BOUNDS};
 
 /// How the summary should read.
 #[derive(Debug, Clone)]
@@ -70,62 +73,64 @@ fn instructions(style: &Style) -> String {
 }
 
 async fn summarize_once(
-    family: Family,
     generator: &Arc<dyn TextGenerator>,
     text: &str,
     style: &Style,
 ) -> Result<(String, Usage), ApiError> {
-    let messages = [
+    let messages = vec![
         ChatMessage::new("system", instructions(style)),
         ChatMessage::new("user", text.to_string()),
     ];
-    let prompt = chat_prompt(family, generator, &messages)?;
-    let prepared = prepare(
-        family,
-        COHERE_BOUNDS,
-        Arc::clone(generator),
-        prompt,
-        SamplingInput {
-            temperature: Some(style.temperature),
-            max_tokens: Some(i64::from(style.length.max_tokens())),
-            ..SamplingInput::default()
-        },
-    )?;
-    let done = prepared.complete(family).await?;
+    let sampling = SamplingInput {
+        temperature: Some(style.temperature),
+        max_tokens: Some(i64::from(style.length.max_tokens())),
+        ..SamplingInput::default()
+    }
+    .check(COHERE_BOUNDS)?;
+    let (prompt, billed_input) = tokenize(generator, Prompt::Chat(messages)).await?;
+    let prompt_tokens = prompt.len() as u32;
+    let params = sampling.fit(prompt_tokens, generator.info().context_per_sequence)?;
+    let usage = Usage {
+        billed_input,
+        prompt_tokens,
+        ..Usage::default()
+    };
+    let done = collect(generator.submit(prompt, params)?, usage).await?;
     Ok((done.text.trim().to_string(), done.usage))
 }
 
-fn add(total: &mut Usage, part: Usage) {
-    total.billed_input += part.billed_input;
-    total.prompt_tokens += part.prompt_tokens;
-    total.cached_tokens += part.cached_tokens;
-    total.completion_tokens += part.completion_tokens;
-}
-
-/// Splits `text` into pieces of at most `max_tokens` tokens, on word boundaries.
-fn split_by_tokens(
+/// Splits `text` into pieces of at most `max_tokens` tokens, on word boundaries; `None` when
+/// it fits whole. Runs on a blocking thread: it tokenizes word by word.
+async fn pieces(
     generator: &Arc<dyn TextGenerator>,
-    text: &str,
+    text: String,
     max_tokens: usize,
-) -> Vec<String> {
-    let mut pieces = Vec::new();
-    let mut current = String::new();
-    let mut current_tokens = 0;
-    for paragraph in text.split_inclusive('\n') {
-        for word in paragraph.split_inclusive(' ') {
-            let n = generator.tokenize(word, false).len();
-            if current_tokens + n > max_tokens && !current.is_empty() {
-                pieces.push(std::mem::take(&mut current));
-                current_tokens = 0;
-            }
-            current.push_str(word);
-            current_tokens += n;
+) -> Result<Option<Vec<String>>, ApiError> {
+    let generator = Arc::clone(generator);
+    crate::blocking::off_runtime(move || {
+        if generator.tokenize(&text, false).len() <= max_tokens {
+            return None;
         }
-    }
-    if !current.trim().is_empty() {
-        pieces.push(current);
-    }
-    pieces
+        let mut pieces = Vec::new();
+        let mut current = String::new();
+        let mut current_tokens = 0;
+        for paragraph in text.split_inclusive('\n') {
+            for word in paragraph.split_inclusive(' ') {
+                let n = generator.tokenize(word, false).len();
+                if current_tokens + n > max_tokens && !current.is_empty() {
+                    pieces.push(std::mem::take(&mut current));
+                    current_tokens = 0;
+                }
+                current.push_str(word);
+                current_tokens += n;
+            }
+        }
+        if !current.trim().is_empty() {
+            pieces.push(current);
+        }
+        Some(pieces)
+    })
+    .await
 }
 
 /// Most tokens of text one summarizing call reads: the context less room for the
@@ -137,12 +142,13 @@ fn chunk_budget(generator: &Arc<dyn TextGenerator>, style: &Style) -> usize {
         .max(64)
 }
 
-/// A generous bound on what summarizing `text` can bill, held against budgets: every level of
-/// the map-reduce reads at most the whole text plus one set of instructions per piece, and
-/// writes at most one answer per piece.
-pub fn max_units(generator: &Arc<dyn TextGenerator>, text: &str, style: &Style) -> Units {
-    let text_tokens = generator.tokenize(text, false).len() as i64;
-    let instruction_tokens = generator.tokenize(&instructions(style), false).len() as i64;
+/// A generous bound on what summarizing `text` can bill, held against budgets before anything
+/// is tokenized (a token is at least one byte): every level of the map-reduce reads at most
+/// the whole text plus one set of instructions per piece, and writes at most one answer per
+/// piece.
+fn max_units(generator: &Arc<dyn TextGenerator>, text: &str, style: &Style) -> Units {
+    let text_tokens = text.len() as i64 + 1;
+    let instruction_tokens = instructions(style).len() as i64 + 1;
     let half_chunk = (chunk_budget(generator, style) / 2).max(1) as i64;
     let pieces = text_tokens / half_chunk + 1;
     let levels = MAX_LEVELS as i64;
@@ -152,22 +158,46 @@ pub fn max_units(generator: &Arc<dyn TextGenerator>, text: &str, style: &Style) 
     )
 }
 
-/// Summarizes `text` in `style`, by map-reduce when it does not fit the context.
+/// Summarizes `text` in `style` as one billed call and answers with `render`'s JSON.
 pub async fn summarize(
-    family: Family,
+    call: &Call,
+    generator: Arc<dyn TextGenerator>,
+    text: String,
+    style: Style,
+    render: impl FnOnce(String, &Usage) -> Value,
+) -> Result<Response, ApiError> {
+    let max = max_units(&generator, &text, &style);
+    let model = generator.info().name.clone();
+    let work = async {
+        let (summary, usage) = map_reduce(&generator, text, &style).await?;
+        Ok(((summary, usage), billed(&usage)))
+    };
+    run_billed(
+        call,
+        Capability::Summarize,
+        &model,
+        max,
+        work,
+        |(s, u), _| render(s, &u),
+    )
+    .await
+}
+
+/// Summarizes `text` in `style`, by map-reduce when it does not fit the context.
+async fn map_reduce(
     generator: &Arc<dyn TextGenerator>,
-    text: &str,
+    text: String,
     style: &Style,
 ) -> Result<(String, Usage), ApiError> {
     let budget = chunk_budget(generator, style);
     let mut usage = Usage::default();
-    let mut current = text.to_string();
+    let mut current = text;
     for _ in 0..MAX_LEVELS {
-        if generator.tokenize(&current, false).len() <= budget {
-            let (summary, part) = summarize_once(family, generator, &current, style).await?;
-            add(&mut usage, part);
+        let Some(pieces) = pieces(generator, current.clone(), budget).await? else {
+            let (summary, part) = summarize_once(generator, &current, style).await?;
+            usage.add(part);
             return Ok((summary, usage));
-        }
+        };
         // Short partial summaries keep the reduce step within the context in one level.
         let piece_style = Style {
             length: Length::Short,
@@ -176,20 +206,18 @@ pub async fn summarize(
             ..style.clone()
         };
         // The chunks are independent: queue them together so the engine batches them.
-        let pieces = split_by_tokens(generator, &current, budget);
         let maps = pieces
             .iter()
-            .map(|piece| summarize_once(family, generator, piece, &piece_style));
+            .map(|piece| summarize_once(generator, piece, &piece_style));
         let mut partials = Vec::with_capacity(pieces.len());
         for result in futures::future::join_all(maps).await {
             let (summary, part) = result?;
-            add(&mut usage, part);
+            usage.add(part);
             partials.push(summary);
         }
         current = partials.join("\n\n");
     }
     Err(ApiError::bad_request(
-        family,
         "too many tokens: the text is too long to summarize with this model's context",
     ))
 }

@@ -1,0 +1,228 @@
+//! The one generation pipeline. Each wire family (Cohere v2 chat, v1 chat, v1 generate, OpenAI
+//! chat and completions) maps its JSON to a [`GenerationRequest`] and a [`StreamFormat`];
+//! [`generate`] runs every request the same way: bounds and size checks → admission (scopes,
+//! Idempotency-Key, budget, rate) → tokenizing off the async runtime → engine → settlement →
+//! rendering, whole or streamed. A new request field is one change here plus each family's
+//! mapping.
+
+pub mod sampling;
+pub mod streaming;
+
+use std::sync::Arc;
+
+use axum::response::Response;
+use enclave_engine::{ChatMessage, FinishReason, GenEvent, GenerationStream, TextGenerator};
+use enclave_store::{Capability, Units};
+
+use crate::auth::Call;
+use crate::billing::{Admission, Bill};
+use crate::error::ApiError;
+pub use sampling::{Bounds, SamplingInput, COHERE_BOUNDS, OPENAI_BOUNDS};
+pub use streaming::{sse_frame, StreamEnd, StreamFormat};
+
+/// Bytes of prompt text one token may stand for, at most, when a prompt is sized before it is
+/// tokenized: a prompt larger than the context times this cannot fit and is refused unread.
+const MAX_BYTES_PER_TOKEN: usize = 32;
+
+/// What the caller wants generated from.
+#[derive(Debug, Clone)]
+pub enum Prompt {
+    /// Messages rendered through the model's chat template.
+    Chat(Vec<ChatMessage>),
+    /// Raw text, no template.
+    Text(String),
+}
+
+impl Prompt {
+    /// Bytes of the caller's own text, and an upper bound on the tokens it can become.
+    fn size(&self) -> (usize, usize) {
+        match self {
+            Prompt::Chat(messages) => {
+                let bytes: usize = messages.iter().map(|m| m.content.len()).sum();
+                (bytes, bytes + messages.len())
+            }
+            Prompt::Text(text) => (text.len(), text.len() + 1),
+        }
+    }
+}
+
+/// One generation as every wire family describes it.
+#[derive(Debug, Clone)]
+pub struct GenerationRequest {
+    /// `Chat` or `Generate`: what the call is billed as.
+    pub capability: Capability,
+    /// `None`: the default model.
+    pub model: Option<String>,
+    pub prompt: Prompt,
+    pub sampling: SamplingInput,
+    /// The family's documented sampling bounds.
+    pub bounds: Bounds,
+    pub stream: bool,
+}
+
+/// Token counts of one call: `billed_input` counts only the caller's text (no template tokens).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub billed_input: u32,
+    pub prompt_tokens: u32,
+    /// Prompt tokens served from KV kept from an earlier request (not recomputed).
+    pub cached_tokens: u32,
+    pub completion_tokens: u32,
+}
+
+impl Usage {
+    pub fn add(&mut self, part: Usage) {
+        self.billed_input += part.billed_input;
+        self.prompt_tokens += part.prompt_tokens;
+        self.cached_tokens += part.cached_tokens;
+        self.completion_tokens += part.completion_tokens;
+    }
+}
+
+/// The meters of a generation: the caller's own input tokens (never the template's) and the
+/// generated tokens.
+pub fn billed(usage: &Usage) -> Units {
+    Units::tokens(
+        i64::from(usage.billed_input),
+        i64::from(usage.completion_tokens),
+    )
+}
+
+/// A finished generation.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub text: String,
+    pub reason: FinishReason,
+    pub usage: Usage,
+}
+
+/// Runs one generation request and renders it in `format`.
+pub async fn generate<F: StreamFormat>(
+    call: &Call,
+    request: GenerationRequest,
+    format: F,
+) -> Result<Response, ApiError> {
+    let state = &call.state;
+    let generator = match &request.prompt {
+        Prompt::Chat(_) => state.chat_model(request.model.as_deref())?,
+        Prompt::Text(_) => state.model(request.model.as_deref())?,
+    };
+    let sampling = request.sampling.check(request.bounds)?;
+    let context = generator.info().context_per_sequence;
+    let (bytes, max_input) = request.prompt.size();
+    check_size(&request.prompt, bytes, context)?;
+    let max_output = sampling.max_tokens.map_or(context, |n| n.min(context));
+    let max = Units::tokens(
+        max_input.min(context as usize) as i64,
+        i64::from(max_output),
+    );
+    let model = generator.info().name.clone();
+    let bill = match Bill::admit(call, request.capability, &model, max).await? {
+        Admission::Replay(response) => return Ok(response),
+        Admission::Run(bill) => bill,
+    };
+    let (prompt, billed_input) = tokenize(&generator, request.prompt).await?;
+    let prompt_tokens = prompt.len() as u32;
+    let params = sampling.fit(prompt_tokens, context)?;
+    let usage = Usage {
+        billed_input,
+        prompt_tokens,
+        ..Usage::default()
+    };
+    let generation = generator.submit(prompt, params)?;
+    if request.stream {
+        let longest = state.config().longest_stream;
+        return Ok(streaming::respond(generation, usage, format, bill, longest));
+    }
+    let done = collect(generation, usage).await?;
+    let settled = bill.settle(billed(&done.usage)).await?;
+    Ok(settled.json(&format.whole(&done)).await)
+}
+
+fn check_size(prompt: &Prompt, bytes: usize, context: u32) -> Result<(), ApiError> {
+    let empty = match prompt {
+        Prompt::Chat(messages) => messages.is_empty(),
+        Prompt::Text(text) => text.is_empty(),
+    };
+    if empty {
+        return Err(ApiError::invalid(match prompt {
+            Prompt::Chat(_) => "messages must not be empty",
+            Prompt::Text(_) => "prompt must not be empty",
+        }));
+    }
+    if bytes > context as usize * MAX_BYTES_PER_TOKEN {
+        return Err(ApiError::bad_request(format!(
+            "too many tokens: the prompt's {bytes} bytes cannot fit the model's context of {context} tokens"
+        )));
+    }
+    Ok(())
+}
+
+/// The prompt's tokens and how many of them are the caller's own text, computed on a blocking
+/// thread (tokenizing a large prompt is CPU work the async workers must not do).
+pub async fn tokenize(
+    generator: &Arc<dyn TextGenerator>,
+    prompt: Prompt,
+) -> Result<(Vec<u32>, u32), ApiError> {
+    let generator = Arc::clone(generator);
+    crate::blocking::off_runtime(move || match prompt {
+        Prompt::Chat(messages) => generator
+            .chat_tokens(&messages)
+            .map(|chat| (chat.tokens, chat.content_tokens))
+            .map_err(ApiError::from),
+        Prompt::Text(text) => {
+            let billed = generator.tokenize(&text, false).len() as u32;
+            Ok((generator.tokenize(&text, true), billed))
+        }
+    })
+    .await?
+}
+
+/// Waits for a generation to finish and returns the whole answer.
+pub async fn collect(
+    mut generation: GenerationStream,
+    mut usage: Usage,
+) -> Result<Completion, ApiError> {
+    let mut text = String::new();
+    while let Some(event) = generation.recv().await {
+        match event {
+            GenEvent::Text { text: piece, .. } => text.push_str(&piece),
+            GenEvent::Logits(_) => {}
+            GenEvent::Done {
+                reason,
+                completion_tokens,
+                cached_tokens,
+                ..
+            } => {
+                usage.completion_tokens = completion_tokens;
+                usage.cached_tokens = cached_tokens;
+                return Ok(Completion {
+                    text,
+                    reason,
+                    usage,
+                });
+            }
+            GenEvent::Error(message) => {
+                return Err(ApiError::internal(format!("generation failed: {message}")))
+            }
+        }
+    }
+    Err(ApiError::internal("the engine stopped before finishing"))
+}
+
+/// Cohere's finish reason names.
+pub fn cohere_finish_reason(reason: FinishReason) -> &'static str {
+    match reason {
+        FinishReason::Complete => "COMPLETE",
+        FinishReason::StopSequence => "STOP_SEQUENCE",
+        FinishReason::MaxTokens => "MAX_TOKENS",
+    }
+}
+
+/// OpenAI's finish reason names.
+pub fn openai_finish_reason(reason: FinishReason) -> &'static str {
+    match reason {
+        FinishReason::Complete | FinishReason::StopSequence => "stop",
+        FinishReason::MaxTokens => "length",
+    }
+}
