@@ -81,8 +81,9 @@ def test_a_replayed_idempotency_key_returns_the_first_answer_and_never_runs_agai
 
 def test_a_replay_is_served_even_when_the_budget_is_spent(server):
     tenant = new_tenant(server, unique("spent"))
-    # Room for about one small embed call.
-    _, key = new_key(server, tenant, budget_usd=0.0000012, budget_period="total")
+    # Room for one small embed call: its hold is $0.0000031 (31 bytes held as tokens), its cost
+    # about $0.0000009, after which less than another hold is left.
+    _, key = new_key(server, tenant, budget_usd=0.0000035, budget_period="total")
     headers = {**auth(key), "Idempotency-Key": "only-once"}
     body = {"model": EMBED_MODEL, "texts": ["ten tokens or so of text here"], "input_type": "search_query"}
     first = httpx.post(server + "/v2/embed", headers=headers, json=body)
@@ -177,15 +178,20 @@ def test_scoped_keys_see_and_tokenize_only_their_models(server):
                       json={"text": "hi", "model": EMBED_MODEL}).status_code == 200
 
 
-def test_oversized_prompts_are_refused_by_size_after_the_scope_check(server):
+def test_prompts_are_sized_before_tokenizing_and_scoped_before_tokenizing(server):
     tenant = new_tenant(server, unique("big"))
     _, embed_only = new_key(server, tenant, scopes=["embed"])
-    big = chat_body("word " * 300_000)  # 1.5 MB, far past what 1,024 tokens of context hold
-    refused = httpx.post(server + "/v2/chat", headers=auth(embed_only), json=big, timeout=60)
-    assert refused.status_code == 403
     _, key = new_key(server, tenant)
-    too_big = httpx.post(server + "/v2/chat", headers=auth(key), json=big, timeout=60)
-    assert too_big.status_code == 400 and "too many tokens" in too_big.json()["message"]
+    # 1.5 MB cannot fit 1,024 tokens of context: refused by its size, before anything else.
+    huge = chat_body("word " * 300_000)
+    for k in (key, embed_only):
+        refused = httpx.post(server + "/v2/chat", headers=auth(k), json=huge, timeout=60)
+        assert refused.status_code == 400 and "too many tokens" in refused.json()["message"]
+    # 30 KB might fit by size: the key's scope is checked before it is rendered or tokenized.
+    large = chat_body("word " * 6_000)
+    assert httpx.post(server + "/v2/chat", headers=auth(embed_only), json=large, timeout=60).status_code == 403
+    too_long = httpx.post(server + "/v2/chat", headers=auth(key), json=large, timeout=60)
+    assert too_long.status_code == 400 and "too many tokens" in too_long.json()["message"]
     assert ledger(server, tenant) == []
 
 

@@ -66,16 +66,28 @@ fn default_server() -> String {
 }
 
 async fn post(base: &str, path: &str, body: &Value) -> (u16, Value) {
-    let response = reqwest::Client::new()
+    let response = send(&reqwest::Client::new(), base, path, body).await;
+    let status = response.status().as_u16();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+/// Posts `body` with the test key.
+async fn send(client: &reqwest::Client, base: &str, path: &str, body: &Value) -> reqwest::Response {
+    client
         .post(format!("{base}{path}"))
         .bearer_auth(KEY)
         .json(body)
         .send()
         .await
-        .expect("send");
-    let status = response.status().as_u16();
-    let body = response.json().await.unwrap_or(Value::Null);
-    (status, body)
+        .expect("send")
+}
+
+/// Posts `body` and expects 200; returns the answer.
+async fn ok(base: &str, path: &str, body: &Value) -> Value {
+    let (status, answer) = post(base, path, body).await;
+    assert_eq!(status, 200, "{path}: {answer}");
+    answer
 }
 
 async fn post_raw(base: &str, path: &str, body: Vec<u8>) -> (u16, Value) {
@@ -110,13 +122,12 @@ fn v2_chat(content: &str, max_tokens: u32) -> Value {
 #[tokio::test]
 async fn v2_chat_answers_with_usage() {
     let base = default_server();
-    let (status, body) = post(
+    let body = ok(
         &base,
         "/v2/chat",
         &v2_chat("What is the capital of France?", 32),
     )
     .await;
-    assert_eq!(status, 200, "{body}");
     let text = body["message"]["content"][0]["text"]
         .as_str()
         .expect("text");
@@ -189,54 +200,43 @@ async fn malformed_bodies_get_400_in_each_family_shape() {
 #[tokio::test]
 async fn semantic_errors_name_what_is_wrong() {
     let base = default_server();
-    let (status, body) = post(
-        &base,
-        "/v2/chat",
-        &json!({ "model": MODEL, "messages": [] }),
-    )
-    .await;
-    assert_eq!(status, 400);
-    assert!(cohere_message(&body).contains("messages"), "{body}");
-
-    let (status, body) = post(&base, "/v2/chat", &v2_chat("hi", 100_000)).await;
-    assert_eq!(status, 400);
-    assert!(cohere_message(&body).contains("too many tokens"), "{body}");
-
     let mut hot = v2_chat("hi", 4);
     hot["temperature"] = json!(9.5);
-    let (status, body) = post(&base, "/v2/chat", &hot).await;
-    assert_eq!(status, 400);
-    assert!(cohere_message(&body).contains("temperature"), "{body}");
-
-    let (status, body) = post(
-        &base,
-        "/v1/chat/completions",
-        &json!({ "model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 0 }),
-    )
-    .await;
-    assert_eq!(status, 400);
-    assert!(openai_message(&body).contains("max_tokens"), "{body}");
-
-    let (status, body) = post(&base, "/v1/chat", &json!({ "message": "  " })).await;
-    assert_eq!(status, 400);
-    assert!(cohere_message(&body).contains("message"), "{body}");
-
-    let (status, body) = post(
-        &base,
-        "/v1/detokenize",
-        &json!({ "tokens": [-1], "model": MODEL }),
-    )
-    .await;
-    assert_eq!(status, 400);
-    assert!(cohere_message(&body).contains("-1"), "{body}");
-
-    let (status, _) = post(
-        &base,
-        "/v1/tokenize",
-        &json!({ "text": "", "model": MODEL }),
-    )
-    .await;
-    assert_eq!(status, 400);
+    let cases = [
+        (
+            "/v2/chat",
+            json!({ "model": MODEL, "messages": [] }),
+            "messages",
+        ),
+        ("/v2/chat", v2_chat("hi", 100_000), "too many tokens"),
+        ("/v2/chat", hot, "temperature"),
+        (
+            "/v1/chat/completions",
+            json!({ "model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 0 }),
+            "max_tokens",
+        ),
+        ("/v1/chat", json!({ "message": "  " }), "message"),
+        (
+            "/v1/detokenize",
+            json!({ "tokens": [-1], "model": MODEL }),
+            "-1",
+        ),
+        (
+            "/v1/tokenize",
+            json!({ "text": "", "model": MODEL }),
+            "text",
+        ),
+    ];
+    for (path, request, needle) in cases {
+        let (status, body) = post(&base, path, &request).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        let message = if path.starts_with("/v1/chat/completions") {
+            openai_message(&body)
+        } else {
+            cohere_message(&body)
+        };
+        assert!(message.contains(needle), "{path}: {body}");
+    }
 }
 
 #[tokio::test]
@@ -383,13 +383,7 @@ async fn v2_stream_events_come_in_order() {
     let base = default_server();
     let mut request = v2_chat("Say hi.", 16);
     request["stream"] = json!(true);
-    let response = reqwest::Client::new()
-        .post(format!("{base}/v2/chat"))
-        .bearer_auth(KEY)
-        .json(&request)
-        .send()
-        .await
-        .expect("send");
+    let response = send(&reqwest::Client::new(), &base, "/v2/chat", &request).await;
     assert_eq!(response.status().as_u16(), 200);
     let payloads = sse_payloads(response).await;
     assert_eq!(payloads.last().map(String::as_str), Some("[DONE]"));
@@ -432,36 +426,18 @@ async fn a_disconnected_stream_frees_its_slot_and_a_full_queue_is_429() {
         "max_tokens": 900, "stream": true, "ignore_eos": true,
     });
     let client = reqwest::Client::new();
-    let mut first = client
-        .post(format!("{base}/v1/chat/completions"))
-        .bearer_auth(KEY)
-        .json(&long)
-        .send()
-        .await
-        .expect("send");
+    let mut first = send(&client, &base, "/v1/chat/completions", &long).await;
     assert_eq!(first.status().as_u16(), 200);
     // The first bytes prove it holds the only slot.
     let _ = first.chunk().await.expect("chunk");
     let _ = first.chunk().await.expect("chunk");
-    let second = client
-        .post(format!("{base}/v1/chat/completions"))
-        .bearer_auth(KEY)
-        .json(&long)
-        .send()
-        .await
-        .expect("send");
+    let second = send(&client, &base, "/v1/chat/completions", &long).await;
     assert_eq!(
         second.status().as_u16(),
         200,
         "the second waits in the queue"
     );
-    let third = client
-        .post(format!("{base}/v1/chat/completions"))
-        .bearer_auth(KEY)
-        .json(&long)
-        .send()
-        .await
-        .expect("send");
+    let third = send(&client, &base, "/v1/chat/completions", &long).await;
     assert_eq!(third.status().as_u16(), 429);
     assert_eq!(third.headers()["retry-after"], "1");
     let body: Value = third.json().await.expect("json");
@@ -486,20 +462,18 @@ async fn a_disconnected_stream_frees_its_slot_and_a_full_queue_is_429() {
         assert!(Instant::now() < deadline, "slot was not freed: {ready}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (status, body) = post(&base, "/v2/chat", &v2_chat("Hi", 4)).await;
-    assert_eq!(status, 200, "{body}");
+    let body = ok(&base, "/v2/chat", &v2_chat("Hi", 4)).await;
 }
 
 #[tokio::test]
 async fn v1_generate_tokenize_and_models() {
     let base = default_server();
-    let (status, body) = post(
+    let body = ok(
         &base,
         "/v1/generate",
         &json!({ "prompt": "The capital of France is", "max_tokens": 8, "temperature": 0 }),
     )
     .await;
-    assert_eq!(status, 200, "{body}");
     assert!(!body["generations"][0]["text"]
         .as_str()
         .expect("text")
