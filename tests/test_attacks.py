@@ -81,15 +81,17 @@ def test_a_replayed_idempotency_key_returns_the_first_answer_and_never_runs_agai
 
 def test_a_replay_is_served_even_when_the_budget_is_spent(server):
     tenant = new_tenant(server, unique("spent"))
-    # Room for one small embed call: its hold is $0.0000031 (31 bytes held as tokens), its cost
-    # about $0.0000009, after which less than another hold is left.
-    _, key = new_key(server, tenant, budget_usd=0.0000035, budget_period="total")
+    _, key = new_key(server, tenant)
     headers = {**auth(key), "Idempotency-Key": "only-once"}
     body = {"model": EMBED_MODEL, "texts": ["ten tokens or so of text here"], "input_type": "search_query"}
     first = httpx.post(server + "/v2/embed", headers=headers, json=body)
     assert first.status_code == 200, first.text
+    # Now the tenant's budget is (all but) spent: no fresh call fits it.
+    spent = admin(server, "PUT", f"/admin/tenants/{tenant}/budget",
+                  json={"budget_usd": 0.000000001, "budget_period": "total"})
+    assert spent.status_code == 200, spent.text
     fresh = httpx.post(server + "/v2/embed", headers=auth(key), json=body)
-    assert fresh.status_code == 402, "the budget is spent"
+    assert fresh.status_code == 402
     replay = httpx.post(server + "/v2/embed", headers=headers, json=body)
     assert replay.status_code == 200 and replay.json() == first.json()
     assert len(ledger(server, tenant)) == 1

@@ -105,7 +105,7 @@ def test_check_api_key(server):
 
 def test_unknown_model_is_not_found(co):
     with pytest.raises(cohere.NotFoundError) as caught:
-        co.chat(model="command-a-03-2025", messages=QUESTION)
+        co.chat(model="no-such-chat-model", messages=QUESTION)
     assert MODEL in caught.value.body["message"]
 
 

@@ -115,7 +115,7 @@ def test_embed_bad_inputs(co, oai):
     with pytest.raises(cohere.BadRequestError):
         co.embed(model=EMBED_MODEL, texts=["ok"], input_type="image")
     with pytest.raises(cohere.NotFoundError):
-        co.embed(model="embed-v4.0", texts=["ok"], input_type="search_document")
+        co.embed(model="no-such-embedder", texts=["ok"], input_type="search_document")
     with pytest.raises(openai.APIStatusError) as too_many:
         oai.embeddings.create(model=EMBED_MODEL, input=["x"] * 97)
     assert too_many.value.status_code == 413

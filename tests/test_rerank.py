@@ -88,4 +88,4 @@ def test_rerank_bad_input(co):
     with pytest.raises(cohere.BadRequestError):
         co.rerank(model=EMBED_MODEL, query="q", documents=["a"], top_n=0)
     with pytest.raises(cohere.NotFoundError):
-        co.rerank(model="rerank-v3.5", query="q", documents=["a"])
+        co.rerank(model="no-such-reranker", query="q", documents=["a"])

@@ -403,7 +403,7 @@ async fn generate(mut args: GenerateArgs) -> Result<Value> {
 async fn server_for(
     url: Option<&str>,
     spec: String,
-    config: enclave_engine::EngineConfig,
+    config: enclave_engine::GeneratorConfig,
     encoder_config: enclave_engine::encoder::EncoderConfig,
     api_key: String,
 ) -> Result<(String, String, Option<tokio::task::JoinHandle<()>>)> {

@@ -53,7 +53,6 @@ fn answer(model: &dyn TextGenerator, history: &[ChatMessage], args: &ChatArgs) -
                 text.push_str(&piece);
             }
             GenEvent::Done { .. } => break,
-            GenEvent::Logits(_) => {}
             GenEvent::Error(message) => return Err(anyhow!("generation failed: {message}")),
         }
     }

@@ -17,7 +17,7 @@ use enclave_engine::catalog::{self, CATALOG};
 use enclave_engine::encoder::convert::Precision;
 use enclave_engine::encoder::{fastest_precision, EncoderConfig, EncoderEngine};
 use enclave_engine::pull;
-use enclave_engine::EngineConfig;
+use enclave_engine::GeneratorConfig;
 
 #[derive(Parser)]
 #[command(
@@ -95,8 +95,8 @@ pub struct EngineArgs {
 }
 
 impl EngineArgs {
-    pub fn config(&self) -> EngineConfig {
-        EngineConfig {
+    pub fn config(&self) -> GeneratorConfig {
+        GeneratorConfig {
             parallel: self.parallel,
             context_per_sequence: self.ctx_size,
             threads: self.threads,

@@ -10,7 +10,7 @@ use clap::Args;
 use enclave_engine::catalog::{ModelKind, DEFAULT_CHAT_MODEL, DEFAULT_EMBED_MODEL};
 use enclave_engine::encoder::{BertEncoder, EncoderConfig, TextEncoder};
 use enclave_engine::pull::{self, LocalModel};
-use enclave_engine::{EngineConfig, LlamaGenerator, TextGenerator};
+use enclave_engine::{GeneratorConfig, LlamaGenerator, TextGenerator};
 use enclave_server::access::Access;
 use enclave_server::{AppState, HttpLimits, ServerConfig};
 
@@ -72,7 +72,7 @@ pub struct Loaded {
 /// Loads each model (pulling it first when needed) into the engine for its kind.
 pub fn load_models(
     specs: &[String],
-    config: &EngineConfig,
+    config: &GeneratorConfig,
     encoder_config: &EncoderConfig,
 ) -> Result<Loaded> {
     let home = pull::enclave_home();

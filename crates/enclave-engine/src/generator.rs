@@ -1,7 +1,7 @@
 //! The seam between the API layer and whatever runs a decoder model. Services call a
 //! [`TextGenerator`]; they never learn which engine sits underneath.
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::catalog::ModelKind;
 use crate::sampling::SamplingParams;
@@ -47,15 +47,18 @@ pub enum GenEvent {
         cached_tokens: u32,
         completion_tokens: u32,
     },
-    /// Logits of the requested candidate tokens at the position after the prompt (scoring
-    /// jobs only); `Done` follows.
-    Logits(Vec<f32>),
     /// The engine failed mid-generation; no more events follow.
     Error(String),
 }
 
 /// The receiving end of one generation; dropping it cancels the generation and frees its slot.
 pub type GenerationStream = mpsc::UnboundedReceiver<GenEvent>;
+
+/// A scoring pass's answer: the candidates' logits, or why the engine failed.
+pub type Scores = Result<Vec<f32>, String>;
+
+/// The receiving end of one scoring pass; dropping it cancels the pass.
+pub type ScoreReceiver = oneshot::Receiver<Scores>;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum GeneratorError {
@@ -115,12 +118,12 @@ pub trait TextGenerator: Send + Sync {
         params: SamplingParams,
     ) -> Result<GenerationStream, GeneratorError>;
     /// Queues a scoring pass: the prompt is evaluated once and the logits of `candidates` for
-    /// the next token come back as [`GenEvent::Logits`]. Nothing is sampled.
+    /// the next token come back, in their order, on the returned receiver. Nothing is sampled.
     fn score_next(
         &self,
         prompt: Vec<u32>,
         candidates: Vec<u32>,
-    ) -> Result<GenerationStream, GeneratorError>;
+    ) -> Result<ScoreReceiver, GeneratorError>;
     /// Sequences generating now and requests waiting (for `/ready` and metrics).
     fn load(&self) -> (usize, usize);
     /// Whether the engine still takes requests (false once its thread has died).

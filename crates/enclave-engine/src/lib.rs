@@ -10,6 +10,7 @@ pub mod encoder;
 pub mod generator;
 pub mod home;
 pub mod llama;
+mod llama_sampler;
 pub mod pull;
 pub mod sampling;
 mod scheduler;
@@ -19,7 +20,7 @@ pub mod text;
 pub use catalog::{CatalogEntry, CATALOG};
 pub use generator::{
     ChatMessage, ChatTokens, FinishReason, GenEvent, GenerationStream, GeneratorError, ModelInfo,
-    TextGenerator,
+    ScoreReceiver, Scores, TextGenerator,
 };
-pub use llama::{EngineConfig, LlamaGenerator};
+pub use llama::{GeneratorConfig, LlamaGenerator};
 pub use sampling::SamplingParams;

@@ -11,18 +11,19 @@ use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::token::LlamaToken;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::catalog::ModelKind;
 use crate::generator::{
-    ChatMessage, ChatTokens, GenerationStream, GeneratorError, ModelInfo, TextGenerator,
+    ChatMessage, ChatTokens, GenerationStream, GeneratorError, ModelInfo, ScoreReceiver,
+    TextGenerator,
 };
 use crate::sampling::SamplingParams;
-use crate::scheduler::{self, Job, SchedulerSetup};
+use crate::scheduler::{self, Job, Reply, SchedulerSetup};
 
 /// How a model is run. Zero values mean "pick for me".
 #[derive(Debug, Clone)]
-pub struct EngineConfig {
+pub struct GeneratorConfig {
     /// Sequences decoded together (slots).
     pub parallel: u32,
     /// Tokens each sequence may hold; 0 = the model's training context, capped at 4096.
@@ -40,7 +41,7 @@ pub struct EngineConfig {
     pub unified_kv: bool,
 }
 
-impl Default for EngineConfig {
+impl Default for GeneratorConfig {
     fn default() -> Self {
         Self {
             parallel: 8,
@@ -99,7 +100,7 @@ impl LlamaGenerator {
         name: &str,
         kind: ModelKind,
         path: &Path,
-        config: &EngineConfig,
+        config: &GeneratorConfig,
     ) -> Result<Self, LoadError> {
         let backend = backend()?;
         let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default())
@@ -309,14 +310,16 @@ impl TextGenerator for LlamaGenerator {
         prompt: Vec<u32>,
         params: SamplingParams,
     ) -> Result<GenerationStream, GeneratorError> {
-        self.enqueue(prompt, params, None)
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.enqueue(prompt, params, Reply::Stream(tx))?;
+        Ok(rx)
     }
 
     fn score_next(
         &self,
         prompt: Vec<u32>,
         candidates: Vec<u32>,
-    ) -> Result<GenerationStream, GeneratorError> {
+    ) -> Result<ScoreReceiver, GeneratorError> {
         if let Some(&bad) = candidates.iter().find(|&&t| t >= self.info.vocab_size) {
             return Err(GeneratorError::InvalidToken(i64::from(bad)));
         }
@@ -328,7 +331,16 @@ impl TextGenerator for LlamaGenerator {
             .into_iter()
             .map(|t| LlamaToken(t as i32))
             .collect();
-        self.enqueue(prompt, params, Some(candidates))
+        let (tx, rx) = oneshot::channel();
+        self.enqueue(
+            prompt,
+            params,
+            Reply::Score {
+                candidates,
+                tx: Some(tx),
+            },
+        )?;
+        Ok(rx)
     }
 
     fn load(&self) -> (usize, usize) {
@@ -348,8 +360,8 @@ impl LlamaGenerator {
         &self,
         prompt: Vec<u32>,
         params: SamplingParams,
-        score: Option<Vec<LlamaToken>>,
-    ) -> Result<GenerationStream, GeneratorError> {
+        reply: Reply,
+    ) -> Result<(), GeneratorError> {
         if prompt.is_empty() {
             return Err(GeneratorError::EmptyPrompt);
         }
@@ -364,19 +376,16 @@ impl LlamaGenerator {
         if let Some(&bad) = prompt.iter().find(|&&t| t >= self.info.vocab_size) {
             return Err(GeneratorError::InvalidToken(i64::from(bad)));
         }
-        let (tx, rx) = mpsc::unbounded_channel();
         let job = Job {
             prompt: prompt.into_iter().map(|t| LlamaToken(t as i32)).collect(),
             params,
-            score,
-            tx,
+            reply,
         };
         self.queue.try_send(job).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => {
                 GeneratorError::QueueFull(self.info.queue_capacity)
             }
             mpsc::error::TrySendError::Closed(_) => GeneratorError::Stopped,
-        })?;
-        Ok(rx)
+        })
     }
 }

@@ -12,18 +12,57 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
-use crate::generator::{FinishReason, GenEvent};
+use crate::generator::{FinishReason, GenEvent, Scores};
+use crate::llama_sampler::build_sampler;
 use crate::sampling::SamplingParams;
 use crate::text::{StopMatcher, Utf8Assembler};
 
 pub(crate) struct Job {
     pub prompt: Vec<LlamaToken>,
     pub params: SamplingParams,
-    /// Set for scoring jobs: report these tokens' logits instead of sampling.
-    pub score: Option<Vec<LlamaToken>>,
-    pub tx: mpsc::UnboundedSender<GenEvent>,
+    pub reply: Reply,
+}
+
+/// Where a job's results go: a generation streams events; a scoring pass answers once with
+/// the logits of its candidate tokens (nothing is sampled).
+pub(crate) enum Reply {
+    Stream(mpsc::UnboundedSender<GenEvent>),
+    Score {
+        candidates: Vec<LlamaToken>,
+        /// Taken when the answer is sent.
+        tx: Option<oneshot::Sender<Scores>>,
+    },
+}
+
+impl Reply {
+    /// The caller went away (or was answered): the job's slot can be freed.
+    fn is_closed(&self) -> bool {
+        match self {
+            Reply::Stream(tx) => tx.is_closed(),
+            Reply::Score { tx, .. } => tx.as_ref().is_none_or(oneshot::Sender::is_closed),
+        }
+    }
+
+    fn send(&self, event: GenEvent) {
+        if let Reply::Stream(tx) = self {
+            let _ = tx.send(event);
+        }
+    }
+
+    fn fail(&mut self, message: String) {
+        match self {
+            Reply::Stream(tx) => {
+                let _ = tx.send(GenEvent::Error(message));
+            }
+            Reply::Score { tx, .. } => {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(Err(message));
+                }
+            }
+        }
+    }
 }
 
 pub(crate) struct SchedulerSetup {
@@ -41,7 +80,7 @@ pub(crate) struct SchedulerSetup {
 
 struct Slot {
     seq_id: i32,
-    tx: mpsc::UnboundedSender<GenEvent>,
+    reply: Reply,
     sampler: LlamaSampler,
     prompt: Vec<LlamaToken>,
     /// Prompt tokens whose KV cells were kept from the previous request on this sequence.
@@ -57,7 +96,6 @@ struct Slot {
     generated: u32,
     max_tokens: u32,
     ignore_eos: bool,
-    score: Option<Vec<LlamaToken>>,
     utf8: Utf8Assembler,
     stops: StopMatcher,
 }
@@ -65,7 +103,7 @@ struct Slot {
 impl Slot {
     fn send_text(&self, text: String) {
         if !text.is_empty() {
-            let _ = self.tx.send(GenEvent::Text {
+            self.reply.send(GenEvent::Text {
                 text,
                 generated: self.generated,
             });
@@ -84,7 +122,7 @@ impl Slot {
             }
             self.send_text(tail);
         }
-        let _ = self.tx.send(GenEvent::Done {
+        self.reply.send(GenEvent::Done {
             reason,
             prompt_tokens: self.prompt.len() as u32,
             cached_tokens: self.reused as u32,
@@ -138,16 +176,16 @@ pub(crate) fn run(
                     Err(_) => break,
                 }
             };
-            if job.tx.is_closed() {
+            if job.reply.is_closed() {
                 continue;
             }
             let Some((seq_id, reused)) = pool.take(&mut ctx, &job.prompt) else {
                 break;
             };
-            let sampler = job.params.build_sampler(n_vocab, &setup.eog_tokens);
+            let sampler = build_sampler(&job.params, n_vocab, &setup.eog_tokens);
             slots.push(Slot {
                 seq_id,
-                tx: job.tx,
+                reply: job.reply,
                 sampler,
                 history: job.prompt[..reused].to_vec(),
                 reused,
@@ -159,7 +197,6 @@ pub(crate) fn run(
                 generated: 0,
                 max_tokens: job.params.max_tokens,
                 ignore_eos: job.params.ignore_eos,
-                score: job.score,
                 utf8: Utf8Assembler::default(),
                 stops: StopMatcher::new(job.params.stop),
             });
@@ -168,7 +205,7 @@ pub(crate) fn run(
         // Callers that went away free their slot and KV cells now.
         let mut i = 0;
         while i < slots.len() {
-            if slots[i].tx.is_closed() {
+            if slots[i].reply.is_closed() {
                 let slot = slots.swap_remove(i);
                 pool.give_back(&mut ctx, slot.seq_id, None);
             } else {
@@ -186,10 +223,8 @@ pub(crate) fn run(
         }
         if let Err(err) = ctx.decode(&mut batch) {
             // A failed forward pass leaves the KV state of every sequence in it unknown.
-            for slot in slots.drain(..) {
-                let _ = slot
-                    .tx
-                    .send(GenEvent::Error(format!("decode failed: {err}")));
+            for mut slot in slots.drain(..) {
+                slot.reply.fail(format!("decode failed: {err}"));
                 pool.give_back(&mut ctx, slot.seq_id, None);
             }
             continue;
@@ -328,7 +363,7 @@ fn sample_step(
     setup: &SchedulerSetup,
 ) -> Option<FinishReason> {
     let at = slot.logits_at.take()?;
-    if let Some(candidates) = &slot.score {
+    if let Reply::Score { candidates, tx } = &mut slot.reply {
         let logits = ctx.get_logits_ith(at);
         let picked = candidates
             .iter()
@@ -339,7 +374,9 @@ fn sample_step(
                     .unwrap_or(f32::NEG_INFINITY)
             })
             .collect();
-        let _ = slot.tx.send(GenEvent::Logits(picked));
+        if let Some(tx) = tx.take() {
+            let _ = tx.send(Ok(picked));
+        }
         return Some(FinishReason::Complete);
     }
     let token = slot.sampler.sample(ctx, at);

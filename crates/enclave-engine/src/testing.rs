@@ -2,11 +2,11 @@
 
 use crate::catalog::{self, DEFAULT_EMBED_MODEL, TEST_MODEL};
 use crate::encoder::{BertEncoder, EncoderConfig};
-use crate::llama::{EngineConfig, LlamaGenerator, LoadError};
+use crate::llama::{GeneratorConfig, LlamaGenerator, LoadError};
 use crate::pull;
 
 /// Loads `smollm2-135m-instruct` (pulling it into ENCLAVE_HOME if needed) with `config`.
-pub fn load_test_model(config: &EngineConfig) -> Result<LlamaGenerator, String> {
+pub fn load_test_model(config: &GeneratorConfig) -> Result<LlamaGenerator, String> {
     let home = pull::enclave_home();
     let model = pull::resolve(&home, TEST_MODEL, false).map_err(|e| e.to_string())?;
     let kind = catalog::find(TEST_MODEL).map_or(catalog::ModelKind::Chat, |e| e.kind);

@@ -4,16 +4,16 @@ use std::time::Duration;
 
 use enclave_engine::testing::load_test_model;
 use enclave_engine::{
-    ChatMessage, EngineConfig, FinishReason, GenEvent, GenerationStream, GeneratorError,
+    ChatMessage, FinishReason, GenEvent, GenerationStream, GeneratorConfig, GeneratorError,
     SamplingParams, TextGenerator,
 };
 
-fn config(parallel: u32) -> EngineConfig {
-    EngineConfig {
+fn config(parallel: u32) -> GeneratorConfig {
+    GeneratorConfig {
         parallel,
         context_per_sequence: 1024,
         queue_capacity: 4,
-        ..EngineConfig::default()
+        ..GeneratorConfig::default()
     }
 }
 
@@ -37,7 +37,6 @@ fn collect(mut stream: GenerationStream) -> (String, FinishReason, u32) {
                 ..
             } => return (text, reason, completion_tokens),
             GenEvent::Error(message) => panic!("generation failed: {message}"),
-            GenEvent::Logits(_) => panic!("logits from a generation job"),
         }
     }
     panic!("stream ended without Done");
@@ -173,11 +172,11 @@ fn concurrent_sequences_match_their_solo_answers() {
 
 #[test]
 fn a_dropped_stream_frees_its_slot_and_the_queue_bounds_waiting() {
-    let model = load_test_model(&EngineConfig {
+    let model = load_test_model(&GeneratorConfig {
         parallel: 1,
         context_per_sequence: 1024,
         queue_capacity: 1,
-        ..EngineConfig::default()
+        ..GeneratorConfig::default()
     })
     .expect("model");
     let long = SamplingParams {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use enclave_engine::testing::load_test_model;
-use enclave_engine::{EngineConfig, TextGenerator};
+use enclave_engine::{GeneratorConfig, TextGenerator};
 use enclave_server::access::Access;
 use enclave_server::{AppState, ServerConfig};
 use enclave_store::Store;
@@ -15,7 +15,7 @@ const KEY: &str = "test-key";
 const MODEL: &str = "smollm2-135m-instruct";
 
 /// Starts a server on an ephemeral loopback port in its own runtime thread.
-fn start(engine: EngineConfig, max_body_bytes: usize) -> String {
+fn start(engine: GeneratorConfig, max_body_bytes: usize) -> String {
     let model: Arc<dyn TextGenerator> = Arc::new(load_test_model(&engine).expect("test model"));
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -56,10 +56,10 @@ fn start(engine: EngineConfig, max_body_bytes: usize) -> String {
 
 fn default_server() -> String {
     start(
-        EngineConfig {
+        GeneratorConfig {
             parallel: 8,
             context_per_sequence: 1024,
-            ..EngineConfig::default()
+            ..GeneratorConfig::default()
         },
         64 * 1024,
     )
@@ -269,10 +269,10 @@ async fn unknown_models_are_404_naming_the_served_ones() {
 #[tokio::test]
 async fn auth_size_and_route_errors() {
     let base = start(
-        EngineConfig {
+        GeneratorConfig {
             parallel: 1,
             context_per_sequence: 512,
-            ..EngineConfig::default()
+            ..GeneratorConfig::default()
         },
         4 * 1024,
     );
@@ -413,11 +413,11 @@ async fn v2_stream_events_come_in_order() {
 #[tokio::test]
 async fn a_disconnected_stream_frees_its_slot_and_a_full_queue_is_429() {
     let base = start(
-        EngineConfig {
+        GeneratorConfig {
             parallel: 1,
             context_per_sequence: 1024,
             queue_capacity: 1,
-            ..EngineConfig::default()
+            ..GeneratorConfig::default()
         },
         64 * 1024,
     );
@@ -462,7 +462,7 @@ async fn a_disconnected_stream_frees_its_slot_and_a_full_queue_is_429() {
         assert!(Instant::now() < deadline, "slot was not freed: {ready}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let body = ok(&base, "/v2/chat", &v2_chat("Hi", 4)).await;
+    ok(&base, "/v2/chat", &v2_chat("Hi", 4)).await;
 }
 
 #[tokio::test]

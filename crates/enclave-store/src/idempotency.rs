@@ -1,11 +1,17 @@
 //! Claims on `Idempotency-Key`s: one running call per tenant and key, and the stored response
-//! of the call that succeeded under it, replayed to every retry.
+//! of the call that succeeded under it, replayed to every retry. A claim belongs to the node
+//! (serving process) running its call; nodes beat in `nodes`, so a retry can take over the
+//! claim of a node that died instead of waiting for it.
 
-use crate::{col, now_ms, Result, Store, StoreError};
+use crate::{col, now_ms, Backend, Result, Store, StoreError};
 
-/// A claim left running this long belongs to a node that died; a new call may take it over.
-/// As long as the longest call may run (a budget hold's lifetime).
+/// A claim left running this long is taken over whatever its node says: as long as the
+/// longest call may run (a budget hold's lifetime).
 pub const CLAIM_TTL_MS: i64 = crate::budgets::RESERVATION_TTL_MS;
+/// How often a node beats.
+pub const NODE_BEAT_MS: i64 = 2_000;
+/// A node silent this long is taken for dead.
+pub const NODE_TIMEOUT_MS: i64 = 5 * NODE_BEAT_MS;
 
 /// A finished call's response as it was sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,22 +38,25 @@ pub enum Claim {
 
 impl Store {
     /// Claims `key` for the call `request_id`, whose request hashes to `fingerprint`.
+    /// `node_id` is the claiming process's (see [`Store::beat`]).
     pub async fn claim_idempotency_key(
         &self,
         tenant_id: &str,
         key: &str,
         fingerprint: &str,
         request_id: &str,
+        node_id: &str,
     ) -> Result<Claim> {
         let now = now_ms();
         let inserted = sqlx::query(
-            "INSERT INTO idempotent_calls (tenant_id, idempotency_key, fingerprint, request_id, claimed_ms) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, idempotency_key) DO NOTHING",
+            "INSERT INTO idempotent_calls (tenant_id, idempotency_key, fingerprint, request_id, node_id, claimed_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, idempotency_key) DO NOTHING",
         )
         .bind(tenant_id)
         .bind(key)
         .bind(fingerprint)
         .bind(request_id)
+        .bind(node_id)
         .bind(now)
         .execute(self.pool())
         .await?;
@@ -55,7 +64,7 @@ impl Store {
             return Ok(Claim::Claimed);
         }
         let row = sqlx::query(
-            "SELECT fingerprint, request_id, claimed_ms, status, content_type, headers, body \
+            "SELECT fingerprint, request_id, node_id, claimed_ms, status, content_type, headers, body \
              FROM idempotent_calls WHERE tenant_id = $1 AND idempotency_key = $2",
         )
         .bind(tenant_id)
@@ -71,19 +80,22 @@ impl Store {
         }
         let Some(status) = col::<Option<i64>>(&row, "status")? else {
             let claimed_ms: i64 = col(&row, "claimed_ms")?;
-            if now - claimed_ms < CLAIM_TTL_MS {
+            let holder: String = col(&row, "node_id")?;
+            let holder_alive = holder == node_id || self.node_alive(&holder, now).await?;
+            if holder_alive && now - claimed_ms < CLAIM_TTL_MS {
                 return Ok(Claim::InFlight);
             }
             // Abandoned by a dead node: take it over, unless another call just did.
             let taken = sqlx::query(
-                "UPDATE idempotent_calls SET request_id = $1, claimed_ms = $2 \
-                 WHERE tenant_id = $3 AND idempotency_key = $4 AND claimed_ms = $5 AND status IS NULL",
+                "UPDATE idempotent_calls SET request_id = $1, node_id = $2, claimed_ms = $3 \
+                 WHERE tenant_id = $4 AND idempotency_key = $5 AND request_id = $6 AND status IS NULL",
             )
             .bind(request_id)
+            .bind(node_id)
             .bind(now)
             .bind(tenant_id)
             .bind(key)
-            .bind(claimed_ms)
+            .bind(col::<String>(&row, "request_id")?)
             .execute(self.pool())
             .await?;
             return Ok(if taken.rows_affected() == 1 {
@@ -99,6 +111,41 @@ impl Store {
             headers: col::<Option<String>>(&row, "headers")?.unwrap_or_default(),
             body: col::<Option<String>>(&row, "body")?.unwrap_or_default(),
         }))
+    }
+
+    /// Whether `node_id` beat recently. One process serves a SQLite file, so there another
+    /// node's claim is a dead process's.
+    async fn node_alive(&self, node_id: &str, now: i64) -> Result<bool> {
+        if self.backend() == Backend::Sqlite {
+            return Ok(false);
+        }
+        let row = sqlx::query("SELECT seen_ms FROM nodes WHERE id = $1")
+            .bind(node_id)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(match row {
+            Some(row) => now - col::<i64>(&row, "seen_ms")? < NODE_TIMEOUT_MS,
+            None => false,
+        })
+    }
+
+    /// Records that `node_id` is alive now (every [`NODE_BEAT_MS`]); forgets nodes silent for
+    /// a day.
+    pub async fn beat(&self, node_id: &str) -> Result<()> {
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO nodes (id, seen_ms) VALUES ($1, $2) \
+             ON CONFLICT (id) DO UPDATE SET seen_ms = excluded.seen_ms",
+        )
+        .bind(node_id)
+        .bind(now)
+        .execute(self.pool())
+        .await?;
+        sqlx::query("DELETE FROM nodes WHERE seen_ms < $1")
+            .bind(now - 24 * 60 * 60 * 1000)
+            .execute(self.pool())
+            .await?;
+        Ok(())
     }
 
     /// Stores the response of the call that holds the claim; later retries are answered with it.

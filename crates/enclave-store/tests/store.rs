@@ -550,7 +550,7 @@ async fn idempotency_keys_admit_one_call_and_replay_its_response() {
             let store = store.clone();
             tasks.push(tokio::spawn(async move {
                 store
-                    .claim_idempotency_key("t", "k1", "fp", &format!("req{i}"))
+                    .claim_idempotency_key("t", "k1", "fp", &format!("req{i}"), "n1")
                     .await
                     .expect("claim")
             }));
@@ -568,7 +568,7 @@ async fn idempotency_keys_admit_one_call_and_replay_its_response() {
         // Another request under the same key is a mismatch, whatever state the claim is in.
         assert_eq!(
             store
-                .claim_idempotency_key("t", "k1", "other", "x")
+                .claim_idempotency_key("t", "k1", "other", "x", "n1")
                 .await
                 .expect("claim"),
             Claim::Mismatch
@@ -586,7 +586,7 @@ async fn idempotency_keys_admit_one_call_and_replay_its_response() {
             .expect("complete");
         assert_eq!(
             store
-                .claim_idempotency_key("t", "k1", "fp", "again")
+                .claim_idempotency_key("t", "k1", "fp", "again", "n1")
                 .await
                 .expect("claim"),
             Claim::InFlight
@@ -597,7 +597,7 @@ async fn idempotency_keys_admit_one_call_and_replay_its_response() {
             .expect("complete");
         assert_eq!(
             store
-                .claim_idempotency_key("t", "k1", "fp", "again")
+                .claim_idempotency_key("t", "k1", "fp", "again", "n1")
                 .await
                 .expect("claim"),
             Claim::Done(response.clone())
@@ -608,12 +608,14 @@ async fn idempotency_keys_admit_one_call_and_replay_its_response() {
             .await
             .expect("release");
         assert!(matches!(
-            store.claim_idempotency_key("t", "k1", "fp", "z").await,
+            store
+                .claim_idempotency_key("t", "k1", "fp", "z", "n1")
+                .await,
             Ok(Claim::Done(_))
         ));
         assert_eq!(
             store
-                .claim_idempotency_key("t", "k2", "fp", "a")
+                .claim_idempotency_key("t", "k2", "fp", "a", "n1")
                 .await
                 .expect("claim"),
             Claim::Claimed
@@ -624,15 +626,48 @@ async fn idempotency_keys_admit_one_call_and_replay_its_response() {
             .expect("release");
         assert_eq!(
             store
-                .claim_idempotency_key("t", "k2", "fp", "b")
+                .claim_idempotency_key("t", "k2", "fp", "b", "n1")
                 .await
                 .expect("claim"),
             Claim::Claimed
         );
+        // A claim of a node that stopped beating is taken over; a live node's is not.
+        store.beat("n2").await.expect("beat");
+        assert_eq!(
+            store
+                .claim_idempotency_key("t", "k3", "fp", "live", "n2")
+                .await
+                .expect("claim"),
+            Claim::Claimed
+        );
+        let retry = store
+            .claim_idempotency_key("t", "k3", "fp", "retry", "n1")
+            .await
+            .expect("claim");
+        match store.backend() {
+            // One process per SQLite file: a claim of another process is a dead one's.
+            enclave_store::Backend::Sqlite => assert_eq!(retry, Claim::Claimed),
+            enclave_store::Backend::Postgres => assert_eq!(retry, Claim::InFlight),
+        }
+        assert_eq!(
+            store
+                .claim_idempotency_key("t", "k4", "fp", "dead", "never-beat")
+                .await
+                .expect("claim"),
+            Claim::Claimed
+        );
+        assert_eq!(
+            store
+                .claim_idempotency_key("t", "k4", "fp", "taker", "n1")
+                .await
+                .expect("claim"),
+            Claim::Claimed,
+            "a node that never beat is dead"
+        );
         // Keys are per tenant.
         assert_eq!(
             store
-                .claim_idempotency_key("other-tenant", "k1", "fp", "c")
+                .claim_idempotency_key("other-tenant", "k1", "fp", "c", "n1")
                 .await
                 .expect("claim"),
             Claim::Claimed

@@ -4,6 +4,7 @@
 //! for a text pair.
 
 mod batcher;
+mod bert;
 pub mod convert;
 mod gguf;
 mod native;
@@ -11,7 +12,7 @@ mod vocab;
 
 use tokio::sync::oneshot;
 
-pub use batcher::{fastest_precision, BertEncoder, EncoderConfig, EncoderEngine};
+pub use bert::{fastest_precision, BertEncoder, EncoderConfig, EncoderEngine};
 pub use convert::Precision;
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]

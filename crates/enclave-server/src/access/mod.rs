@@ -17,6 +17,8 @@ use keys::CachedKey;
 pub use keys::KEY_CACHE_TTL;
 use rate::Window;
 
+/// How often this node tells the store it is alive.
+const BEAT: Duration = Duration::from_millis(enclave_store::idempotency::NODE_BEAT_MS as u64);
 /// How often the price book is re-read (changes made through this node apply at once).
 const PRICE_REFRESH: Duration = Duration::from_secs(5);
 /// How often expired budget holds and old rate windows are cleaned up.
@@ -37,6 +39,8 @@ pub enum Refusal {
 /// Keys, rate windows and prices of one node, over the shared store.
 pub struct Access {
     store: Store,
+    /// This process's id among the nodes sharing the store (claims of Idempotency-Keys name it).
+    node_id: String,
     keys: Mutex<HashMap<String, CachedKey>>,
     lookups: tokio::sync::Semaphore,
     key_checks: Mutex<(Instant, u32)>,
@@ -47,8 +51,11 @@ pub struct Access {
 impl Access {
     pub async fn start(store: Store) -> Result<Arc<Self>, enclave_store::StoreError> {
         let prices = store.price_book().await?;
+        let node_id = format!("node_{}", uuid::Uuid::new_v4().simple());
+        store.beat(&node_id).await?;
         let access = Arc::new(Self {
             store,
+            node_id,
             keys: Mutex::new(HashMap::new()),
             lookups: tokio::sync::Semaphore::new(keys::KEY_LOOKUPS),
             key_checks: Mutex::new((Instant::now(), 0)),
@@ -57,12 +64,18 @@ impl Access {
         });
         let weak = Arc::downgrade(&access);
         tokio::spawn(async move {
-            let mut last_sweep = Instant::now();
+            let (mut last_sweep, mut last_refresh) = (Instant::now(), Instant::now());
             loop {
-                tokio::time::sleep(PRICE_REFRESH).await;
+                tokio::time::sleep(BEAT).await;
                 let Some(access) = weak.upgrade() else { break };
-                if let Err(e) = access.refresh_prices().await {
-                    tracing::warn!("price book refresh failed: {e}");
+                if let Err(e) = access.store.beat(&access.node_id).await {
+                    tracing::warn!("node heartbeat failed: {e}");
+                }
+                if last_refresh.elapsed() >= PRICE_REFRESH {
+                    last_refresh = Instant::now();
+                    if let Err(e) = access.refresh_prices().await {
+                        tracing::warn!("price book refresh failed: {e}");
+                    }
                 }
                 if last_sweep.elapsed() >= SWEEP_EVERY {
                     last_sweep = Instant::now();
@@ -75,6 +88,10 @@ impl Access {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
     }
 
     async fn sweep(&self) {

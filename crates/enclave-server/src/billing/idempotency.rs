@@ -28,13 +28,20 @@ pub(crate) enum Claiming {
 
 pub(crate) async fn claim(
     store: &Store,
+    node_id: &str,
     tenant_id: &str,
     idempotency: &IdempotencyKey,
     request_id: &str,
 ) -> Result<Claiming, ApiError> {
     let key = &idempotency.key;
     match store
-        .claim_idempotency_key(tenant_id, key, &idempotency.fingerprint, request_id)
+        .claim_idempotency_key(
+            tenant_id,
+            key,
+            &idempotency.fingerprint,
+            request_id,
+            node_id,
+        )
         .await?
     {
         Claim::Claimed => Ok(Claiming::Run(Claimed {

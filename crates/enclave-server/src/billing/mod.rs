@@ -87,7 +87,15 @@ impl Bill {
         let claim = match sent_key {
             None => None,
             Some(sent) => {
-                match idempotency::claim(access.store(), &key.tenant_id, sent, &request_id).await? {
+                match idempotency::claim(
+                    access.store(),
+                    access.node_id(),
+                    &key.tenant_id,
+                    sent,
+                    &request_id,
+                )
+                .await?
+                {
                     Claiming::Run(claimed) => Some(claimed),
                     Claiming::Replay(response) => return Ok(Admission::Replay(response)),
                 }
@@ -237,7 +245,9 @@ async fn record(pending: Pending, units: Units) -> Result<Receipt, StoreError> {
                     return Ok(Receipt::from(&event));
                 }
                 release_holds(&pending).await;
-                return Err(StoreError::Conflict(conflict));
+                return billed_before(&pending)
+                    .await?
+                    .ok_or(StoreError::Conflict(conflict));
             }
             Err(e) => {
                 release_holds(&pending).await;
@@ -246,6 +256,22 @@ async fn record(pending: Pending, units: Units) -> Result<Receipt, StoreError> {
             Ok(receipt) => return Ok(receipt),
         }
     }
+}
+
+/// The event of the same request under the same Idempotency-Key, written by a node that died
+/// before it stored its response (this call took its claim over): the call is not billed again.
+async fn billed_before(pending: &Pending) -> Result<Option<Receipt>, StoreError> {
+    let Some(sent) = &pending.idempotency else {
+        return Ok(None);
+    };
+    let event = pending
+        .access
+        .store()
+        .event_by_idempotency_key(&pending.key.tenant_id, &sent.key)
+        .await?;
+    Ok(event
+        .filter(|e| e.request_fingerprint.as_deref() == Some(sent.fingerprint.as_str()))
+        .map(|e| Receipt::from(&e)))
 }
 
 async fn release_holds(pending: &Pending) {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use axum::response::Response;
 use enclave_engine::catalog::ModelKind;
 use enclave_engine::encoder::{TextEncoder, Truncate};
-use enclave_engine::{ChatMessage, GenEvent, TextGenerator};
+use enclave_engine::{ChatMessage, TextGenerator};
 use enclave_store::{Capability, Units};
 use serde_json::Value;
 
@@ -322,23 +322,16 @@ async fn judge_scores(
     let wave = judge.info().parallel_sequences.max(1) as usize;
     let mut scores = Vec::with_capacity(prompts.len());
     for batch in prompts.chunks(wave) {
-        let mut streams = Vec::with_capacity(batch.len());
+        let mut waiting = Vec::with_capacity(batch.len());
         for prompt in batch {
-            streams.push(judge.score_next(prompt.clone(), candidates.clone())?);
+            waiting.push(judge.score_next(prompt.clone(), candidates.clone())?);
         }
-        for mut stream in streams {
-            let mut logits = None;
-            while let Some(event) = stream.recv().await {
-                match event {
-                    GenEvent::Logits(values) => logits = Some(values),
-                    GenEvent::Error(message) => return Err(ApiError::internal(message)),
-                    GenEvent::Done { .. } => break,
-                    GenEvent::Text { .. } => {}
-                }
-            }
-            let logits =
-                logits.ok_or_else(|| ApiError::internal("the judge returned no logits"))?;
-            let (yes_logits, no_logits) = logits.split_at(yes.len());
+        for answer in waiting {
+            let logits = answer
+                .await
+                .map_err(|_| ApiError::internal("the judge stopped"))?
+                .map_err(ApiError::internal)?;
+            let (yes_logits, no_logits) = logits.split_at(yes.len().min(logits.len()));
             let (y, n) = (log_sum_exp(yes_logits), log_sum_exp(no_logits));
             scores.push(1.0 / (1.0 + (n - y).exp()));
         }

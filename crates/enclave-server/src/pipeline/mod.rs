@@ -187,7 +187,6 @@ pub async fn collect(
     while let Some(event) = generation.recv().await {
         match event {
             GenEvent::Text { text: piece, .. } => text.push_str(&piece),
-            GenEvent::Logits(_) => {}
             GenEvent::Done {
                 reason,
                 completion_tokens,

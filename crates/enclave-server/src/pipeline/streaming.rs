@@ -166,8 +166,6 @@ fn frames<F: StreamFormat>(sending: Sending<F>) -> impl Stream<Item = Result<Byt
                         cached_tokens,
                         ..
                     })) => s.finish(reason, completion_tokens, cached_tokens).await,
-                    // Generation jobs never carry logits.
-                    Ok(Some(GenEvent::Logits(_))) => s.fail("the engine sent logits".into()),
                     Ok(Some(GenEvent::Error(message))) => {
                         tracing::error!("generation failed mid-stream: {message}");
                         s.fail("generation failed".into())
