@@ -37,52 +37,45 @@ pub use state::{AppState, ServerConfig};
 /// The full application. Each route group declares its API family once; every error inside
 /// it (extraction, auth, handler, panic, wrong method) answers in that family's shape.
 pub fn router(state: AppState) -> Router {
+    use routes::{admin, classify, cohere_v1, cohere_v2, embed, models, openai, ops, rerank};
+    use routes::{summarize, tokens};
     let cohere = Router::new()
-        .route("/v2/chat", post(routes::cohere_v2::chat))
-        .route("/v1/chat", post(routes::cohere_v1::chat))
-        .route("/v1/generate", post(routes::cohere_v1::generate))
-        .route("/v1/tokenize", post(routes::tokens::tokenize))
-        .route("/v1/detokenize", post(routes::tokens::detokenize))
-        .route("/v2/embed", post(routes::embed::embed_v2))
-        .route("/v1/embed", post(routes::embed::embed_v1))
-        .route("/v1/classify", post(routes::classify::classify))
-        .route("/v2/rerank", post(routes::rerank::rerank_v2))
-        .route("/v1/rerank", post(routes::rerank::rerank_v1))
-        .route("/v1/summarize", post(routes::summarize::summarize_route))
+        .route("/v2/chat", post(cohere_v2::chat))
+        .route("/v1/chat", post(cohere_v1::chat))
+        .route("/v1/generate", post(cohere_v1::generate))
+        .route("/v1/tokenize", post(tokens::tokenize))
+        .route("/v1/detokenize", post(tokens::detokenize))
+        .route("/v2/embed", post(embed::embed_v2))
+        .route("/v1/embed", post(embed::embed_v1))
+        .route("/v1/classify", post(classify::classify))
+        .route("/v2/rerank", post(rerank::rerank_v2))
+        .route("/v1/rerank", post(rerank::rerank_v1))
+        .route("/v1/summarize", post(summarize::summarize_route))
         .route(
             "/admin/tenants",
-            post(routes::admin::create_tenant).get(routes::admin::list_tenants),
+            post(admin::create_tenant).get(admin::list_tenants),
         )
         .route(
             "/admin/tenants/{tenant}/budget",
-            put(routes::admin::set_tenant_budget),
+            put(admin::set_tenant_budget),
         )
-        .route(
-            "/admin/keys",
-            post(routes::admin::create_key).get(routes::admin::list_keys),
-        )
-        .route("/admin/keys/{id}", delete(routes::admin::revoke_key))
-        .route("/admin/usage", get(routes::admin::usage))
-        .route("/admin/usage/verify", get(routes::admin::verify))
-        .route("/admin/usage/events", get(routes::admin::events))
-        .route(
-            "/admin/prices",
-            get(routes::admin::prices).post(routes::admin::add_prices),
-        );
+        .route("/admin/keys", post(admin::create_key).get(admin::list_keys))
+        .route("/admin/keys/{id}", delete(admin::revoke_key))
+        .route("/admin/usage", get(admin::usage))
+        .route("/admin/usage/verify", get(admin::verify))
+        .route("/admin/usage/events", get(admin::events))
+        .route("/admin/prices", get(admin::prices).post(admin::add_prices));
     let openai = Router::new()
-        .route(
-            "/v1/chat/completions",
-            post(routes::openai::chat_completions),
-        )
-        .route("/v1/completions", post(routes::openai::completions))
-        .route("/v1/embeddings", post(routes::openai::embeddings));
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/completions", post(openai::completions))
+        .route("/v1/embeddings", post(openai::embeddings));
     let shared = Router::new()
-        .route("/v1/models", get(routes::models::list))
-        .route("/v1/models/{model}", get(routes::models::get));
+        .route("/v1/models", get(models::list))
+        .route("/v1/models/{model}", get(models::get));
     let ops = Router::new()
-        .route("/v1/check-api-key", post(routes::ops::check_api_key))
-        .route("/health", get(routes::ops::health))
-        .route("/ready", get(routes::ops::ready));
+        .route("/v1/check-api-key", post(ops::check_api_key))
+        .route("/health", get(ops::health))
+        .route("/ready", get(ops::ready));
     Router::new()
         .merge(api_group(cohere, Family::Cohere, &state))
         .merge(api_group(openai, Family::OpenAi, &state))

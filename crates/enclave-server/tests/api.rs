@@ -83,6 +83,12 @@ async fn send(client: &reqwest::Client, base: &str, path: &str, body: &Value) ->
         .expect("send")
 }
 
+/// Sends `request` with `key` and reads its JSON answer.
+async fn json_of(request: reqwest::RequestBuilder, key: &str) -> Value {
+    let response = request.bearer_auth(key).send().await.expect("send");
+    response.json().await.expect("json")
+}
+
 /// Posts `body` and expects 200; returns the answer.
 async fn ok(base: &str, path: &str, body: &Value) -> Value {
     let (status, answer) = post(base, path, body).await;
@@ -122,12 +128,8 @@ fn v2_chat(content: &str, max_tokens: u32) -> Value {
 #[tokio::test]
 async fn v2_chat_answers_with_usage() {
     let base = default_server();
-    let body = ok(
-        &base,
-        "/v2/chat",
-        &v2_chat("What is the capital of France?", 32),
-    )
-    .await;
+    let question = v2_chat("What is the capital of France?", 32);
+    let body = ok(&base, "/v2/chat", &question).await;
     let text = body["message"]["content"][0]["text"]
         .as_str()
         .expect("text");
@@ -277,26 +279,25 @@ async fn auth_size_and_route_errors() {
         4 * 1024,
     );
     let client = reqwest::Client::new();
-    let response = client
-        .post(format!("{base}/v2/chat"))
-        .json(&v2_chat("hi", 4))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(response.status().as_u16(), 401);
-    let body: Value = response.json().await.expect("json");
-    cohere_message(&body);
-
-    let response = client
-        .post(format!("{base}/v1/chat/completions"))
-        .bearer_auth("wrong")
-        .json(&json!({}))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(response.status().as_u16(), 401);
-    let body: Value = response.json().await.expect("json");
-    openai_message(&body);
+    // No key on a Cohere route, a wrong one on an OpenAI route: 401 in each family's shape.
+    let unauthorized = [
+        ("/v2/chat", None, v2_chat("hi", 4)),
+        ("/v1/chat/completions", Some("wrong"), json!({})),
+    ];
+    for (path, key, request) in unauthorized {
+        let mut sending = client.post(format!("{base}{path}")).json(&request);
+        if let Some(key) = key {
+            sending = sending.bearer_auth(key);
+        }
+        let response = sending.send().await.expect("send");
+        assert_eq!(response.status().as_u16(), 401);
+        let body: Value = response.json().await.expect("json");
+        if key.is_none() {
+            cohere_message(&body);
+        } else {
+            openai_message(&body);
+        }
+    }
 
     let big = v2_chat(&"word ".repeat(2000), 4);
     let (status, body) = post(&base, "/v2/chat", &big).await;
@@ -307,15 +308,7 @@ async fn auth_size_and_route_errors() {
     assert_eq!(status, 404);
     cohere_message(&body);
 
-    let check: Value = client
-        .post(format!("{base}/v1/check-api-key"))
-        .bearer_auth("wrong")
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
+    let check = json_of(client.post(format!("{base}/v1/check-api-key")), "wrong").await;
     assert_eq!(check["valid"], false);
 
     let health = client
@@ -505,15 +498,7 @@ async fn v1_generate_tokenize_and_models() {
     .await;
     assert_eq!(back["text"], "hello world");
 
-    let models: Value = reqwest::Client::new()
-        .get(format!("{base}/v1/models"))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
+    let models = json_of(reqwest::Client::new().get(format!("{base}/v1/models")), KEY).await;
     assert_eq!(models["models"][0]["name"], MODEL);
     assert_eq!(models["data"][0]["id"], MODEL);
     assert_eq!(models["object"], "list");

@@ -141,10 +141,11 @@ pub async fn rerank(
     let work = async {
         let (query, pieces, owners) = split(&scorer, job).await?;
         let count = owners.len();
+        let scoring = (query, pieces);
         let piece_scores = match &scorer {
-            Scorer::CrossEncoder(encoder) => cross_encoder_scores(encoder, query, pieces).await?,
-            Scorer::Embedding(encoder) => embedding_scores(encoder, query, pieces).await?,
-            Scorer::Judge(judge) => judge_scores(judge, query, pieces).await?,
+            Scorer::CrossEncoder(encoder) => cross_encoder_scores(encoder, scoring).await?,
+            Scorer::Embedding(encoder) => embedding_scores(encoder, scoring).await?,
+            Scorer::Judge(judge) => judge_scores(judge, scoring).await?,
         };
         let mut best = vec![0f32; documents];
         for (doc, s) in owners.into_iter().zip(piece_scores) {
@@ -202,11 +203,12 @@ async fn split(
     .await?
 }
 
-async fn cross_encoder_scores(
-    encoder: &Arc<dyn TextEncoder>,
-    query: String,
-    pieces: Vec<String>,
-) -> Result<Vec<f32>, ApiError> {
+/// The query and the pieces to score against it.
+type Work = (String, Vec<String>);
+/// One relevance in [0, 1] per piece.
+type Scored = Result<Vec<f32>, ApiError>;
+
+async fn cross_encoder_scores(encoder: &Arc<dyn TextEncoder>, (query, pieces): Work) -> Scored {
     let outputs = encode_with(encoder, move |encoder| {
         pieces
             .iter()
@@ -228,11 +230,7 @@ fn relevance(logits: &[f32]) -> f32 {
     }
 }
 
-async fn embedding_scores(
-    encoder: &Arc<dyn TextEncoder>,
-    query: String,
-    pieces: Vec<String>,
-) -> Result<Vec<f32>, ApiError> {
+async fn embedding_scores(encoder: &Arc<dyn TextEncoder>, (query, pieces): Work) -> Scored {
     let mut texts = Vec::with_capacity(pieces.len() + 1);
     texts.push(query);
     // Empty documents cannot be embedded; they score 0.
@@ -277,13 +275,12 @@ fn log_sum_exp(values: &[f32]) -> f32 {
     max + values.iter().map(|v| (v - max).exp()).sum::<f32>().ln()
 }
 
+/// Token ids of each piece's prompt.
+type Prompts = Result<Vec<Vec<u32>>, ApiError>;
+
 /// The judge's prompt for each piece, through its chat template on a blocking thread; the
 /// query and document are message text, so a document cannot write the judge's own turn.
-async fn judge_prompts(
-    judge: &Arc<dyn TextGenerator>,
-    query: String,
-    pieces: Vec<String>,
-) -> Result<Vec<Vec<u32>>, ApiError> {
+async fn judge_prompts(judge: &Arc<dyn TextGenerator>, (query, pieces): Work) -> Prompts {
     let judge = Arc::clone(judge);
     crate::blocking::off_runtime(move || {
         let context = judge.info().context_per_sequence as usize;
@@ -309,15 +306,11 @@ async fn judge_prompts(
     .await?
 }
 
-async fn judge_scores(
-    judge: &Arc<dyn TextGenerator>,
-    query: String,
-    pieces: Vec<String>,
-) -> Result<Vec<f32>, ApiError> {
+async fn judge_scores(judge: &Arc<dyn TextGenerator>, work: Work) -> Scored {
     let yes = answer_tokens(judge, &["yes", "Yes", " yes", " Yes", "YES"]);
     let no = answer_tokens(judge, &["no", "No", " no", " No", "NO"]);
     let candidates: Vec<u32> = yes.iter().chain(&no).copied().collect();
-    let prompts = judge_prompts(judge, query, pieces).await?;
+    let prompts = judge_prompts(judge, work).await?;
     // Waves no larger than the engine's slots, so a big rerank never floods the shared queue.
     let wave = judge.info().parallel_sequences.max(1) as usize;
     let mut scores = Vec::with_capacity(prompts.len());

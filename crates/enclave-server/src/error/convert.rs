@@ -12,12 +12,15 @@ use enclave_store::{now_ms, BudgetExceeded, RateLimited, StoreError};
 use super::ApiError;
 use crate::access::Refusal;
 
+/// 429 for an engine whose queue is full: the client may retry in a second.
+fn busy(err: impl std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::TOO_MANY_REQUESTS, err.to_string()).retry_after(1)
+}
+
 impl From<GeneratorError> for ApiError {
     fn from(err: GeneratorError) -> Self {
         match err {
-            GeneratorError::QueueFull(_) => {
-                ApiError::new(StatusCode::TOO_MANY_REQUESTS, err.to_string()).retry_after(1)
-            }
+            GeneratorError::QueueFull(_) => busy(err),
             GeneratorError::Stopped => ApiError::unavailable(err.to_string()),
             GeneratorError::ContextExceeded { .. }
             | GeneratorError::EmptyPrompt
@@ -30,9 +33,7 @@ impl From<GeneratorError> for ApiError {
 impl From<EncoderError> for ApiError {
     fn from(err: EncoderError) -> Self {
         match err {
-            EncoderError::Busy(_) => {
-                ApiError::new(StatusCode::TOO_MANY_REQUESTS, err.to_string()).retry_after(1)
-            }
+            EncoderError::Busy(_) => busy(err),
             EncoderError::Stopped => ApiError::unavailable(err.to_string()),
             EncoderError::EmptyInput { .. }
             | EncoderError::TooLong { .. }
