@@ -253,3 +253,27 @@ def test_slow_clients_are_cut_off_and_connections_are_capped():
         assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
         for sock in slow + [body_sock]:
             sock.close()
+
+
+def test_a_stream_never_outlives_its_budget_hold():
+    """A stream is cut at --longest-stream-secs (kept under the hour a budget hold lasts), ends
+    like a length cut-off, and is billed for what it sent."""
+    with start_server([MODEL], extra=["--longest-stream-secs", "1", "--parallel", "1"]) as (base, key):
+        body = {"model": MODEL, "stream": True, "max_tokens": 900, "ignore_eos": True,
+                "stream_options": {"include_usage": True},
+                "messages": [{"role": "user", "content": "Write a very long essay."}]}
+        started = time.time()
+        with httpx.stream("POST", base + "/v1/chat/completions", headers=auth(key), json=body,
+                          timeout=120) as response:
+            assert response.status_code == 200
+            request_id = response.headers["x-enclave-request-id"]
+            lines = [line for line in response.iter_lines() if line.startswith("data: ")]
+        assert time.time() - started < 60
+        assert lines[-1] == "data: [DONE]"
+        assert '"finish_reason":"length"' in "".join(lines)
+        usage = [line for line in lines if '"usage"' in line][-1]
+        events = admin(base, "GET", "/admin/usage/events", key=key,
+                       params={"tenant": "system"}).json()["events"]
+        billed = [e for e in events if e["request_id"] == request_id]
+        assert len(billed) == 1 and 0 < billed[0]["units"]["output_tokens"] < 900
+        assert f'"completion_tokens":{billed[0]["units"]["output_tokens"]}' in usage

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::run_billed;
 use crate::auth::Call;
+use crate::blocking::off_runtime_if_large;
 use crate::error::ApiError;
 
 /// Cohere's documented bound on texts per call.
@@ -86,7 +87,8 @@ pub async fn embed_texts(
     texts: Vec<String>,
     truncate: Truncate,
 ) -> Result<Embedded, ApiError> {
-    encode_with(encoder, move |encoder| {
+    let bytes = texts.iter().map(String::len).sum();
+    encode_with(encoder, bytes, move |encoder| {
         texts
             .iter()
             .enumerate()
@@ -96,17 +98,19 @@ pub async fn embed_texts(
     .await
 }
 
-/// Runs `tokenize` on a blocking thread (tokenizing is CPU work), then the encoder on its
-/// output: one output per tokenized input, and the tokens consumed.
+/// Runs `tokenize` over `bytes` of text (on a blocking thread unless it is small: tokenizing is
+/// CPU work), then the encoder on its output: one output per tokenized input, and the tokens
+/// consumed.
 pub async fn encode_with<F>(
     encoder: &Arc<dyn TextEncoder>,
+    bytes: usize,
     tokenize: F,
 ) -> Result<Embedded, ApiError>
 where
     F: FnOnce(&dyn TextEncoder) -> Result<Vec<Vec<u32>>, EncoderError> + Send + 'static,
 {
     let tokenizer = Arc::clone(encoder);
-    let tokenized = crate::blocking::off_runtime(move || tokenize(tokenizer.as_ref())).await??;
+    let tokenized = off_runtime_if_large(bytes, move || tokenize(tokenizer.as_ref())).await??;
     let tokens = tokenized.iter().map(|t| t.len() as u32).sum();
     let vectors = encoder
         .encode(tokenized)?

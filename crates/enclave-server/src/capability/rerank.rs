@@ -209,7 +209,8 @@ type Work = (String, Vec<String>);
 type Scored = Result<Vec<f32>, ApiError>;
 
 async fn cross_encoder_scores(encoder: &Arc<dyn TextEncoder>, (query, pieces): Work) -> Scored {
-    let outputs = encode_with(encoder, move |encoder| {
+    let bytes = pieces.iter().map(|p| p.len() + query.len()).sum();
+    let outputs = encode_with(encoder, bytes, move |encoder| {
         pieces
             .iter()
             .enumerate()

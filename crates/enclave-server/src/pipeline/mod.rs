@@ -165,7 +165,8 @@ pub async fn tokenize(
     prompt: Prompt,
 ) -> Result<(Vec<u32>, u32), ApiError> {
     let generator = Arc::clone(generator);
-    crate::blocking::off_runtime(move || match prompt {
+    let (bytes, _) = prompt.size();
+    crate::blocking::off_runtime_if_large(bytes, move || match prompt {
         Prompt::Chat(messages) => generator
             .chat_tokens(&messages)
             .map(|chat| (chat.tokens, chat.content_tokens))

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::auth::Call;
+use crate::blocking::off_runtime_if_large;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::routes::cohere_common::v1_meta;
@@ -82,9 +83,10 @@ pub async fn tokenize(
         )));
     }
     let vocabulary = Vocabulary::of(&call, req.model.as_deref())?;
-    // Up to 64 Ki characters of tokenizing: off the async workers.
+    // Up to 64 Ki characters of tokenizing: off the async workers unless it is small.
+    let bytes = req.text.len();
     let (tokens, token_strings) =
-        crate::blocking::off_runtime(move || vocabulary.tokenize(&req.text)).await?;
+        off_runtime_if_large(bytes, move || vocabulary.tokenize(&req.text)).await?;
     Ok(Json(
         json!({ "tokens": tokens, "token_strings": token_strings, "meta": v1_meta(None) }),
     ))
@@ -107,6 +109,8 @@ pub async fn detokenize(
         )));
     }
     let vocabulary = Vocabulary::of(&call, req.model.as_deref())?;
-    let text = crate::blocking::off_runtime(move || vocabulary.detokenize(&req.tokens)).await??;
+    // A token is several bytes of text: size the work by that.
+    let bytes = req.tokens.len() * 8;
+    let text = off_runtime_if_large(bytes, move || vocabulary.detokenize(&req.tokens)).await??;
     Ok(Json(json!({ "text": text, "meta": v1_meta(None) })))
 }
