@@ -258,7 +258,7 @@ def test_slow_clients_are_cut_off_and_connections_are_capped():
 def test_a_stream_never_outlives_its_budget_hold():
     """A stream is cut at --longest-stream-secs (kept under the hour a budget hold lasts), ends
     like a length cut-off, and is billed for what it sent."""
-    with start_server([MODEL], extra=["--longest-stream-secs", "1", "--parallel", "1"]) as (base, key):
+    with start_server([MODEL], extra=["--longest-stream-secs", "1"]) as (base, key):
         body = {"model": MODEL, "stream": True, "max_tokens": 900, "ignore_eos": True,
                 "stream_options": {"include_usage": True},
                 "messages": [{"role": "user", "content": "Write a very long essay."}]}

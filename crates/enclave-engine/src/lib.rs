@@ -10,6 +10,7 @@ pub mod encoder;
 pub mod generator;
 pub mod home;
 pub mod llama;
+mod llama_backend;
 mod llama_sampler;
 pub mod pull;
 pub mod sampling;

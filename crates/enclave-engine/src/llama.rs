@@ -4,10 +4,9 @@
 use std::num::NonZeroU32;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use llama_cpp_2::context::params::LlamaContextParams;
-use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::token::LlamaToken;
@@ -54,31 +53,8 @@ impl Default for GeneratorConfig {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    #[error("llama.cpp backend: {0}")]
-    Backend(String),
-    #[error("loading {path}: {reason}")]
-    Model { path: String, reason: String },
-    #[error("creating the context: {0}")]
-    Context(String),
-}
-
-static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
-
-/// llama.cpp's process-wide backend, initialised once.
-pub(crate) fn backend() -> Result<&'static LlamaBackend, LoadError> {
-    BACKEND
-        .get_or_init(|| {
-            let mut backend = LlamaBackend::init().map_err(|e| e.to_string())?;
-            if std::env::var_os("ENCLAVE_LLAMA_LOG").is_none() {
-                backend.void_logs();
-            }
-            Ok(backend)
-        })
-        .as_ref()
-        .map_err(|e| LoadError::Backend(e.clone()))
-}
+pub(crate) use crate::llama_backend::backend;
+pub use crate::llama_backend::LoadError;
 
 pub struct LlamaGenerator {
     model: Arc<LlamaModel>,

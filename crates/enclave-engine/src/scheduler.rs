@@ -137,7 +137,7 @@ pub(crate) fn run(
     mut jobs: mpsc::Receiver<Job>,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
-    let backend = match crate::llama::backend() {
+    let backend = match crate::llama_backend::backend() {
         Ok(backend) => backend,
         Err(err) => {
             let _ = ready.send(Err(err.to_string()));

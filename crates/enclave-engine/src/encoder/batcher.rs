@@ -13,7 +13,7 @@ use llama_cpp_2::token::LlamaToken;
 use tokio::sync::{mpsc, oneshot};
 
 use super::EncoderError;
-use crate::llama::backend;
+use crate::llama_backend::backend;
 
 /// One request: its tokenized inputs and where their outputs go.
 pub(super) struct Job {

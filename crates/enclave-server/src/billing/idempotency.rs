@@ -18,7 +18,9 @@ pub(crate) struct Claimed {
     tenant_id: String,
     key: String,
     request_id: String,
+    /// What a stream sent so far, and its content type (for a stream cut off mid-way).
     pub transcript: String,
+    pub content_type: &'static str,
 }
 
 pub(crate) enum Claiming {
@@ -49,6 +51,7 @@ pub(crate) async fn claim(
             key: key.clone(),
             request_id: request_id.to_string(),
             transcript: String::new(),
+            content_type: "application/json",
         })),
         Claim::InFlight => Err(ApiError::conflict(format!(
             "a request with Idempotency-Key '{key}' is still running; retry once it has finished"

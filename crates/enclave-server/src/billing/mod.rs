@@ -148,6 +148,13 @@ impl Bill {
         }
     }
 
+    /// Marks the call as a stream of `content_type`: what it sends is what a retry gets.
+    pub fn stream_as(&mut self, content_type: &'static str) {
+        if let Some(claim) = self.pending.as_mut().and_then(|p| p.claim.as_mut()) {
+            claim.content_type = content_type;
+        }
+    }
+
     /// Keeps what a stream sent, for retries under its Idempotency-Key.
     pub fn note_sent(&mut self, frame: &str) {
         if let Some(claim) = self.pending.as_mut().and_then(|p| p.claim.as_mut()) {
@@ -327,11 +334,12 @@ impl Drop for Bill {
                     Ok(receipt) => {
                         if let Some(mut claim) = claim {
                             let sent = std::mem::take(&mut claim.transcript);
+                            let content_type = claim.content_type;
                             let settled = Settled {
                                 receipt,
                                 claim: Some((access, claim)),
                             };
-                            settled.keep("text/event-stream", sent).await;
+                            settled.keep(content_type, sent).await;
                         }
                     }
                     Err(e) => {

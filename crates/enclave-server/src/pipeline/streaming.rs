@@ -118,6 +118,7 @@ pub fn respond<F: StreamFormat>(
     let content_type = format.content_type();
     // The prompt was read: from here on, a disconnect bills at least the input.
     bill.bill_on_drop(billed(&usage));
+    bill.stream_as(content_type);
     let request_id = bill.request_id().to_string();
     let sending = Sending {
         generation,
