@@ -53,7 +53,8 @@ struct Pending {
 /// One billable call between admission and settlement.
 pub struct Bill {
     /// `None` when the server runs without accounts (benchmarks of the bare engine path).
-    pending: Option<Pending>,
+    /// Boxed: a bill travels by value through every stream's state.
+    pending: Option<Box<Pending>>,
 }
 
 impl Bill {
@@ -103,7 +104,7 @@ impl Bill {
         };
         // From here on, returning early drops the bill, which gives the key back.
         let mut bill = Self {
-            pending: Some(Pending {
+            pending: Some(Box::new(Pending {
                 access: Arc::clone(access),
                 key: Arc::clone(key),
                 request_id: request_id.clone(),
@@ -117,7 +118,7 @@ impl Bill {
                 bill_on_drop: None,
                 idempotency: sent_key.cloned(),
                 claim,
-            }),
+            })),
         };
         let budgets: Vec<(&'static str, &str, _)> = [
             key.budget.map(|b| ("key", key.id.as_str(), b)),
@@ -236,7 +237,7 @@ const RECORD_ATTEMPTS: u32 = 3;
 
 /// Writes the event, retrying transient database errors; an attempt that finds the event
 /// already there (an earlier attempt committed but its answer was lost) has succeeded.
-async fn record(pending: Pending, units: Units) -> Result<Receipt, StoreError> {
+async fn record(pending: Box<Pending>, units: Units) -> Result<Receipt, StoreError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
