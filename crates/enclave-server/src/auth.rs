@@ -1,7 +1,6 @@
 //! The bearer-key check in front of every API route: finds the caller's key, refuses unknown,
 //! revoked and expired keys (401), counts the request against the key's rate limit (429), and
-//! hands the caller to the handler, with a fingerprint of the request when it carries an
-//! `Idempotency-Key`.
+//! hands the caller to the handler.
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
@@ -30,7 +29,6 @@ pub async fn require_key(
     let Some(access) = state.access() else {
         return next.run(request).await;
     };
-    let limit = state.config().max_body_bytes;
     let Some(secret) = bearer(request.headers()).map(str::to_string) else {
         return reject(request, ApiError::unauthorized()).await;
     };
@@ -45,40 +43,27 @@ pub async fn require_key(
         Err(e) => return reject(request, e.into()).await,
     }
     request.extensions_mut().insert(caller);
-    if request.headers().contains_key(IDEMPOTENCY_KEY) {
-        request = match fingerprinted(request, limit).await {
-            Ok(request) => request,
-            Err(error) => return error.into_response(),
-        };
-    }
     next.run(request).await
 }
 
-const IDEMPOTENCY_KEY: &str = "idempotency-key";
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
-/// A hash of a request's method, path and body: a retry under an Idempotency-Key matches it,
-/// a different request under a reused key does not.
+/// A hash of a request's method, path and body (made where the body is read,
+/// `crate::body_deadline`): a retry under an Idempotency-Key matches it, a different request
+/// under a reused key does not.
 #[derive(Debug, Clone)]
 pub struct RequestFingerprint(pub String);
 
-/// Reads the body (within the body limit), fingerprints the request and puts the body back.
-async fn fingerprinted(request: Request, limit: usize) -> Result<Request, ApiError> {
-    let (mut parts, body) = request.into_parts();
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError::too_large(format!(
-            "request body is larger than {limit} bytes or could not be read"
-        ))
-    })?;
-    let mut hasher = Sha256::new();
-    hasher.update(parts.method.as_str().as_bytes());
-    hasher.update([0]);
-    hasher.update(parts.uri.path().as_bytes());
-    hasher.update([0]);
-    hasher.update(&bytes);
-    parts
-        .extensions
-        .insert(RequestFingerprint(hex::encode(hasher.finalize())));
-    Ok(Request::from_parts(parts, axum::body::Body::from(bytes)))
+impl RequestFingerprint {
+    pub fn of(method: &axum::http::Method, path: &str, body: &[u8]) -> Self {
+        let mut hasher = Sha256::new();
+        hasher.update(method.as_str().as_bytes());
+        hasher.update([0]);
+        hasher.update(path.as_bytes());
+        hasher.update([0]);
+        hasher.update(body);
+        Self(hex::encode(hasher.finalize()))
+    }
 }
 
 /// Largest body read (and dropped) to keep a refused client's connection usable.

@@ -1,5 +1,6 @@
 //! The request-body deadline on API routes: a body is read whole, within the server's body
-//! limit and its deadline, before the handler runs.
+//! limit and its deadline, before the handler runs — the one place a request body is read.
+//! A request carrying an `Idempotency-Key` is fingerprinted here too.
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -7,6 +8,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use crate::auth::{RequestFingerprint, IDEMPOTENCY_KEY};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -17,11 +19,15 @@ pub async fn read_body_by_deadline(
     request: Request,
     next: Next,
 ) -> Response {
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let limit = state.config().max_body_bytes;
     let deadline = state.config().http.body_timeout;
     match tokio::time::timeout(deadline, axum::body::to_bytes(body, limit)).await {
         Ok(Ok(bytes)) => {
+            if parts.headers.contains_key(IDEMPOTENCY_KEY) {
+                let fingerprint = RequestFingerprint::of(&parts.method, parts.uri.path(), &bytes);
+                parts.extensions.insert(fingerprint);
+            }
             next.run(Request::from_parts(parts, Body::from(bytes)))
                 .await
         }

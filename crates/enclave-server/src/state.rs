@@ -43,9 +43,10 @@ impl Default for ServerConfig {
     }
 }
 
-/// Which served model a Cohere public model name stands for, by what that model does.
+/// What a model does for a request: which served model a Cohere public name stands for, and
+/// which one a request that names none gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AliasTarget {
+pub enum ModelRole {
     Chat,
     Embed,
     Rerank,
@@ -53,23 +54,23 @@ pub enum AliasTarget {
 
 /// Cohere's public model names, so code written for the hosted API runs unchanged; each
 /// resolves to the default served model of its kind.
-pub const DEFAULT_ALIASES: &[(&str, AliasTarget)] = &[
-    ("command", AliasTarget::Chat),
-    ("command-light", AliasTarget::Chat),
-    ("command-r", AliasTarget::Chat),
-    ("command-r-08-2024", AliasTarget::Chat),
-    ("command-r-plus", AliasTarget::Chat),
-    ("command-r-plus-08-2024", AliasTarget::Chat),
-    ("command-r7b-12-2024", AliasTarget::Chat),
-    ("command-a-03-2025", AliasTarget::Chat),
-    ("embed-english-v3.0", AliasTarget::Embed),
-    ("embed-english-light-v3.0", AliasTarget::Embed),
-    ("embed-multilingual-v3.0", AliasTarget::Embed),
-    ("embed-multilingual-light-v3.0", AliasTarget::Embed),
-    ("embed-v4.0", AliasTarget::Embed),
-    ("rerank-english-v3.0", AliasTarget::Rerank),
-    ("rerank-multilingual-v3.0", AliasTarget::Rerank),
-    ("rerank-v3.5", AliasTarget::Rerank),
+pub const DEFAULT_ALIASES: &[(&str, ModelRole)] = &[
+    ("command", ModelRole::Chat),
+    ("command-light", ModelRole::Chat),
+    ("command-r", ModelRole::Chat),
+    ("command-r-08-2024", ModelRole::Chat),
+    ("command-r-plus", ModelRole::Chat),
+    ("command-r-plus-08-2024", ModelRole::Chat),
+    ("command-r7b-12-2024", ModelRole::Chat),
+    ("command-a-03-2025", ModelRole::Chat),
+    ("embed-english-v3.0", ModelRole::Embed),
+    ("embed-english-light-v3.0", ModelRole::Embed),
+    ("embed-multilingual-v3.0", ModelRole::Embed),
+    ("embed-multilingual-light-v3.0", ModelRole::Embed),
+    ("embed-v4.0", ModelRole::Embed),
+    ("rerank-english-v3.0", ModelRole::Rerank),
+    ("rerank-multilingual-v3.0", ModelRole::Rerank),
+    ("rerank-v3.5", ModelRole::Rerank),
 ];
 
 #[derive(Clone)]
@@ -113,33 +114,39 @@ impl AppState {
         state
     }
 
-    /// The built-in aliases whose kind is served, then the configured ones (which win).
+    /// The model a request for `role` uses when it names none: the first chat model; the first
+    /// embedding model; for rerank a served cross-encoder, else the chat model as judge, else
+    /// the embedding model by cosine.
+    pub fn default_name(&self, role: ModelRole) -> Option<String> {
+        let first_chat = || {
+            self.inner
+                .models
+                .iter()
+                .find(|m| m.info().kind == ModelKind::Chat)
+                .map(|m| m.info().name.clone())
+        };
+        let first_embedding = || {
+            self.encoders_where(true)
+                .next()
+                .map(|e| e.info().name.clone())
+        };
+        match role {
+            ModelRole::Chat => first_chat(),
+            ModelRole::Embed => first_embedding(),
+            ModelRole::Rerank => self
+                .first_cross_encoder()
+                .map(|e| e.info().name.clone())
+                .or_else(first_chat)
+                .or_else(first_embedding),
+        }
+    }
+
+    /// The built-in aliases whose role is served, then the configured ones (which win).
     fn alias_table(&self) -> BTreeMap<String, String> {
-        let default_chat = self
-            .inner
-            .models
-            .iter()
-            .find(|m| m.info().kind == ModelKind::Chat)
-            .map(|m| m.info().name.clone());
-        let default_embed = self
-            .encoders_where(true)
-            .next()
-            .map(|e| e.info().name.clone());
-        // The default reranker: a served cross-encoder, else the chat judge, else cosine.
-        let default_rerank = self
-            .first_cross_encoder()
-            .map(|e| e.info().name.clone())
-            .or_else(|| default_chat.clone())
-            .or_else(|| default_embed.clone());
         let mut table = BTreeMap::new();
-        for (alias, target) in DEFAULT_ALIASES {
-            let served = match target {
-                AliasTarget::Chat => &default_chat,
-                AliasTarget::Embed => &default_embed,
-                AliasTarget::Rerank => &default_rerank,
-            };
-            if let Some(name) = served {
-                table.insert(alias.to_string(), name.clone());
+        for (alias, role) in DEFAULT_ALIASES {
+            if let Some(name) = self.default_name(*role) {
+                table.insert(alias.to_string(), name);
             }
         }
         for (alias, target) in &self.inner.config.aliases {

@@ -12,8 +12,8 @@ pub mod receipt;
 
 use std::sync::Arc;
 
-use axum::http::HeaderName;
-use axum::response::Response;
+use axum::http::{header, HeaderName};
+use axum::response::{IntoResponse, Response};
 use enclave_store::{Capability, KeyRecord, ModelType, NewEvent, StoreError, UnitPrices, Units};
 
 use crate::access::{Access, Caller};
@@ -206,9 +206,16 @@ pub struct Settled {
 
 impl Settled {
     /// The JSON response with its billing headers, stored first for retries under the key.
+    /// The body is serialized once, and copied only when it is kept.
     pub async fn json(self, body: &serde_json::Value) -> Response {
-        let response = self.receipt.json(body);
-        self.keep("application/json", body.to_string()).await;
+        const JSON: &str = "application/json";
+        let text = body.to_string();
+        let kept = self.claim.is_some().then(|| text.clone());
+        let mut response = ([(header::CONTENT_TYPE, JSON)], text).into_response();
+        self.receipt.apply(&mut response);
+        if let Some(kept) = kept {
+            self.keep(JSON, kept).await;
+        }
         response
     }
 

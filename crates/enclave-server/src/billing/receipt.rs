@@ -1,7 +1,7 @@
 //! What a settled call was billed, and the response headers that tell the client.
 
 use axum::http::{HeaderName, HeaderValue};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use enclave_store::money::pico_to_usd;
 use enclave_store::{RecordedEvent, Units};
 
@@ -36,13 +36,6 @@ impl Receipt {
         .map(|(name, n)| format!("{name}={n}"))
         .collect::<Vec<_>>()
         .join(",")
-    }
-
-    /// A JSON response carrying the billing headers.
-    pub fn json(&self, body: &serde_json::Value) -> Response {
-        let mut response = axum::Json(body).into_response();
-        self.apply(&mut response);
-        response
     }
 
     /// The billing headers (none without accounts).

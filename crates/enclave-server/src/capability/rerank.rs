@@ -12,7 +12,6 @@
 use std::sync::Arc;
 
 use axum::response::Response;
-use enclave_engine::catalog::ModelKind;
 use enclave_engine::encoder::{TextEncoder, Truncate};
 use enclave_engine::{ChatMessage, TextGenerator};
 use enclave_store::{Capability, Units};
@@ -22,7 +21,7 @@ use super::embed::{embed_texts, encode_with};
 use super::run_billed;
 use crate::auth::Call;
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::state::{AppState, ModelRole};
 
 /// Most documents per call.
 pub const MAX_DOCUMENTS: usize = 1000;
@@ -75,20 +74,15 @@ impl Scorer {
     }
 }
 
-/// The scorer for a rerank model name; without a name, the first cross-encoder served, else the
-/// first chat model as judge, else the first embedding model.
+/// The scorer for a rerank model name; without a name, the server's default reranker
+/// ([`AppState::default_name`]).
 pub fn scorer_for(state: &AppState, model: Option<&str>) -> Result<Scorer, ApiError> {
-    let is_chat = |m: &&Arc<dyn TextGenerator>| m.info().kind == ModelKind::Chat;
     match model.filter(|m| !m.is_empty()) {
-        None => {
-            if let Some(reranker) = state.first_cross_encoder() {
-                return Ok(Scorer::CrossEncoder(reranker));
-            }
-            if let Some(judge) = state.generators().iter().find(is_chat) {
-                return Ok(Scorer::Judge(Arc::clone(judge)));
-            }
-            state.encoder(None).map(Scorer::Embedding)
-        }
+        None => match state.default_name(ModelRole::Rerank) {
+            Some(name) => scorer_for(state, Some(&name)),
+            // Nothing served can rerank: the embedding lookup names what is served.
+            None => state.encoder(None).map(Scorer::Embedding),
+        },
         Some(name) => match state.encoder_or_alias(name) {
             Some(encoder) => Ok(Scorer::of_encoder(Arc::clone(encoder))),
             None => state.chat_model(Some(name)).map(Scorer::Judge),

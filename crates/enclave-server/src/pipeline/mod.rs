@@ -44,6 +44,23 @@ impl Prompt {
             Prompt::Text(text) => (text.len(), text.len() + 1),
         }
     }
+
+    /// Refuses an empty prompt, and one whose bytes cannot fit `context` tokens (unread);
+    /// returns the upper bound on its tokens.
+    fn check_size(&self, context: u32) -> Result<usize, ApiError> {
+        match self {
+            Prompt::Chat(m) if m.is_empty() => Err(ApiError::invalid("messages must not be empty")),
+            Prompt::Text(t) if t.is_empty() => Err(ApiError::invalid("prompt must not be empty")),
+            _ => Ok(()),
+        }?;
+        let (bytes, max_tokens) = self.size();
+        if bytes > context as usize * MAX_BYTES_PER_TOKEN {
+            return Err(ApiError::bad_request(format!(
+                "too many tokens: the prompt's {bytes} bytes cannot fit the model's context of {context} tokens"
+            )));
+        }
+        Ok(max_tokens)
+    }
 }
 
 /// One generation as every wire family describes it.
@@ -109,8 +126,7 @@ pub async fn generate<F: StreamFormat>(
     };
     let sampling = request.sampling.check(request.bounds)?;
     let context = generator.info().context_per_sequence;
-    let (bytes, max_input) = request.prompt.size();
-    check_size(&request.prompt, bytes, context)?;
+    let max_input = request.prompt.check_size(context)?;
     let max_output = sampling.max_tokens.map_or(context, |n| n.min(context));
     let max = Units::tokens(
         max_input.min(context as usize) as i64,
@@ -137,25 +153,6 @@ pub async fn generate<F: StreamFormat>(
     let done = collect(generation, usage).await?;
     let settled = bill.settle(billed(&done.usage)).await?;
     Ok(settled.json(&format.whole(&done)).await)
-}
-
-fn check_size(prompt: &Prompt, bytes: usize, context: u32) -> Result<(), ApiError> {
-    let empty = match prompt {
-        Prompt::Chat(messages) => messages.is_empty(),
-        Prompt::Text(text) => text.is_empty(),
-    };
-    if empty {
-        return Err(ApiError::invalid(match prompt {
-            Prompt::Chat(_) => "messages must not be empty",
-            Prompt::Text(_) => "prompt must not be empty",
-        }));
-    }
-    if bytes > context as usize * MAX_BYTES_PER_TOKEN {
-        return Err(ApiError::bad_request(format!(
-            "too many tokens: the prompt's {bytes} bytes cannot fit the model's context of {context} tokens"
-        )));
-    }
-    Ok(())
 }
 
 /// The prompt's tokens and how many of them are the caller's own text, computed on a blocking

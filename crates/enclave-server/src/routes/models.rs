@@ -13,10 +13,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::auth::Call;
-use crate::capability::rerank::{scorer_for, Scorer};
+use crate::capability::rerank::Scorer;
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
-use crate::state::AppState;
+use crate::state::{AppState, ModelRole};
 
 fn endpoints(kind: ModelKind) -> Vec<&'static str> {
     match kind {
@@ -136,20 +136,11 @@ fn all_models(state: &AppState) -> Vec<Listed> {
 
 /// The model an endpoint uses when a request names none.
 fn default_for(state: &AppState, endpoint: &str) -> Option<String> {
-    let first_of = |kind: ModelKind| {
-        state
-            .generators()
-            .iter()
-            .find(|m| m.info().kind == kind)
-            .map(|m| m.info().name.clone())
-    };
     match endpoint {
-        "chat" | "summarize" => first_of(ModelKind::Chat),
+        "chat" | "summarize" => state.default_name(ModelRole::Chat),
         "generate" => state.generators().first().map(|m| m.info().name.clone()),
-        "embed" | "classify" => state.encoder(None).ok().map(|e| e.info().name.clone()),
-        "rerank" => scorer_for(state, None)
-            .ok()
-            .map(|s| s.model_name().to_string()),
+        "embed" | "classify" => state.default_name(ModelRole::Embed),
+        "rerank" => state.default_name(ModelRole::Rerank),
         _ => None,
     }
 }
