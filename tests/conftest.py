@@ -12,6 +12,8 @@ import pytest
 
 API_KEY = "sdk-test-key"
 MODEL = "smollm2-135m-instruct"
+# The default chat model, for suites where answers must be right.
+CHAT_MODEL = "qwen2.5-coder-1.5b-instruct"
 EMBED_MODEL = "all-minilm-l6-v2"
 
 
@@ -21,8 +23,12 @@ def enclave_bin():
 
 def launch(models, database_url, extra=()):
     """Starts `enclave serve` on a free loopback port; returns (process, base_url)."""
-    command = [enclave_bin(), "serve", "--port", "0", "--api-key", API_KEY, "--parallel", "8", "--ctx-size", "1024",
-               "--database-url", database_url, *extra]
+    command = [enclave_bin(), "serve", "--port", "0", "--api-key", API_KEY, "--database-url", database_url]
+    # Small defaults for the test model; a suite may pass its own.
+    for flag, value in (("--parallel", "8"), ("--ctx-size", "1024")):
+        if flag not in extra:
+            command += [flag, value]
+    command += list(extra)
     for model in models:
         command += ["--model", model]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

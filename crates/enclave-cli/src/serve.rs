@@ -12,6 +12,7 @@ use enclave_engine::encoder::{BertEncoder, EncoderConfig, TextEncoder};
 use enclave_engine::pull::{self, LocalModel};
 use enclave_engine::{GeneratorConfig, LlamaGenerator, TextGenerator};
 use enclave_server::access::Access;
+use enclave_server::collections::Library;
 use enclave_server::{AppState, HttpLimits, ServerConfig};
 
 use crate::EngineArgs;
@@ -115,6 +116,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
         .context("starting the async runtime")?;
     // Accounts first: a bad database URL should fail before minutes of model loading.
     let access = runtime.block_on(open_accounts(&args))?;
+    let library = runtime
+        .block_on(Library::open(access.store().clone()))
+        .context("loading the document collections")?;
     let loaded = load_models(&specs, &args.engine.config(), &args.engine.encoder_config())?;
     let state = AppState::new(
         ServerConfig {
@@ -131,9 +135,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
         loaded.generators,
         loaded.encoders,
         Some(access),
-    );
+    )
+    .with_library(Arc::clone(&library));
     let limits = state.config().http;
     runtime.block_on(async move {
+        library.follow();
         let addr: SocketAddr = format!("{}:{}", args.host, args.port)
             .parse()
             .with_context(|| format!("invalid address {}:{}", args.host, args.port))?;

@@ -16,6 +16,7 @@ pub mod billing;
 pub mod blocking;
 pub mod body_deadline;
 pub mod capability;
+pub mod collections;
 pub mod error;
 pub mod extract;
 pub mod http;
@@ -38,7 +39,7 @@ pub use state::{AppState, ServerConfig};
 /// it (extraction, auth, handler, panic, wrong method) answers in that family's shape.
 pub fn router(state: AppState) -> Router {
     use routes::{admin, classify, cohere_v1, cohere_v2, embed, models, openai, ops, rerank};
-    use routes::{summarize, tokens};
+    use routes::{collections, summarize, tokens};
     let cohere = Router::new()
         .route("/v2/chat", post(cohere_v2::chat))
         .route("/v1/chat", post(cohere_v1::chat))
@@ -51,6 +52,20 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/rerank", post(rerank::rerank_v2))
         .route("/v1/rerank", post(rerank::rerank_v1))
         .route("/v1/summarize", post(summarize::summarize_route))
+        .route(
+            "/v1/collections",
+            post(collections::create).get(collections::list),
+        )
+        .route("/v1/collections/{id}", delete(collections::delete))
+        .route(
+            "/v1/collections/{id}/documents",
+            post(collections::add_documents),
+        )
+        .route(
+            "/v1/collections/{id}/documents/{document_id}",
+            delete(collections::forget),
+        )
+        .route("/v1/collections/{id}/search", post(collections::search))
         .route(
             "/admin/tenants",
             post(admin::create_tenant).get(admin::list_tenants),

@@ -11,6 +11,7 @@ use enclave_engine::TextGenerator;
 use enclave_store::ModelType;
 
 use crate::access::Access;
+use crate::collections::Library;
 use crate::error::ApiError;
 use crate::http::HttpLimits;
 
@@ -89,6 +90,8 @@ struct Inner {
     access: Option<Arc<Access>>,
     /// Alias → served model name.
     aliases: BTreeMap<String, String>,
+    /// Document collections; `None` without accounts.
+    library: Option<Arc<Library>>,
 }
 
 impl AppState {
@@ -105,6 +108,7 @@ impl AppState {
                 models,
                 encoders,
                 access,
+                library: None,
             }),
         };
         let aliases = state.alias_table();
@@ -175,6 +179,19 @@ impl AppState {
             return name;
         }
         self.inner.aliases.get(name).map_or(name, String::as_str)
+    }
+
+    /// The same state with document collections (set once, at start).
+    pub fn with_library(mut self, library: Arc<Library>) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.library = Some(library),
+            None => tracing::error!("collections must be attached before the state is shared"),
+        }
+        self
+    }
+
+    pub fn library(&self) -> Option<&Arc<Library>> {
+        self.inner.library.as_ref()
     }
 
     pub fn access(&self) -> Option<&Arc<Access>> {

@@ -121,6 +121,9 @@ pub struct KeyRecord {
     pub created_ms: i64,
     pub budget: Option<BudgetSpec>,
     pub tenant_budget: Option<BudgetSpec>,
+    /// Groups the key belongs to: it sees collection documents whose acl names one of them
+    /// (and those with no acl).
+    pub groups: Vec<String>,
 }
 
 impl KeyRecord {
@@ -179,7 +182,7 @@ fn prefix_of(secret: &str) -> String {
 }
 
 const KEY_COLUMNS: &str = "k.id, k.tenant_id, t.name AS tenant_name, k.name, k.prefix, k.role, k.scopes, \
-     k.rpm, k.tpm, k.expires_ms, k.revoked_ms, k.created_ms, \
+     k.rpm, k.tpm, k.expires_ms, k.revoked_ms, k.created_ms, k.groups, \
      kb.limit_pico AS key_limit, kb.period AS key_period, tb.limit_pico AS tenant_limit, tb.period AS tenant_period \
      FROM api_keys k JOIN tenants t ON t.id = k.tenant_id \
      LEFT JOIN budgets kb ON kb.owner_id = k.id \
@@ -217,7 +220,18 @@ fn key_from_row(row: &AnyRow) -> Result<KeyRecord> {
         created_ms: col(row, "created_ms")?,
         budget: budget_of(row, "key_limit", "key_period")?,
         tenant_budget: budget_of(row, "tenant_limit", "tenant_period")?,
+        groups: split_groups(&col::<String>(row, "groups")?),
     })
+}
+
+/// Groups as stored: comma-separated names.
+fn split_groups(stored: &str) -> Vec<String> {
+    stored
+        .split(',')
+        .map(str::trim)
+        .filter(|g| !g.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 fn tenant_from_row(row: &AnyRow) -> Result<Tenant> {
@@ -406,6 +420,41 @@ impl Store {
             "UPDATE api_keys SET revoked_ms = COALESCE(revoked_ms, $1) WHERE id = $2 AND ($3 IS NULL OR tenant_id = $3)",
         )
         .bind(now_ms())
+        .bind(id)
+        .bind(tenant_id)
+        .execute(self.pool())
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("key '{id}'")));
+        }
+        self.key_by_id(id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("key '{id}'")))
+    }
+
+    /// Sets the groups a key belongs to (of `tenant_id` only, when given). Names are trimmed,
+    /// must be non-empty and may not contain commas.
+    pub async fn set_key_groups(
+        &self,
+        id: &str,
+        tenant_id: Option<&str>,
+        groups: &[String],
+    ) -> Result<KeyRecord> {
+        let mut names: Vec<&str> = groups.iter().map(|g| g.trim()).collect();
+        if let Some(bad) = names
+            .iter()
+            .find(|g| g.is_empty() || g.contains(',') || g.len() > 100)
+        {
+            return Err(StoreError::Invalid(format!(
+                "group name '{bad}' must be 1-100 characters without commas"
+            )));
+        }
+        names.sort_unstable();
+        names.dedup();
+        let updated = sqlx::query(
+            "UPDATE api_keys SET groups = $1 WHERE id = $2 AND ($3 IS NULL OR tenant_id = $3)",
+        )
+        .bind(names.join(","))
         .bind(id)
         .bind(tenant_id)
         .execute(self.pool())

@@ -7,6 +7,7 @@
 
 pub mod accounts;
 pub mod budgets;
+pub mod collections;
 pub mod idempotency;
 pub mod ledger;
 pub mod money;
@@ -21,6 +22,9 @@ use sqlx::{AnyPool, Executor};
 
 pub use accounts::{KeyRecord, NewKey, Role, Scopes, Tenant};
 pub use budgets::{BudgetExceeded, BudgetSpec, Period, Reservation};
+pub use collections::{
+    Change, ChangeOp, ChunkRow, CollectionRecord, DocumentRecord, ForgetReceipt,
+};
 pub use idempotency::{Claim, StoredResponse};
 pub use ledger::{NewEvent, RecordedEvent, VerifyReport};
 pub use money::{Capability, ModelType, Pico, UnitPrices, Units};

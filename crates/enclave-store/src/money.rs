@@ -29,16 +29,19 @@ pub enum Capability {
     Rerank,
     Classify,
     Summarize,
+    /// Collection searches and ingestion's retrieval side (search units).
+    Search,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 6] = [
+    pub const ALL: [Capability; 7] = [
         Self::Chat,
         Self::Generate,
         Self::Embed,
         Self::Rerank,
         Self::Classify,
         Self::Summarize,
+        Self::Search,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -49,6 +52,7 @@ impl Capability {
             Self::Rerank => "rerank",
             Self::Classify => "classify",
             Self::Summarize => "summarize",
+            Self::Search => "search",
         }
     }
 

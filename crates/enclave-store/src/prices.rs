@@ -97,6 +97,7 @@ fn default_rows() -> Vec<PriceRow> {
     add(Capability::Embed, "input_tokens", 100_000); // $0.10 / 1M
     add(Capability::Rerank, "search_units", 2_000 * PER_MILLION); // $2.00 / 1K
     add(Capability::Classify, "classifications", 200 * PER_MILLION); // $0.20 / 1K
+    add(Capability::Search, "search_units", 500 * PER_MILLION); // $0.50 / 1K
     rows
 }
 

@@ -5,6 +5,7 @@
 //! rendering, whole or streamed. A new request field is one change here plus each family's
 //! mapping.
 
+pub mod grounding;
 pub mod sampling;
 pub mod streaming;
 
@@ -17,6 +18,7 @@ use enclave_store::{Capability, Units};
 use crate::auth::Call;
 use crate::billing::{Admission, Bill};
 use crate::error::ApiError;
+pub use grounding::{CitationMode, DocumentInput, GroundedAnswer, GroundingRequest};
 pub use sampling::{Bounds, SamplingInput, COHERE_BOUNDS, OPENAI_BOUNDS};
 pub use streaming::{sse_frame, StreamEnd, StreamFormat};
 
@@ -75,6 +77,8 @@ pub struct GenerationRequest {
     /// The family's documented sampling bounds.
     pub bounds: Bounds,
     pub stream: bool,
+    /// Documents to answer from (chat only); the answer is checked and cited against them.
+    pub grounding: Option<GroundingRequest>,
 }
 
 /// Token counts of one call: `billed_input` counts only the caller's text (no template tokens).
@@ -111,15 +115,25 @@ pub struct Completion {
     pub text: String,
     pub reason: FinishReason,
     pub usage: Usage,
+    /// The check of a grounded answer against its documents.
+    pub grounding: Option<Arc<GroundedAnswer>>,
 }
 
 /// Runs one generation request and renders it in `format`.
 pub async fn generate<F: StreamFormat>(
     call: &Call,
-    request: GenerationRequest,
+    mut request: GenerationRequest,
     format: F,
 ) -> Result<Response, ApiError> {
     let state = &call.state;
+    if let Some(grounding) = &request.grounding {
+        request.prompt = match request.prompt {
+            Prompt::Chat(messages) => Prompt::Chat(grounding.ground(messages)),
+            Prompt::Text(_) => {
+                return Err(ApiError::invalid("documents can only ground a chat"));
+            }
+        };
+    }
     let generator = match &request.prompt {
         Prompt::Chat(_) => state.chat_model(request.model.as_deref())?,
         Prompt::Text(_) => state.model(request.model.as_deref())?,
@@ -137,7 +151,14 @@ pub async fn generate<F: StreamFormat>(
         Admission::Replay(response) => return Ok(response),
         Admission::Run(bill) => bill,
     };
-    let (prompt, billed_input) = tokenize(&generator, request.prompt).await?;
+    let (prompt, mut billed_input) = tokenize(&generator, request.prompt).await?;
+    if request.grounding.is_some() {
+        // The grounding rules are the server's words: the caller pays for its documents only.
+        let rules = generator
+            .tokenize(&enclave_rag::grounding_rules(), false)
+            .len() as u32;
+        billed_input = billed_input.saturating_sub(rules);
+    }
     let prompt_tokens = prompt.len() as u32;
     let params = sampling.fit(prompt_tokens, context)?;
     let usage = Usage {
@@ -146,11 +167,32 @@ pub async fn generate<F: StreamFormat>(
         ..Usage::default()
     };
     let generation = generator.submit(prompt, params)?;
+    let checking = request.grounding.map(|request| {
+        Box::new(grounding::Checking {
+            checker: request.checker(state),
+            request,
+        })
+    });
     if request.stream {
         let longest = state.config().longest_stream;
-        return Ok(streaming::respond(generation, usage, format, bill, longest));
+        return Ok(streaming::respond(
+            generation, usage, format, bill, longest, checking,
+        ));
     }
-    let done = collect(generation, usage).await?;
+    let mut done = collect(generation, usage).await?;
+    if let Some(checking) = checking {
+        let (checking, mut out) = checking.feed(Some(std::mem::take(&mut done.text))).await?;
+        let (checking, rest) = checking.feed(None).await?;
+        out.extend(rest);
+        done.text = out
+            .into_iter()
+            .filter_map(|piece| match piece {
+                enclave_rag::Checked::Text(text) => Some(text),
+                enclave_rag::Checked::Cite(_) => None,
+            })
+            .collect();
+        done.grounding = Some(Arc::new(checking.answer()));
+    }
     let settled = bill.settle(billed(&done.usage)).await?;
     Ok(settled.json(&format.whole(&done)).await)
 }
@@ -197,6 +239,7 @@ pub async fn collect(
                     text,
                     reason,
                     usage,
+                    grounding: None,
                 });
             }
             GenEvent::Error(message) => {

@@ -8,17 +8,26 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+
 use enclave_engine::{FinishReason, GenEvent, GenerationStream};
+use enclave_rag::{Checked, Citation, SourceDocument};
 use futures::stream::{self, Stream};
 use tokio::time::Instant;
 
+use super::grounding::{Checking, GroundedAnswer};
 use super::{billed, Completion, Usage};
 use crate::billing::{Bill, REQUEST_ID};
 
 /// How a stream ended.
 #[derive(Debug, Clone)]
 pub enum StreamEnd {
-    Finished { reason: FinishReason, usage: Usage },
+    Finished {
+        reason: FinishReason,
+        usage: Usage,
+        /// The check of a grounded answer.
+        grounding: Option<Arc<GroundedAnswer>>,
+    },
     Failed(String),
 }
 
@@ -30,6 +39,16 @@ pub trait StreamFormat: Send + 'static {
     fn content_type(&self) -> &'static str;
     fn start(&mut self) -> String;
     fn text(&mut self, text: &str) -> String;
+    /// A citation of text already sent; `index` counts the stream's citations from 0. Formats
+    /// without citations send nothing.
+    fn citation(
+        &mut self,
+        _index: usize,
+        _citation: &Citation,
+        _documents: &[SourceDocument],
+    ) -> String {
+        String::new()
+    }
     fn end(&mut self, end: &StreamEnd) -> String;
 }
 
@@ -57,6 +76,10 @@ struct Sending<F> {
     bill: Option<Bill>,
     /// When the stream is cut short, so it never outlives its budget hold.
     deadline: Instant,
+    /// A grounded answer's check; `None` while it is being fed or for plain chats.
+    checking: Option<Box<Checking>>,
+    /// Citations sent so far.
+    citations: usize,
 }
 
 impl<F: StreamFormat> Sending<F> {
@@ -77,18 +100,30 @@ impl<F: StreamFormat> Sending<F> {
     async fn finish(&mut self, reason: FinishReason, completion: u32, cached: u32) -> String {
         self.usage.completion_tokens = completion;
         self.usage.cached_tokens = cached;
+        // The rest of a grounded answer (its last unit and citations) goes out before the end.
+        let (rest, grounding) = match self.checking.take() {
+            Some(checking) => match checking.feed(None).await {
+                Ok((checking, out)) => {
+                    self.checking = Some(checking);
+                    let rest = self.render(out);
+                    let answer = self.checking.as_ref().map(|c| Arc::new(c.answer()));
+                    (rest, answer)
+                }
+                Err(e) => return self.fail(e.message),
+            },
+            None => (String::new(), None),
+        };
+        let finished = StreamEnd::Finished {
+            reason,
+            usage: self.usage,
+            grounding,
+        };
         let Some(bill) = self.bill.take() else {
-            return self.format.end(&StreamEnd::Finished {
-                reason,
-                usage: self.usage,
-            });
+            return rest + &self.format.end(&finished);
         };
         match bill.settle(billed(&self.usage)).await {
             Ok(mut settled) => {
-                let end = self.format.end(&StreamEnd::Finished {
-                    reason,
-                    usage: self.usage,
-                });
+                let end = rest + &self.format.end(&finished);
                 let mut transcript = settled.take_transcript();
                 transcript.push_str(&end);
                 settled.keep(self.format.content_type(), transcript).await;
@@ -96,6 +131,44 @@ impl<F: StreamFormat> Sending<F> {
             }
             Err(e) => self.format.end(&StreamEnd::Failed(e.message)),
         }
+    }
+
+    /// Frames for checked output: text, and citations where the caller wants them.
+    fn render(&mut self, out: Vec<Checked>) -> String {
+        let cite = self
+            .checking
+            .as_ref()
+            .is_none_or(|c| c.request.citations != super::CitationMode::Off);
+        let mut frames = String::new();
+        for piece in out {
+            match piece {
+                Checked::Text(text) => frames.push_str(&self.format.text(&text)),
+                Checked::Cite(citation) if cite => {
+                    let documents = self.documents();
+                    frames.push_str(&self.format.citation(self.citations, &citation, &documents));
+                    self.citations += 1;
+                }
+                Checked::Cite(_) => {}
+            }
+        }
+        frames
+    }
+
+    fn documents(&self) -> Arc<Vec<SourceDocument>> {
+        self.checking
+            .as_ref()
+            .map(|c| Arc::clone(&c.request.documents))
+            .unwrap_or_default()
+    }
+
+    /// The frames for a piece of generated text: as is, or through the grounded answer's check.
+    async fn text(&mut self, text: String) -> Result<String, String> {
+        let Some(checking) = self.checking.take() else {
+            return Ok(self.format.text(&text));
+        };
+        let (checking, out) = checking.feed(Some(text)).await.map_err(|e| e.message)?;
+        self.checking = Some(checking);
+        Ok(self.render(out))
     }
 
     /// A failed generation bills nothing.
@@ -114,6 +187,7 @@ pub fn respond<F: StreamFormat>(
     format: F,
     mut bill: Bill,
     longest: Duration,
+    checking: Option<Box<Checking>>,
 ) -> Response {
     let content_type = format.content_type();
     // The prompt was read: from here on, a disconnect bills at least the input.
@@ -127,6 +201,8 @@ pub fn respond<F: StreamFormat>(
         format,
         bill: Some(bill),
         deadline: Instant::now() + longest,
+        checking,
+        citations: 0,
     };
     let body = Body::from_stream(frames(sending));
     let mut response = (
@@ -154,11 +230,18 @@ fn frames<F: StreamFormat>(sending: Sending<F>) -> impl Stream<Item = Result<Byt
                 s.sent(&chunk, 0);
                 return Some((Ok(Bytes::from(chunk)), (s, Phase::Streaming)));
             }
-            Phase::Streaming => {
+            Phase::Streaming => loop {
                 match tokio::time::timeout_at(s.deadline, s.generation.recv()).await {
                     Ok(Some(GenEvent::Text { text, generated })) => {
-                        let chunk = s.format.text(&text);
+                        let chunk = match s.text(text).await {
+                            Ok(chunk) => chunk,
+                            Err(message) => break s.fail(message),
+                        };
                         s.sent(&chunk, generated);
+                        // Text held back for checking sends nothing yet.
+                        if chunk.is_empty() {
+                            continue;
+                        }
                         return Some((Ok(Bytes::from(chunk)), (s, Phase::Streaming)));
                     }
                     Ok(Some(GenEvent::Done {
@@ -166,18 +249,18 @@ fn frames<F: StreamFormat>(sending: Sending<F>) -> impl Stream<Item = Result<Byt
                         completion_tokens,
                         cached_tokens,
                         ..
-                    })) => s.finish(reason, completion_tokens, cached_tokens).await,
+                    })) => break s.finish(reason, completion_tokens, cached_tokens).await,
                     Ok(Some(GenEvent::Error(message))) => {
                         tracing::error!("generation failed mid-stream: {message}");
-                        s.fail("generation failed".into())
+                        break s.fail("generation failed".into());
                     }
-                    Ok(None) => s.fail("the engine stopped".into()),
+                    Ok(None) => break s.fail("the engine stopped".into()),
                     Err(_) => {
                         let generated = s.generated;
-                        s.finish(FinishReason::MaxTokens, generated, 0).await
+                        break s.finish(FinishReason::MaxTokens, generated, 0).await;
                     }
                 }
-            }
+            },
         };
         Some((Ok(Bytes::from(chunk)), (s, Phase::Done)))
     })

@@ -1,10 +1,17 @@
 //! Pieces both Cohere API versions share: message content shapes and the usage block.
 
+use enclave_engine::ChatMessage;
+use enclave_rag::{Citation, CitedSpan, SourceDocument};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::auth::Call;
+use crate::collections::retrieve::{documents_for, question_of};
 use crate::error::ApiError;
-use crate::pipeline::{SamplingInput, Usage};
+use crate::pipeline::grounding::parse_unsupported;
+use crate::pipeline::{
+    CitationMode, DocumentInput, GroundedAnswer, GroundingRequest, SamplingInput, Usage,
+};
 
 /// Message content: a plain string or an array of typed parts (only text parts are served).
 #[derive(Debug, Deserialize)]
@@ -140,5 +147,113 @@ impl CohereSampling {
                 .get_or_insert_with(Vec::new)
                 .extend(more);
         }
+    }
+}
+
+/// A document as citations echo it: the caller's fields plus `id`.
+pub fn echoed(doc: &SourceDocument) -> Value {
+    let mut fields = doc.fields.clone();
+    fields.insert("id".into(), Value::String(doc.id.clone()));
+    Value::Object(fields)
+}
+
+/// A citation's source in v2's shape; `span` (an Enclave extension) says which field of the
+/// document holds the supporting text and where, in code points; a chunk retrieved from a
+/// collection also names its stored document and the span's offsets in it.
+fn source_json(doc: &SourceDocument, span: &CitedSpan) -> Value {
+    let mut source = json!({ "type": "document", "id": doc.id, "document": echoed(doc) });
+    let Some(at) = doc.locate(span) else {
+        return source;
+    };
+    source["span"] =
+        json!({ "field": at.field, "start": at.start, "end": at.end, "text": span.text });
+    // A retrieved chunk: where the span lies in its stored document, so a UI can open it.
+    if let (Some(origin), "text") = (&doc.origin, at.field.as_str()) {
+        source["collection_id"] = json!(origin.collection_id);
+        source["document_id"] = json!(origin.document_id);
+        source["title"] = json!(origin.title);
+        source["start"] = json!(origin.start + at.start);
+        source["end"] = json!(origin.start + at.end);
+    }
+    source
+}
+
+/// A v2 citation.
+pub fn v2_citation(citation: &Citation, documents: &[SourceDocument]) -> Value {
+    let sources: Vec<Value> = citation
+        .sources
+        .iter()
+        .filter_map(|s| documents.get(s.passage).map(|d| source_json(d, s)))
+        .collect();
+    json!({
+        "start": citation.start,
+        "end": citation.end,
+        "text": citation.text,
+        "type": "TEXT_CONTENT",
+        "sources": sources,
+    })
+}
+
+/// A v1 citation: the cited documents by id.
+pub fn v1_citation(citation: &Citation, documents: &[SourceDocument]) -> Value {
+    let ids: Vec<&str> = citation
+        .sources
+        .iter()
+        .filter_map(|s| documents.get(s.passage).map(|d| d.id.as_str()))
+        .collect();
+    json!({ "start": citation.start, "end": citation.end, "text": citation.text, "document_ids": ids })
+}
+
+/// The answer check (an Enclave extension): the share of claims the documents support, whether
+/// the answer declined, and the claims they do not support (left out when `withheld`).
+pub fn grounding_json(answer: &GroundedAnswer) -> Value {
+    let unsupported: Vec<Value> = answer
+        .grounding
+        .unsupported()
+        .map(|c| json!({ "start": c.start, "end": c.end, "text": c.text, "support": c.support }))
+        .collect();
+    json!({
+        "groundedness": answer.grounding.groundedness(),
+        "declined": answer.grounding.is_decline(),
+        "withheld": answer.withheld,
+        "unsupported": unsupported,
+    })
+}
+
+/// The grounding fields both versions share: the caller's documents, the extension
+/// `collections` (their best chunks for the chat's question join the documents), the citation
+/// mode and the extension `on_unsupported`.
+pub struct GroundingFields<'a> {
+    pub documents: Vec<DocumentInput>,
+    pub collections: Option<Vec<String>>,
+    pub id_prefix: &'a str,
+    pub mode: Option<&'a str>,
+    pub on_unsupported: Option<&'a str>,
+}
+
+impl GroundingFields<'_> {
+    /// The grounding request of a chat of `messages`, if it has any documents.
+    pub async fn request(
+        mut self,
+        call: &Call,
+        messages: &[ChatMessage],
+    ) -> Result<Option<GroundingRequest>, ApiError> {
+        let mode = self
+            .mode
+            .map_or(Ok(CitationMode::Accurate), CitationMode::parse)?;
+        let unsupported = parse_unsupported(self.on_unsupported)?;
+        if let Some(names) = self.collections.filter(|c| !c.is_empty()) {
+            let key = call
+                .caller
+                .caller
+                .as_ref()
+                .ok_or_else(ApiError::unauthorized)?;
+            let question = question_of(messages).ok_or_else(|| {
+                ApiError::invalid("collections need a user message to search for")
+            })?;
+            let found = documents_for(&call.state, &key.0, &names, question).await?;
+            self.documents.extend(found);
+        }
+        GroundingRequest::new(self.documents, self.id_prefix, mode, unsupported)
     }
 }

@@ -3,18 +3,22 @@
 
 use axum::response::Response;
 use enclave_engine::ChatMessage;
+use enclave_rag::{Citation, SourceDocument};
 use enclave_store::Capability;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use crate::auth::Call;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::pipeline::{
-    cohere_finish_reason, generate as run_generation, Completion, GenerationRequest, Prompt,
-    StreamEnd, StreamFormat, Usage, COHERE_BOUNDS,
+    cohere_finish_reason, generate as run_generation, Completion, DocumentInput, GenerationRequest,
+    GroundedAnswer, Prompt, StreamEnd, StreamFormat, Usage, COHERE_BOUNDS,
 };
-use crate::routes::cohere_common::{new_id, refuse_unsupported, v1_meta, CohereSampling};
+use crate::routes::cohere_common::{
+    echoed, grounding_json, new_id, refuse_unsupported, v1_citation, v1_meta, CohereSampling,
+    GroundingFields,
+};
 
 /// v1 generate's documented default.
 const GENERATE_DEFAULT_MAX_TOKENS: i64 = 256;
@@ -31,6 +35,11 @@ pub struct ChatRequest {
     tools: Option<Vec<Value>>,
     tool_results: Option<Vec<Value>>,
     documents: Option<Vec<Value>>,
+    citation_quality: Option<String>,
+    /// Extension: `flag` (default) or `decline` claims the documents do not support.
+    on_unsupported: Option<String>,
+    /// Extension: collections (names or ids) whose best chunks ground the answer.
+    collections: Option<Vec<String>>,
     connectors: Option<Vec<Value>>,
     conversation_id: Option<String>,
     search_queries_only: Option<bool>,
@@ -40,6 +49,58 @@ pub struct ChatRequest {
 struct HistoryEntry {
     role: String,
     message: Option<String>,
+}
+
+/// v1 documents: string maps with an optional `id` and `_excludes` (fields echoed in
+/// citations but hidden from the model); a bare string is read as `{"text": ...}`.
+fn documents(documents: Vec<Value>) -> Result<Vec<DocumentInput>, ApiError> {
+    documents
+        .into_iter()
+        .enumerate()
+        .map(|(n, doc)| {
+            let mut fields = match doc {
+                Value::Object(fields) => fields,
+                Value::String(text) => Map::from_iter([("text".to_string(), Value::String(text))]),
+                _ => {
+                    return Err(ApiError::invalid(format!(
+                        "documents[{n}] must be an object of string fields"
+                    )))
+                }
+            };
+            let id = match fields.remove("id") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(id)) => Some(id),
+                Some(_) => {
+                    return Err(ApiError::invalid(format!(
+                        "documents[{n}].id must be a string"
+                    )))
+                }
+            };
+            let hidden = match fields.remove("_excludes") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::Array(keys)) => keys
+                    .into_iter()
+                    .map(|k| match k {
+                        Value::String(k) => Ok(k),
+                        _ => Err(ApiError::invalid(format!(
+                            "documents[{n}]._excludes must list field names"
+                        ))),
+                    })
+                    .collect::<Result<_, _>>()?,
+                Some(_) => {
+                    return Err(ApiError::invalid(format!(
+                        "documents[{n}]._excludes must list field names"
+                    )))
+                }
+            };
+            Ok(DocumentInput {
+                id,
+                fields,
+                hidden,
+                origin: None,
+            })
+        })
+        .collect()
 }
 
 fn history_role(role: &str) -> Result<&'static str, ApiError> {
@@ -64,10 +125,6 @@ pub async fn chat(call: Call, ApiJson(req): ApiJson<ChatRequest>) -> Result<Resp
             req.tool_results.as_ref().is_some_and(|t| !t.is_empty()),
         ),
         (
-            "documents",
-            req.documents.as_ref().is_some_and(|d| !d.is_empty()),
-        ),
-        (
             "connectors",
             req.connectors.as_ref().is_some_and(|c| !c.is_empty()),
         ),
@@ -90,6 +147,15 @@ pub async fn chat(call: Call, ApiJson(req): ApiJson<ChatRequest>) -> Result<Resp
     }
     messages.push(ChatMessage::new("user", req.message.clone()));
     history.push(json!({ "role": "USER", "message": req.message }));
+    let grounding = GroundingFields {
+        documents: documents(req.documents.unwrap_or_default())?,
+        collections: req.collections,
+        id_prefix: "doc_",
+        mode: req.citation_quality.as_deref(),
+        on_unsupported: req.on_unsupported.as_deref(),
+    }
+    .request(&call, &messages)
+    .await?;
     let request = GenerationRequest {
         capability: Capability::Chat,
         model: req.model,
@@ -97,6 +163,7 @@ pub async fn chat(call: Call, ApiJson(req): ApiJson<ChatRequest>) -> Result<Resp
         sampling: req.sampling.into_input(None),
         bounds: COHERE_BOUNDS,
         stream: req.stream == Some(true),
+        grounding,
     };
     let format = ChatStream {
         reply: ChatReply {
@@ -117,31 +184,72 @@ struct ChatReply {
 }
 
 impl ChatReply {
-    fn body(&self, text: &str, finish_reason: &str, usage: &Usage) -> Value {
+    fn body(
+        &self,
+        text: &str,
+        finish_reason: &str,
+        usage: &Usage,
+        grounding: Option<&GroundedAnswer>,
+    ) -> Value {
         let mut history = self.history.clone();
         history.push(json!({ "role": "CHATBOT", "message": text }));
-        json!({
+        let mut body = json!({
             "response_id": self.response_id,
             "generation_id": self.generation_id,
             "text": text,
             "finish_reason": finish_reason,
             "chat_history": history,
             "meta": v1_meta(Some(usage)),
-        })
+        });
+        if let Some(answer) = grounding {
+            if answer.cite {
+                let docs = &answer.documents;
+                let citations: Vec<Value> = answer
+                    .grounding
+                    .citations
+                    .iter()
+                    .map(|c| v1_citation(c, docs))
+                    .collect();
+                // The documents the answer cites, in the order given.
+                let cited: Vec<Value> = docs
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| {
+                        answer
+                            .grounding
+                            .citations
+                            .iter()
+                            .any(|c| c.sources.iter().any(|s| s.passage == *i))
+                    })
+                    .map(|(_, d)| echoed(d))
+                    .collect();
+                body["citations"] = Value::Array(citations);
+                body["documents"] = Value::Array(cited);
+            }
+            body["grounding"] = grounding_json(answer);
+        }
+        body
     }
 }
 
 /// v1's last NDJSON line: how the stream ended and the whole response, as `body` renders it.
-fn stream_end(end: &StreamEnd, body: impl FnOnce(&str, &Usage) -> Value) -> String {
-    let (reason, usage) = match end {
-        StreamEnd::Finished { reason, usage } => (cohere_finish_reason(*reason), *usage),
-        StreamEnd::Failed(_) => ("ERROR", Usage::default()),
+fn stream_end(
+    end: &StreamEnd,
+    body: impl FnOnce(&str, &Usage, Option<&GroundedAnswer>) -> Value,
+) -> String {
+    let (reason, usage, grounding) = match end {
+        StreamEnd::Finished {
+            reason,
+            usage,
+            grounding,
+        } => (cohere_finish_reason(*reason), *usage, grounding.as_deref()),
+        StreamEnd::Failed(_) => ("ERROR", Usage::default(), None),
     };
     ndjson(json!({
         "is_finished": true,
         "event_type": "stream-end",
         "finish_reason": reason,
-        "response": body(reason, &usage),
+        "response": body(reason, &usage, grounding),
     }))
 }
 
@@ -159,8 +267,12 @@ struct ChatStream {
 
 impl StreamFormat for ChatStream {
     fn whole(&self, done: &Completion) -> Value {
-        self.reply
-            .body(&done.text, cohere_finish_reason(done.reason), &done.usage)
+        self.reply.body(
+            &done.text,
+            cohere_finish_reason(done.reason),
+            &done.usage,
+            done.grounding.as_deref(),
+        )
     }
 
     fn content_type(&self) -> &'static str {
@@ -178,9 +290,22 @@ impl StreamFormat for ChatStream {
         ndjson(json!({ "is_finished": false, "event_type": "text-generation", "text": text }))
     }
 
+    fn citation(
+        &mut self,
+        _index: usize,
+        citation: &Citation,
+        documents: &[SourceDocument],
+    ) -> String {
+        ndjson(json!({
+            "is_finished": false,
+            "event_type": "citation-generation",
+            "citations": [v1_citation(citation, documents)],
+        }))
+    }
+
     fn end(&mut self, end: &StreamEnd) -> String {
-        stream_end(end, |reason, usage| {
-            self.reply.body(&self.text, reason, usage)
+        stream_end(end, |reason, usage, grounding| {
+            self.reply.body(&self.text, reason, usage, grounding)
         })
     }
 }
@@ -229,6 +354,7 @@ pub async fn generate(
         sampling: req.sampling.into_input(Some(GENERATE_DEFAULT_MAX_TOKENS)),
         bounds: COHERE_BOUNDS,
         stream: req.stream == Some(true),
+        grounding: None,
     };
     run_generation(&call, request, format).await
 }
@@ -272,6 +398,6 @@ impl StreamFormat for GenerateStream {
     }
 
     fn end(&mut self, end: &StreamEnd) -> String {
-        stream_end(end, |reason, usage| self.body(&self.text, reason, usage))
+        stream_end(end, |reason, usage, _| self.body(&self.text, reason, usage))
     }
 }

@@ -3,6 +3,7 @@ pub mod classify;
 pub mod cohere_common;
 pub mod cohere_v1;
 pub mod cohere_v2;
+pub mod collections;
 pub mod embed;
 pub mod models;
 pub mod openai;

@@ -159,6 +159,7 @@ impl OpenAiSampling {
             },
             bounds: OPENAI_BOUNDS,
             stream: self.stream == Some(true),
+            grounding: None,
         };
         Ok((request, format))
     }
@@ -349,7 +350,7 @@ impl StreamFormat for OpenAiStream {
 
     fn end(&mut self, end: &StreamEnd) -> String {
         let mut out = match end {
-            StreamEnd::Finished { reason, usage } => {
+            StreamEnd::Finished { reason, usage, .. } => {
                 let mut out = self.chunk(self.delta(None, false, Some(openai_finish_reason(*reason))), None);
                 if self.include_usage {
                     let object = if self.chat { "chat.completion.chunk" } else { "text_completion" };

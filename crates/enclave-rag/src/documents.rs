@@ -1,0 +1,121 @@
+//! Documents a caller hands a grounded chat: their fields, the one text the model reads and the
+//! grounder aligns against, and the way back from a span of that text to a field.
+
+use serde_json::{Map, Value};
+
+use crate::grounding::{CitedSpan, Passage};
+
+/// One document of a grounded chat.
+#[derive(Debug, Clone)]
+pub struct SourceDocument {
+    pub id: String,
+    /// The caller's fields, echoed in citations (with `id`).
+    pub fields: Map<String, Value>,
+    /// The text the model reads: one `name: value` line per field the model may see.
+    pub passage: Passage,
+    /// Each shown field's value as code points of the passage: (field, start, end).
+    ranges: Vec<(String, usize, usize)>,
+    /// Where the document came from when it is a retrieved chunk of a stored one.
+    pub origin: Option<Origin>,
+}
+
+/// The stored document a retrieved chunk belongs to; its `text` field starts at `start` (code
+/// points) of that document's text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub collection_id: String,
+    pub document_id: String,
+    pub title: String,
+    pub start: usize,
+}
+
+/// Where a cited span lies in a document's fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldSpan {
+    pub field: String,
+    /// Code points into the field's value.
+    pub start: usize,
+    pub end: usize,
+}
+
+impl SourceDocument {
+    /// A document from its fields; `hidden` fields are echoed but never shown to the model
+    /// (Cohere v1's `_excludes`). Non-string values are shown as JSON.
+    pub fn new(id: String, fields: Map<String, Value>, hidden: &[String]) -> Self {
+        let mut text = String::new();
+        let mut ranges = Vec::new();
+        let mut at = 0usize;
+        // The title first: it frames what follows for the model and the grounder alike.
+        let ordered = fields
+            .iter()
+            .filter(|(name, _)| *name == "title")
+            .chain(fields.iter().filter(|(name, _)| *name != "title"));
+        for (name, value) in ordered {
+            if hidden.contains(name) || name == "id" {
+                continue;
+            }
+            let shown = match value {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let line = format!("{name}: ");
+            text.push_str(&line);
+            at += line.chars().count();
+            let len = shown.chars().count();
+            ranges.push((name.clone(), at, at + len));
+            text.push_str(&shown);
+            text.push('\n');
+            at += len + 1;
+        }
+        Self {
+            id,
+            fields,
+            passage: Passage { text },
+            ranges,
+            origin: None,
+        }
+    }
+
+    /// The field a cited span lies in, with offsets into its value.
+    pub fn locate(&self, span: &CitedSpan) -> Option<FieldSpan> {
+        self.ranges
+            .iter()
+            .find(|(_, start, end)| span.start >= *start && span.start < *end)
+            .map(|(field, start, end)| FieldSpan {
+                field: field.clone(),
+                start: span.start - start,
+                end: span.end.min(*end) - start,
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grounding::Grounder;
+    use serde_json::json;
+
+    #[test]
+    fn a_cited_span_maps_back_to_its_field() {
+        let fields = json!({"title": "Penguins", "snippet": "Émperor penguins are the tallest. They live in Antarctica.", "url": "x"});
+        let Value::Object(fields) = fields else {
+            unreachable!()
+        };
+        let doc = SourceDocument::new("100".into(), fields, &["url".to_string()]);
+        assert!(!doc.passage.text.contains("url"));
+        let grounding = Grounder::new(std::slice::from_ref(&doc.passage))
+            .ground("They live in Antarctica.", None);
+        let span = &grounding.citations[0].sources[0];
+        let located = doc.locate(span).expect("inside a field");
+        assert_eq!(located.field, "snippet");
+        let value: Vec<char> = fields_value(&doc, "snippet").chars().collect();
+        assert_eq!(
+            value[located.start..located.end].iter().collect::<String>(),
+            "They live in Antarctica."
+        );
+    }
+
+    fn fields_value(doc: &SourceDocument, name: &str) -> String {
+        doc.fields[name].as_str().unwrap_or_default().to_string()
+    }
+}

@@ -1,0 +1,565 @@
+//! Checking an answer against its sources. Small models do not cite reliably, so citations are
+//! computed: each claim unit of the answer (sentence, clause, list item) is aligned to the
+//! source sentence that supports it by the content words and numbers they share, helped by
+//! embedding similarity when an embedder is at hand. A claim is cited only when it is
+//! supported, and never when it names a number or a name its source does not contain. Claims
+//! that no source supports are reported, so a caller can flag or withhold them.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::terms::terms;
+use crate::units::{units, Unit};
+
+/// Share of a claim's content weight its source must contain to support it.
+const SUPPORT: f32 = 0.5;
+/// With embedding similarity of at least [`MEANING`], a lower lexical share suffices.
+const SUPPORT_WITH_MEANING: f32 = 0.3;
+const MEANING: f32 = 0.72;
+/// A unit with less content weight than this claims nothing ("Yes.", "Here is the answer:").
+const MIN_CLAIM_WEIGHT: f32 = 2.0;
+/// Weight of a number or name, against 1 for another content word.
+const SPECIFIC_WEIGHT: f32 = 2.0;
+/// Weight of a term found next to the supporting sentence rather than in it.
+const NEAR_WEIGHT: f32 = 0.5;
+/// Candidate sentences per claim that are compared by meaning.
+const CANDIDATES: usize = 3;
+
+/// Sentences an answer uses to say its documents do not answer the question.
+const DECLINES: &[&str] = &[
+    "do not say",
+    "does not say",
+    "don't say",
+    "doesn't say",
+    "do not mention",
+    "does not mention",
+    "not mentioned",
+    "do not provide",
+    "does not provide",
+    "not provided",
+    "no information",
+    "not specified",
+    "do not specify",
+    "does not specify",
+    "cannot answer",
+    "can't answer",
+    "unable to answer",
+    "unable to find",
+    "do not contain",
+    "does not contain",
+    "don't contain",
+    "doesn't contain",
+    "not stated",
+    "do not state",
+    "does not state",
+    "not covered",
+    "do not cover",
+    "does not cover",
+    "no mention",
+    "not include",
+    "not found in",
+];
+
+/// The weight of the claim's terms that `keys` holds.
+fn weight_in(weights: &HashMap<&str, (f32, bool)>, keys: &HashSet<String>) -> f32 {
+    weights
+        .iter()
+        .filter(|(k, _)| keys.contains(**k))
+        .map(|(_, (w, _))| w)
+        .sum()
+}
+
+/// The sentence a declined answer reads.
+pub const DECLINE_TEXT: &str = "The documents do not say.";
+
+/// Computes sentence embeddings (normalised) for meaning comparison; `None` if it cannot.
+pub trait Embedder {
+    fn embed(&self, texts: &[String]) -> Option<Vec<Vec<f32>>>;
+}
+
+/// One source text an answer may cite: a document's fields as the model read them, or a chunk.
+#[derive(Debug, Clone)]
+pub struct Passage {
+    pub text: String,
+}
+
+/// A span of a passage that supports a claim (code points into the passage's text).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CitedSpan {
+    pub passage: usize,
+    pub start: usize,
+    pub end: usize,
+    pub text: String,
+}
+
+/// A supported span of the answer and the passages' spans that support it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Citation {
+    /// Code points into the answer: `text == answer[start:end]`.
+    pub start: usize,
+    pub end: usize,
+    pub text: String,
+    pub sources: Vec<CitedSpan>,
+}
+
+/// One claim of the answer and whether its sources support it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claim {
+    pub start: usize,
+    pub end: usize,
+    pub text: String,
+    pub supported: bool,
+    /// The share of its content its best source holds (0–1).
+    pub support: f32,
+}
+
+/// What one unit of the answer turned out to be.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Claims nothing.
+    Filler,
+    /// Says the documents do not answer.
+    Decline,
+    Supported(Claim, Citation),
+    Unsupported(Claim),
+}
+
+/// The check of a whole answer.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Grounding {
+    pub citations: Vec<Citation>,
+    pub claims: Vec<Claim>,
+    /// Whether the answer says the documents do not answer and claims nothing they support.
+    pub declined: bool,
+}
+
+impl Grounding {
+    /// Adds one unit's verdict.
+    pub fn add(&mut self, verdict: Verdict) {
+        match verdict {
+            Verdict::Filler => {}
+            Verdict::Decline => self.declined = true,
+            Verdict::Supported(claim, citation) => {
+                self.claims.push(claim);
+                self.citations.push(citation);
+            }
+            Verdict::Unsupported(claim) => self.claims.push(claim),
+        }
+    }
+
+    /// The share of the answer's claims its sources support; `None` when it makes no claim.
+    pub fn groundedness(&self) -> Option<f32> {
+        if self.claims.is_empty() {
+            return None;
+        }
+        let supported = self.claims.iter().filter(|c| c.supported).count();
+        Some(supported as f32 / self.claims.len() as f32)
+    }
+
+    pub fn unsupported(&self) -> impl Iterator<Item = &Claim> {
+        self.claims.iter().filter(|c| !c.supported)
+    }
+
+    /// Declined: it says so and cites nothing.
+    pub fn is_decline(&self) -> bool {
+        self.declined && self.citations.is_empty()
+    }
+}
+
+struct Sentence {
+    start: usize,
+    end: usize,
+    keys: HashSet<String>,
+}
+
+struct PreparedPassage {
+    chars: Vec<char>,
+    sentences: Vec<Sentence>,
+}
+
+/// Aligns answers to a fixed set of passages.
+pub struct Grounder {
+    passages: Vec<PreparedPassage>,
+    /// Embeddings of source sentences already compared, by (passage, sentence).
+    embedded: HashMap<(usize, usize), Vec<f32>>,
+}
+
+/// A source sentence's lexical support for a claim.
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    passage: usize,
+    sentence: usize,
+    coverage: f32,
+    direct: f32,
+}
+
+impl Grounder {
+    pub fn new(passages: &[Passage]) -> Self {
+        let passages = passages
+            .iter()
+            .map(|p| {
+                let chars: Vec<char> = p.text.chars().collect();
+                let sentences = units(&p.text)
+                    .into_iter()
+                    .map(|u| {
+                        let text: String = chars[u.start..u.end].iter().collect();
+                        Sentence {
+                            start: u.start,
+                            end: u.end,
+                            keys: terms(&text).into_iter().map(|t| t.key).collect(),
+                        }
+                    })
+                    .collect();
+                PreparedPassage { chars, sentences }
+            })
+            .collect();
+        Self {
+            passages,
+            embedded: HashMap::new(),
+        }
+    }
+
+    /// Checks a whole answer.
+    pub fn ground(&mut self, answer: &str, embedder: Option<&dyn Embedder>) -> Grounding {
+        let chars: Vec<char> = answer.chars().collect();
+        let mut grounding = Grounding::default();
+        for unit in units(answer) {
+            grounding.add(self.check(&chars, unit, embedder));
+        }
+        grounding
+    }
+
+    /// Checks one unit of an answer (`answer` as code points).
+    pub fn check(
+        &mut self,
+        answer: &[char],
+        unit: Unit,
+        embedder: Option<&dyn Embedder>,
+    ) -> Verdict {
+        let text: String = answer[unit.start..unit.end].iter().collect();
+        let lower = text.to_lowercase();
+        if DECLINES.iter().any(|d| lower.contains(d)) {
+            return Verdict::Decline;
+        }
+        let found = terms(&text);
+        let mut weights: HashMap<&str, (f32, bool)> = HashMap::new();
+        for t in &found {
+            let w = if t.specific { SPECIFIC_WEIGHT } else { 1.0 };
+            let entry = weights.entry(t.key.as_str()).or_insert((0.0, false));
+            entry.0 = entry.0.max(w);
+            entry.1 |= t.specific;
+        }
+        let total: f32 = weights.values().map(|(w, _)| w).sum();
+        if total < MIN_CLAIM_WEIGHT {
+            return Verdict::Filler;
+        }
+        let mut candidates = self.candidates(&weights, total);
+        // A claim is about its subject, roughly its first content term: where some passage
+        // names it, only places that name it can support the claim (so "penguins lay 20
+        // weeks of leave" is not supported by a leave policy that says "20 weeks of leave").
+        if let Some(subject) = found.first().map(|t| t.key.as_str()) {
+            let naming: Vec<Candidate> = candidates
+                .iter()
+                .copied()
+                .filter(|c| self.window_keys(*c).contains(subject))
+                .collect();
+            if !naming.is_empty() {
+                candidates = naming;
+            }
+        }
+        candidates.sort_by(|a, b| {
+            b.coverage
+                .total_cmp(&a.coverage)
+                .then(b.direct.total_cmp(&a.direct))
+        });
+        candidates.truncate(CANDIDATES);
+        let meaning = self.meaning(&text, &candidates, embedder);
+        let claim = |supported: bool, support: f32| Claim {
+            start: unit.start,
+            end: unit.end,
+            text: text.clone(),
+            supported,
+            support,
+        };
+        // The best candidate by lexical support, lifted by meaning where it is known.
+        let Some((best, similarity)) = candidates
+            .iter()
+            .zip(meaning.iter())
+            .map(|(c, m)| (*c, *m))
+            .max_by(|(a, ma), (b, mb)| {
+                let score = |c: &Candidate, m: &Option<f32>| c.coverage + 0.3 * m.unwrap_or(0.0);
+                score(a, ma).total_cmp(&score(b, mb))
+            })
+        else {
+            return Verdict::Unsupported(claim(false, 0.0));
+        };
+        let mut chosen = vec![best];
+        let mut covered = self.window_keys(best);
+        // The main source must support the claim by itself; a second may only add what it
+        // names besides (a figure from another document).
+        let support = weight_in(&weights, &covered) / total;
+        // A claim drawing on two places (two documents, or two parts of one) cites both.
+        let missing: Vec<&str> = weights
+            .keys()
+            .copied()
+            .filter(|k| !covered.contains(*k))
+            .collect();
+        if !missing.is_empty() {
+            if let Some(second) = self.best_for(&missing, &weights, best) {
+                covered.extend(self.window_keys(second));
+                chosen.push(second);
+            }
+        }
+        let names_all_specifics = weights
+            .iter()
+            .filter(|(_, (_, specific))| *specific)
+            .all(|(k, _)| covered.contains(*k));
+        let supported = names_all_specifics
+            && (support >= SUPPORT
+                || (support >= SUPPORT_WITH_MEANING && similarity.is_some_and(|s| s >= MEANING)));
+        if !supported {
+            return Verdict::Unsupported(claim(false, support));
+        }
+        let mut span = (usize::MAX, 0);
+        for t in found.iter().filter(|t| covered.contains(&t.key)) {
+            span = (span.0.min(t.start), span.1.max(t.end));
+        }
+        let (start, end) = (unit.start + span.0, unit.start + span.1);
+        chosen.sort_by_key(|c| (c.passage, c.sentence));
+        let sources = chosen
+            .iter()
+            .map(|c| {
+                let passage = &self.passages[c.passage];
+                let s = &passage.sentences[c.sentence];
+                CitedSpan {
+                    passage: c.passage,
+                    start: s.start,
+                    end: s.end,
+                    text: passage.chars[s.start..s.end].iter().collect(),
+                }
+            })
+            .collect();
+        Verdict::Supported(
+            claim(true, support),
+            Citation {
+                start,
+                end,
+                text: answer[start..end].iter().collect(),
+                sources,
+            },
+        )
+    }
+
+    /// Every source sentence with its share of the claim's weight (in it, or next to it).
+    fn candidates(&self, weights: &HashMap<&str, (f32, bool)>, total: f32) -> Vec<Candidate> {
+        let mut out = Vec::new();
+        for (p, passage) in self.passages.iter().enumerate() {
+            for (i, sentence) in passage.sentences.iter().enumerate() {
+                let direct: f32 = weights
+                    .iter()
+                    .filter(|(k, _)| sentence.keys.contains(**k))
+                    .map(|(_, (w, _))| w)
+                    .sum();
+                if direct == 0.0 {
+                    continue;
+                }
+                let window = self.window_keys(Candidate {
+                    passage: p,
+                    sentence: i,
+                    coverage: 0.0,
+                    direct: 0.0,
+                });
+                let near: f32 = weights
+                    .iter()
+                    .filter(|(k, _)| !sentence.keys.contains(**k) && window.contains(**k))
+                    .map(|(_, (w, _))| w * NEAR_WEIGHT)
+                    .sum();
+                out.push(Candidate {
+                    passage: p,
+                    sentence: i,
+                    coverage: (direct + near) / total,
+                    direct,
+                });
+            }
+        }
+        out
+    }
+
+    /// The terms a supporting sentence brings: its own, its neighbours' and its passage's
+    /// heading (the first unit, e.g. the title).
+    fn window_keys(&self, c: Candidate) -> HashSet<String> {
+        let sentences = &self.passages[c.passage].sentences;
+        let mut keys = HashSet::new();
+        for i in [0, c.sentence.saturating_sub(1), c.sentence, c.sentence + 1] {
+            if let Some(s) = sentences.get(i) {
+                keys.extend(s.keys.iter().cloned());
+            }
+        }
+        keys
+    }
+
+    /// The sentence (other than `first`) that holds most of the weight of `missing` terms, if
+    /// it holds a specific one or a quarter of the missing weight.
+    fn best_for(
+        &self,
+        missing: &[&str],
+        weights: &HashMap<&str, (f32, bool)>,
+        first: Candidate,
+    ) -> Option<Candidate> {
+        let missing_total: f32 = missing.iter().map(|k| weights[k].0).sum();
+        let mut best: Option<(Candidate, f32, bool)> = None;
+        for (p, passage) in self.passages.iter().enumerate() {
+            for (i, sentence) in passage.sentences.iter().enumerate() {
+                if p == first.passage && i == first.sentence {
+                    continue;
+                }
+                let held: Vec<&&str> = missing
+                    .iter()
+                    .filter(|k| sentence.keys.contains(**k))
+                    .collect();
+                let weight: f32 = held.iter().map(|k| weights[**k].0).sum();
+                let specific = held.iter().any(|k| weights[**k].1);
+                if weight > best.map_or(0.0, |b| b.1) {
+                    best = Some((
+                        Candidate {
+                            passage: p,
+                            sentence: i,
+                            coverage: 0.0,
+                            direct: weight,
+                        },
+                        weight,
+                        specific,
+                    ));
+                }
+            }
+        }
+        best.filter(|(_, w, specific)| *specific || *w >= missing_total * 0.25)
+            .map(|(c, _, _)| c)
+    }
+
+    /// Cosine similarity of the claim to each candidate, where an embedder can tell.
+    fn meaning(
+        &mut self,
+        claim: &str,
+        candidates: &[Candidate],
+        embedder: Option<&dyn Embedder>,
+    ) -> Vec<Option<f32>> {
+        let none = vec![None; candidates.len()];
+        let Some(embedder) = embedder else {
+            return none;
+        };
+        let mut texts = vec![claim.to_string()];
+        let mut fresh = Vec::new();
+        for c in candidates {
+            if !self.embedded.contains_key(&(c.passage, c.sentence)) {
+                let passage = &self.passages[c.passage];
+                let s = &passage.sentences[c.sentence];
+                texts.push(passage.chars[s.start..s.end].iter().collect());
+                fresh.push((c.passage, c.sentence));
+            }
+        }
+        let Some(vectors) = embedder.embed(&texts) else {
+            return none;
+        };
+        if vectors.len() != texts.len() {
+            return none;
+        }
+        let mut vectors = vectors.into_iter();
+        let Some(claim_vector) = vectors.next() else {
+            return none;
+        };
+        for (key, vector) in fresh.into_iter().zip(vectors) {
+            self.embedded.insert(key, vector);
+        }
+        candidates
+            .iter()
+            .map(|c| {
+                self.embedded
+                    .get(&(c.passage, c.sentence))
+                    .map(|v| v.iter().zip(&claim_vector).map(|(a, b)| a * b).sum())
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn passages() -> Vec<Passage> {
+        vec![
+            Passage {
+                text: "title: Travel and Expense Policy (2024)\ntext: Meals are reimbursed up to $85 per day in Europe. Hotels in London may cost up to $250 per night. Economy class is required for flights under 6 hours.".into(),
+            },
+            Passage {
+                text: "title: Parental leave\ntext: Birth parents receive 20 weeks of paid leave. Other parents receive 12 weeks.".into(),
+            },
+        ]
+    }
+
+    fn slice(text: &str, start: usize, end: usize) -> String {
+        text.chars().skip(start).take(end - start).collect()
+    }
+
+    #[test]
+    fn supported_claims_cite_the_sentence_that_holds_them() {
+        let mut g = Grounder::new(&passages());
+        let answer = "Under the policy, meals are reimbursed up to $85 per day. Birth parents get 20 weeks of paid leave.";
+        let grounding = g.ground(answer, None);
+        assert_eq!(grounding.citations.len(), 2, "{grounding:?}");
+        for c in &grounding.citations {
+            assert_eq!(slice(answer, c.start, c.end), c.text);
+        }
+        assert_eq!(grounding.citations[0].sources[0].passage, 0);
+        assert!(grounding.citations[0].sources[0].text.contains("$85"));
+        assert_eq!(grounding.citations[1].sources[0].passage, 1);
+        assert_eq!(grounding.groundedness(), Some(1.0));
+    }
+
+    #[test]
+    fn a_claim_with_a_number_or_name_its_source_lacks_is_unsupported() {
+        let mut g = Grounder::new(&passages());
+        let grounding = g.ground("Meals are reimbursed up to $95 per day in Europe. Meals in Japan are reimbursed up to $85 per day.", None);
+        assert!(grounding.citations.is_empty(), "{grounding:?}");
+        assert_eq!(grounding.unsupported().count(), 2);
+        assert_eq!(grounding.groundedness(), Some(0.0));
+    }
+
+    #[test]
+    fn a_claim_about_one_thing_is_not_supported_by_facts_about_another() {
+        let mut g = Grounder::new(&[
+            Passage { text: "title: Tall penguins\nsnippet: Emperor penguins are the tallest penguins. They can grow to 122 cm.".into() },
+            Passage { text: "title: Parental leave policy\nsnippet: Birth parents receive 20 weeks of paid leave.".into() },
+        ]);
+        let grounding = g.ground(
+            "Emperor penguins lay 20 weeks of paid leave each year.",
+            None,
+        );
+        assert!(grounding.citations.is_empty(), "{grounding:?}");
+        let grounding = g.ground("Emperor penguins can grow to 122 cm.", None);
+        assert_eq!(grounding.citations.len(), 1, "{grounding:?}");
+    }
+
+    #[test]
+    fn declines_and_filler_cite_nothing() {
+        let mut g = Grounder::new(&passages());
+        let grounding = g.ground(
+            "Sure. The documents do not say what the per diem in Japan is.",
+            None,
+        );
+        assert!(grounding.is_decline());
+        assert_eq!(grounding.groundedness(), None);
+    }
+
+    #[test]
+    fn a_claim_from_two_documents_cites_both() {
+        let mut g = Grounder::new(&passages());
+        let grounding = g.ground("Hotels in London cost up to $250 per night and birth parents receive 20 weeks of leave.", None);
+        assert_eq!(grounding.citations.len(), 1, "{grounding:?}");
+        let sources: Vec<usize> = grounding.citations[0]
+            .sources
+            .iter()
+            .map(|s| s.passage)
+            .collect();
+        assert_eq!(sources, [0, 1]);
+    }
+}
