@@ -102,6 +102,14 @@ pub enum KeysCommand {
         #[command(flatten)]
         db: DatabaseArgs,
     },
+    /// Set the groups a key belongs to (it sees collection documents whose acl names one).
+    Groups {
+        id: String,
+        /// Group names; none clears them.
+        groups: Vec<String>,
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -243,6 +251,15 @@ pub fn keys(command: KeysCommand) -> Result<()> {
             KeysCommand::Revoke { id, db } => {
                 let key = db.open().await?.revoke_key(&id, None).await?;
                 println!("revoked {} ({})", key.id, key.prefix);
+            }
+            KeysCommand::Groups { id, groups, db } => {
+                let key = db.open().await?.set_key_groups(&id, None, &groups).await?;
+                println!(
+                    "{} ({}) groups: {}",
+                    key.id,
+                    key.prefix,
+                    key.groups.join(",")
+                );
             }
         }
         Ok(())

@@ -7,6 +7,7 @@ mod bench_overhead;
 mod bench_stats;
 mod bench_usage;
 mod chat;
+mod collections;
 mod serve;
 
 use std::io::IsTerminal;
@@ -51,6 +52,13 @@ enum Command {
     Keys(accounts::KeysCommand),
     /// Usage report (`enclave usage verify` checks the ledger's hash chains).
     Usage(accounts::UsageArgs),
+    /// Manage document collections on a running server.
+    #[command(subcommand)]
+    Collections(collections::CollectionsCommand),
+    /// Add files and folders to a collection on a running server.
+    Ingest(collections::IngestArgs),
+    /// Search a collection on a running server.
+    Search(collections::SearchArgs),
     /// Benchmarks that print JSON.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -186,6 +194,9 @@ fn main() -> Result<()> {
         Command::Tenants(command) => accounts::tenants(command),
         Command::Keys(command) => accounts::keys(command),
         Command::Usage(args) => accounts::usage(args),
+        Command::Collections(command) => collections::collections(command),
+        Command::Ingest(args) => collections::ingest(args),
+        Command::Search(args) => collections::search(args),
         Command::Bench(command) => bench::run(command),
     }
 }

@@ -38,6 +38,9 @@ pub struct ServeArgs {
     /// Largest request body accepted, in bytes (larger ones get 413).
     #[arg(long, env = "ENCLAVE_MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Largest file upload into a collection (multipart), in bytes.
+    #[arg(long, env = "ENCLAVE_MAX_UPLOAD_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_upload_bytes: usize,
     /// Most inputs one embed call may carry (more: 413).
     #[arg(long, env = "ENCLAVE_MAX_CLIENT_BATCH_SIZE", default_value_t = 96)]
     pub max_client_batch_size: usize,
@@ -123,6 +126,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let state = AppState::new(
         ServerConfig {
             max_body_bytes: args.max_body_bytes,
+            max_upload_bytes: args.max_upload_bytes,
             max_client_batch_size: args.max_client_batch_size,
             longest_stream: Duration::from_secs(args.longest_stream_secs),
             aliases: args.aliases.clone(),

@@ -8,6 +8,7 @@
 pub mod checker;
 pub mod chunking;
 pub mod documents;
+pub mod extract;
 pub mod grounding;
 pub mod index;
 pub mod prompt;

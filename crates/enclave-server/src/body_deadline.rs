@@ -20,7 +20,11 @@ pub async fn read_body_by_deadline(
     next: Next,
 ) -> Response {
     let (mut parts, body) = request.into_parts();
-    let limit = state.config().max_body_bytes;
+    let limit = if is_upload(&parts) {
+        state.config().max_upload_bytes
+    } else {
+        state.config().max_body_bytes
+    };
     let deadline = state.config().http.body_timeout;
     match tokio::time::timeout(deadline, axum::body::to_bytes(body, limit)).await {
         Ok(Ok(bytes)) => {
@@ -50,4 +54,15 @@ pub async fn read_body_by_deadline(
             response
         }
     }
+}
+
+/// File uploads into a collection (multipart) get the larger upload limit.
+fn is_upload(parts: &axum::http::request::Parts) -> bool {
+    let path = parts.uri.path();
+    let multipart = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    multipart && path.starts_with("/v1/collections/") && path.ends_with("/documents")
 }

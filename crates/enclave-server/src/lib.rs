@@ -76,6 +76,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/admin/keys", post(admin::create_key).get(admin::list_keys))
         .route("/admin/keys/{id}", delete(admin::revoke_key))
+        .route("/admin/keys/{id}/groups", put(admin::set_key_groups))
         .route("/admin/usage", get(admin::usage))
         .route("/admin/usage/verify", get(admin::verify))
         .route("/admin/usage/events", get(admin::events))

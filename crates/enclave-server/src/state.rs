@@ -20,6 +20,8 @@ use crate::http::HttpLimits;
 pub struct ServerConfig {
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Largest file upload (multipart documents into a collection), in bytes.
+    pub max_upload_bytes: usize,
     /// Most inputs one embed call may carry (more: 413).
     pub max_client_batch_size: usize,
     /// Longest a streamed answer may run; it then ends as if it reached its token limit.
@@ -36,6 +38,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             max_body_bytes: 2 * 1024 * 1024,
+            max_upload_bytes: 64 * 1024 * 1024,
             max_client_batch_size: 96,
             longest_stream: Duration::from_secs(30 * 60),
             aliases: Vec::new(),

@@ -100,11 +100,13 @@ impl Store {
             .acquire_timeout(Duration::from_secs(30));
         let options = match backend {
             // WAL lets readers run beside the writer; FULL makes each commit durable before
-            // the caller sees success; the busy timeout queues writers instead of failing them.
+            // the caller sees success; the busy timeout queues writers instead of failing them;
+            // secure_delete overwrites deleted rows, so a forgotten document leaves no trace
+            // in the file.
             Backend::Sqlite => options.after_connect(|conn, _| {
                 Box::pin(async move {
                     conn.execute(
-                        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;",
+                        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON; PRAGMA secure_delete=ON;",
                     )
                     .await?;
                     Ok(())

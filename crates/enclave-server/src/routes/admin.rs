@@ -98,6 +98,7 @@ fn key_json(key: &KeyRecord) -> Value {
         "expires_at": key.expires_ms.map(rfc3339),
         "revoked_at": key.revoked_ms.map(rfc3339),
         "created_at": rfc3339(key.created_ms),
+        "groups": key.groups,
     })
 }
 
@@ -192,6 +193,8 @@ pub struct CreateKey {
     role: Option<String>,
     /// RFC 3339 time or date after which the key stops working.
     expires_at: Option<String>,
+    /// Groups the key belongs to (collection documents with an acl are visible to these).
+    groups: Option<Vec<String>>,
 }
 
 pub async fn create_key(
@@ -239,7 +242,10 @@ pub async fn create_key(
             .map_err(ApiError::from)?,
         secret: None,
     };
-    let (key, secret) = store.create_key(new).await.map_err(ApiError::from)?;
+    let (mut key, secret) = store.create_key(new).await.map_err(ApiError::from)?;
+    if let Some(groups) = req.groups.filter(|g| !g.is_empty()) {
+        key = store.set_key_groups(&key.id, None, &groups).await?;
+    }
     let mut body = key_json(&key);
     body["key"] = json!(secret);
     Ok((StatusCode::CREATED, Json(body)).into_response())
@@ -286,6 +292,28 @@ pub async fn revoke_key(
         .revoke_key(&id, admin.tenant_scope())
         .await
         .map_err(ApiError::from)?;
+    if let Some(access) = state.access() {
+        access.forget_keys();
+    }
+    Ok(Json(key_json(&key)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetGroups {
+    groups: Vec<String>,
+}
+
+/// Replaces the groups of a key (of the caller's tenant, for a tenant admin).
+pub async fn set_key_groups(
+    State(state): State<AppState>,
+    admin: AdminCaller,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<SetGroups>,
+) -> Result<Json<Value>, ApiError> {
+    let key = store(&state)?
+        .set_key_groups(&id, admin.tenant_scope(), &req.groups)
+        .await?;
     if let Some(access) = state.access() {
         access.forget_keys();
     }

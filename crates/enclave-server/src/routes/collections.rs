@@ -4,9 +4,11 @@
 
 use std::sync::Arc;
 
-use axum::extract::Path;
+use axum::extract::{FromRequest, Multipart, Path, Request};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use enclave_rag::extract::{extract, Format};
 use enclave_rag::index::{Retriever, SearchFilter};
 use enclave_store::{Capability, CollectionRecord, KeyRecord, StoreError, Units};
 use serde::Deserialize;
@@ -172,23 +174,122 @@ fn json_document(n: usize, value: Value) -> Result<NewDocument, (String, String)
     })
 }
 
+/// Documents as JSON (`{"documents": [...]}`) or as files (multipart: file parts, and an
+/// optional `acl` field of comma-separated groups for all of them).
 pub async fn add_documents(
     call: Call,
     Path(id): Path<String>,
-    ApiJson(req): ApiJson<AddRequest>,
+    request: Request,
 ) -> Result<Response, ApiError> {
-    if req.documents.is_empty() || req.documents.len() > MAX_DOCUMENTS_PER_CALL {
+    let multipart = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    let documents = if multipart {
+        let form = Multipart::from_request(request, &call.state)
+            .await
+            .map_err(|e| ApiError::invalid(format!("unreadable multipart body: {e}")))?;
+        files(form).await?
+    } else {
+        let ApiJson(req) = ApiJson::<AddRequest>::from_request(request, &call.state).await?;
+        if req.documents.is_empty() || req.documents.len() > MAX_DOCUMENTS_PER_CALL {
+            return Err(ApiError::invalid(format!(
+                "documents must hold 1-{MAX_DOCUMENTS_PER_CALL} documents"
+            )));
+        }
+        req.documents
+            .into_iter()
+            .enumerate()
+            .map(|(n, v)| json_document(n, v))
+            .collect()
+    };
+    add(call, id, documents).await
+}
+
+/// Uploaded files as documents: each read by its extension's format (off the async workers);
+/// one that cannot be read is reported in its row.
+async fn files(
+    mut form: Multipart,
+) -> Result<Vec<Result<NewDocument, (String, String)>>, ApiError> {
+    let unreadable = |e: axum::extract::multipart::MultipartError| {
+        ApiError::invalid(format!("unreadable multipart body: {e}"))
+    };
+    let mut uploads = Vec::new();
+    let mut acl = Vec::new();
+    while let Some(field) = form.next_field().await.map_err(unreadable)? {
+        let name = field.name().unwrap_or_default().to_string();
+        let file_name = field.file_name().map(str::to_string);
+        let bytes = field.bytes().await.map_err(unreadable)?;
+        match (name.as_str(), file_name) {
+            ("acl", None) => {
+                acl = String::from_utf8_lossy(&bytes)
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|g| !g.is_empty())
+                    .map(str::to_string)
+                    .collect();
+            }
+            (_, Some(file_name)) => uploads.push((file_name, bytes)),
+            (other, None) => {
+                return Err(ApiError::invalid(format!(
+                    "unexpected form field '{other}'"
+                )))
+            }
+        }
+    }
+    if uploads.is_empty() || uploads.len() > MAX_DOCUMENTS_PER_CALL {
         return Err(ApiError::invalid(format!(
-            "documents must hold 1-{MAX_DOCUMENTS_PER_CALL} documents"
+            "send 1-{MAX_DOCUMENTS_PER_CALL} files"
         )));
     }
-    let documents = req
-        .documents
-        .into_iter()
-        .enumerate()
-        .map(|(n, v)| json_document(n, v))
+    crate::blocking::off_runtime(move || {
+        uploads
+            .into_iter()
+            .map(|(file_name, bytes)| read_file(&file_name, &bytes, &acl))
+            .collect()
+    })
+    .await
+}
+
+/// One uploaded file as a document, or its row's error.
+fn read_file(
+    file_name: &str,
+    bytes: &[u8],
+    acl: &[String],
+) -> Result<NewDocument, (String, String)> {
+    let id = document_id_of(file_name);
+    let fail = |e: String| (id.clone(), format!("'{file_name}': {e}"));
+    let format = Format::of_name(file_name).ok_or_else(|| fail("unsupported file type".into()))?;
+    let text = extract(bytes, format).map_err(fail)?;
+    let source = format!("{format:?}").to_lowercase();
+    Ok(NewDocument {
+        id: Some(id.clone()),
+        title: Some(file_name.to_string()),
+        text,
+        metadata: Map::from_iter([("format".to_string(), Value::String(source))]),
+        acl: acl.to_vec(),
+    })
+}
+
+/// A document id from a file name (path separators and other characters become `-`).
+fn document_id_of(file_name: &str) -> String {
+    let id: String = file_name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(128)
         .collect();
-    add(call, id, documents).await
+    if id.is_empty() {
+        "file".into()
+    } else {
+        id
+    }
 }
 
 /// Ingests read documents into a collection, billed as the embed tokens they took.
