@@ -19,6 +19,8 @@ TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 cargo build --release --workspace --all-targets
 "$TARGET_DIR/release/enclave" pull smollm2-135m-instruct
 "$TARGET_DIR/release/enclave" pull all-minilm-l6-v2
+# The default chat model: the grounded-answer suites check behaviour, not only wire shapes.
+"$TARGET_DIR/release/enclave" pull qwen2.5-coder-1.5b-instruct
 
 cargo fmt --all -- --check
 cargo clippy --release --workspace --all-targets -- -D warnings
@@ -45,4 +47,4 @@ fi
 .venv-cohere5/bin/pip install --quiet --disable-pip-version-check -r tests/requirements-cohere5.txt
 .venv-cohere5/bin/python -m pytest -q \
   tests/test_cohere_sdk.py tests/test_aliases.py tests/test_embed.py tests/test_rerank.py \
-  tests/test_classify.py tests/test_summarize.py
+  tests/test_classify.py tests/test_summarize.py tests/test_grounded_chat.py

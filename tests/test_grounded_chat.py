@@ -164,3 +164,69 @@ def test_documents_are_billed_as_input(co):
     extra = grounded.usage.billed_units.input_tokens - plain.usage.billed_units.input_tokens
     # The documents' own text is billed; the server's grounding instructions are not.
     assert 40 <= extra <= 120, extra
+
+
+def test_langchain_chat_cohere_returns_the_citations(base_url):
+    """LangChain's ChatCohere (langchain-cohere, on cohere 5.x: the cohere5 suite runs this)."""
+    langchain_cohere = pytest.importorskip("langchain_cohere")
+    from langchain_core.documents import Document
+    from langchain_core.messages import HumanMessage
+
+    llm = langchain_cohere.ChatCohere(cohere_api_key=API_KEY, base_url=base_url, model=CHAT_MODEL,
+                                      temperature=0, max_tokens=80)
+    docs = [Document(page_content=d["data"]["snippet"], metadata={"id": d["id"]}) for d in DOCS]
+    message = llm.invoke([HumanMessage(content=QUESTION[0]["content"])], documents=docs)
+    answer = message.content
+    citations = message.response_metadata.get("citations") or message.additional_kwargs.get("citations")
+    assert citations, message
+    for c in citations:
+        assert answer[c.start:c.end] == c.text
+        assert {s.id for s in c.sources} <= {"100", "101"}
+
+
+POLICY = """# Travel and Expense Policy
+
+Version 4.0, effective 1 January 2024.
+
+## Meals
+The daily meal allowance is $75 in the United States and €60 in Europe.
+
+## Claims
+Expense claims must be submitted within 45 days of the trip end date.
+"""
+
+
+def test_collections_ground_the_chat_and_citations_point_into_the_stored_document(base_url, co):
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    made = httpx.post(base_url + "/v1/collections", json={"name": "grounded-policies"}, headers=headers, timeout=60)
+    assert made.status_code == 200, made.text
+    cid = made.json()["id"]
+    added = httpx.post(f"{base_url}/v1/collections/{cid}/documents", headers=headers, timeout=120, json={
+        "documents": [{"id": "travel-2024", "title": "Travel policy", "text": POLICY},
+                      {"id": "penguins", "title": "Penguins", "text": DOCS[0]["data"]["snippet"]}]})
+    assert added.status_code == 200, added.text
+    question = [{"role": "user", "content": "Within how many days must expense claims be submitted?"}]
+    body = {"model": CHAT_MODEL, "messages": question, "collections": ["grounded-policies"], "temperature": 0,
+            "max_tokens": 60}
+    r = httpx.post(base_url + "/v2/chat", json=body, headers=headers, timeout=300)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    answer = out["message"]["content"][0]["text"]
+    assert "45" in answer, answer
+    citations = out["message"]["citations"]
+    assert citations, out
+    for c in citations:
+        assert answer[c["start"]:c["end"]] == c["text"]
+        for s in c["sources"]:
+            assert s["document_id"] == "travel-2024" and s["title"] == "Travel policy"
+            assert POLICY[s["start"]:s["end"]] == s["span"]["text"]
+    # The same through the SDK (v2) and v1: the extension field rides along as extra body.
+    sdk = co.chat(model=CHAT_MODEL, messages=question, temperature=0, max_tokens=60,
+                  request_options={"additional_body_parameters": {"collections": [cid]}})
+    assert sdk.message.citations and "45" in sdk.message.content[0].text
+    # Another tenant cannot ground a chat in this collection.
+    tenant = httpx.post(base_url + "/admin/tenants", json={"name": "outsider-grounded"}, headers=headers, timeout=60)
+    key = httpx.post(base_url + "/admin/keys", json={"tenant": tenant.json()["id"]}, headers=headers, timeout=60)
+    outsider = {"Authorization": f"Bearer {key.json()['key']}"}
+    r = httpx.post(base_url + "/v2/chat", json=body, headers=outsider, timeout=300)
+    assert r.status_code == 404, r.text

@@ -8,10 +8,12 @@ Enclave server's /v2/chat with documents, and prints JSON figures:
 - unanswerable_uncited: share of unanswerable questions answered with no citation (the target
   is at least 3 of 4), and unanswerable_declined: share that say the documents do not say.
 
-Each question gets its gold documents plus the other documents that share most words with it
-(the near-duplicate versions among them), `--documents` in all, in a fixed shuffled order.
+By default the documents are ingested into a fresh collection and each question is asked with
+`collections` (retrieval picks the chunks, as in production); with `--direct`, each question
+instead gets its gold documents plus those sharing most words with it (the near-duplicate
+versions among them), `--documents` in all, passed as `documents`.
 
-    python eval/rag/run.py --base-url http://127.0.0.1:8080 --api-key KEY [--limit N]
+    python eval/rag/run.py --base-url http://127.0.0.1:8080 --api-key KEY [--limit N] [--direct]
 """
 
 import argparse
@@ -61,21 +63,35 @@ def gold_ranges(question, by_id):
     return out
 
 
-def ask(client, base_url, api_key, model, question, docs, mode):
+def ask(client, base_url, api_key, model, question, docs, mode, collection=None):
     body = {
         "model": model,
         "messages": [{"role": "user", "content": question["question"]}],
-        "documents": [{"id": d["id"], "data": {"title": d["title"], "text": d["text"]}} for d in docs],
         "temperature": 0,
         "max_tokens": 120,
         "citation_options": {"mode": mode},
     }
+    if collection:
+        body["collections"] = [collection]
+    else:
+        body["documents"] = [{"id": d["id"], "data": {"title": d["title"], "text": d["text"]}} for d in docs]
     r = client.post(base_url + "/v2/chat", json=body, headers={"Authorization": f"Bearer {api_key}"})
     r.raise_for_status()
     return r.json()
 
 
-def evaluate(base_url, api_key, model, limit=None, documents_per_question=4, mode="ACCURATE", ids=None, log=None):
+def cited_span(source):
+    """(document id, start, end) of a citation source in its stored document, or None."""
+    if "document_id" in source:
+        return source["document_id"], source["start"], source["end"]
+    span = source.get("span") or {}
+    if span.get("field") == "text":
+        return source["id"], span["start"], span["end"]
+    return None
+
+
+def evaluate(base_url, api_key, model, limit=None, documents_per_question=4, mode="ACCURATE", ids=None, log=None,
+             direct=False):
     documents = load("documents.jsonl")
     questions = load("questions.jsonl")
     if ids:
@@ -88,9 +104,13 @@ def evaluate(base_url, api_key, model, limit=None, documents_per_question=4, mod
     groundedness = []
     started = time.time()
     with httpx.Client(timeout=600) as client:
+        collection = None
+        if not direct:
+            from retrieval import ingest
+            collection, _ = ingest(client, base_url, api_key)
         for q in questions:
             docs = pick_documents(q, documents, documents_per_question)
-            out = ask(client, base_url, api_key, model, q, docs, mode)
+            out = ask(client, base_url, api_key, model, q, docs, mode, collection)
             answer = out["message"]["content"][0]["text"]
             citations = out["message"].get("citations") or []
             grounding = out.get("grounding") or {}
@@ -106,10 +126,10 @@ def evaluate(base_url, api_key, model, limit=None, documents_per_question=4, mod
                     cites += 1
                     hit = False
                     for s in c["sources"]:
-                        span = s.get("span") or {}
-                        if span.get("field") != "text":
+                        at = cited_span(s)
+                        if at is None:
                             continue
-                        hit |= any(doc == s["id"] and span["start"] < end and start < span["end"] for doc, start, end in gold)
+                        hit |= any(doc == at[0] and at[1] < end and start < at[2] for doc, start, end in gold)
                     precise += hit
             else:
                 unanswerable += 1
@@ -122,7 +142,7 @@ def evaluate(base_url, api_key, model, limit=None, documents_per_question=4, mod
         "model": model,
         "mode": mode,
         "questions": len(questions),
-        "documents_per_question": documents_per_question,
+        "documents": "direct" if direct else "collection",
         "citation_precision": round(precise / cites, 4) if cites else None,
         "citations": cites,
         "answer_accuracy": round(accurate / answered, 4) if answered else None,
@@ -142,10 +162,12 @@ def main():
     parser.add_argument("--limit", type=int)
     parser.add_argument("--documents", type=int, default=4)
     parser.add_argument("--mode", default="ACCURATE")
+    parser.add_argument("--direct", action="store_true")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args()
     log = (lambda line: print(line, file=sys.stderr)) if args.verbose else None
-    figures = evaluate(args.base_url, args.api_key, args.model, args.limit, args.documents, args.mode, log=log)
+    figures = evaluate(args.base_url, args.api_key, args.model, args.limit, args.documents, args.mode, log=log,
+                       direct=args.direct)
     print(json.dumps(figures, indent=2))
 
 

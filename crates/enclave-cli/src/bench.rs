@@ -24,6 +24,8 @@ pub enum BenchCommand {
     Overhead(crate::bench_overhead::OverheadArgs),
     /// Fills a ledger with a million events and times usage reports (roll-ups vs events).
     Usage(crate::bench_usage::UsageBenchArgs),
+    /// Ingest, search at 100,000 chunks and grounded chat's first token, through HTTP.
+    Rag(crate::bench_rag::RagBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -116,6 +118,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
             BenchCommand::Rerank(args) => rerank(args).await,
             BenchCommand::Overhead(args) => crate::bench_overhead::overhead(args).await,
             BenchCommand::Usage(args) => crate::bench_usage::usage(args).await,
+            BenchCommand::Rag(args) => crate::bench_rag::rag(args).await,
         }
     })?;
     println!("{}", serde_json::to_string_pretty(&report)?);
@@ -429,17 +432,7 @@ async fn server_for(
         loaded.encoders,
         None,
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let handle = tokio::spawn(async move {
-        let _ = enclave_server::serve(
-            listener,
-            enclave_server::router(state),
-            enclave_server::HttpLimits::default(),
-            std::future::pending(),
-        )
-        .await;
-    });
+    let (base, handle) = crate::bench_stats::serve(state).await?;
     Ok((base, served, Some(handle)))
 }
 

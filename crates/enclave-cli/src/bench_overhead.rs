@@ -33,21 +33,6 @@ pub struct OverheadArgs {
     pub engine: EngineArgs,
 }
 
-async fn serve(state: AppState) -> Result<String> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(async move {
-        let _ = enclave_server::serve(
-            listener,
-            enclave_server::router(state),
-            enclave_server::HttpLimits::default(),
-            std::future::pending(),
-        )
-        .await;
-    });
-    Ok(base)
-}
-
 async fn timed(client: &reqwest::Client, url: &str, key: &str, body: &Value) -> Result<f64> {
     let started = Instant::now();
     let response = client.post(url).bearer_auth(key).json(body).send().await?;
@@ -125,14 +110,14 @@ pub async fn overhead(args: OverheadArgs) -> Result<Value> {
     });
     let (_, secret) = store.create_key(key).await?;
     let access = Access::start(store).await?;
-    let off = serve(AppState::new(
+    let (off, _off_server) = crate::bench_stats::serve(AppState::new(
         ServerConfig::default(),
         loaded.generators.clone(),
         loaded.encoders.clone(),
         None,
     ))
     .await?;
-    let on = serve(AppState::new(
+    let (on, _on_server) = crate::bench_stats::serve(AppState::new(
         ServerConfig::default(),
         loaded.generators,
         loaded.encoders,

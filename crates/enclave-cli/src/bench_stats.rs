@@ -27,3 +27,21 @@ pub(crate) fn percentile(sorted: &[f64], q: f64) -> f64 {
     let rank = ((sorted.len() as f64 - 1.0) * q).round() as usize;
     sorted[rank.min(sorted.len() - 1)]
 }
+
+/// Serves `state` on an ephemeral loopback port; returns its base URL and the serving task.
+pub(crate) async fn serve(
+    state: enclave_server::AppState,
+) -> Result<(String, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let handle = tokio::spawn(async move {
+        let _ = enclave_server::serve(
+            listener,
+            enclave_server::router(state),
+            enclave_server::HttpLimits::default(),
+            std::future::pending(),
+        )
+        .await;
+    });
+    Ok((base, handle))
+}

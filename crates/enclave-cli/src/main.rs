@@ -4,6 +4,7 @@
 mod accounts;
 mod bench;
 mod bench_overhead;
+mod bench_rag;
 mod bench_stats;
 mod bench_usage;
 mod chat;

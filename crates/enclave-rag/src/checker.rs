@@ -58,6 +58,11 @@ impl AnswerChecker {
         }
     }
 
+    /// The question being answered (see [`Grounder::set_question`]).
+    pub fn set_question(&mut self, question: &str) {
+        self.grounder.set_question(question);
+    }
+
     /// Takes generated text; returns what may be sent now.
     pub fn push(&mut self, text: &str) -> Vec<Checked> {
         self.generated.extend(text.chars());

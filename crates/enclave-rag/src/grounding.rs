@@ -24,8 +24,20 @@ const NEAR_WEIGHT: f32 = 0.5;
 /// Candidate sentences per claim that are compared by meaning.
 const CANDIDATES: usize = 3;
 
-/// Sentences an answer uses to say its documents do not answer the question.
+/// Phrases that decline on their own.
 const DECLINES: &[&str] = &[
+    "cannot answer",
+    "can't answer",
+    "unable to answer",
+    "unable to find",
+    "no information",
+    "i don't know",
+    "i do not know",
+    "not able to answer",
+];
+/// Phrases that decline when they speak of the documents ("the documents do not say"), not of
+/// the world ("filters are not covered").
+const DECLINES_ABOUT_SOURCES: &[&str] = &[
     "do not say",
     "does not say",
     "don't say",
@@ -36,14 +48,9 @@ const DECLINES: &[&str] = &[
     "do not provide",
     "does not provide",
     "not provided",
-    "no information",
     "not specified",
     "do not specify",
     "does not specify",
-    "cannot answer",
-    "can't answer",
-    "unable to answer",
-    "unable to find",
     "do not contain",
     "does not contain",
     "don't contain",
@@ -56,8 +63,24 @@ const DECLINES: &[&str] = &[
     "does not cover",
     "no mention",
     "not include",
-    "not found in",
+    "not found",
 ];
+/// Words that show a phrase speaks of the sources.
+const SOURCE_WORDS: &[&str] = &[
+    "document",
+    "text",
+    "context",
+    "source",
+    "information",
+    "passage",
+];
+
+/// Whether a unit says the documents do not answer.
+fn is_decline(lower: &str) -> bool {
+    DECLINES.iter().any(|d| lower.contains(d))
+        || (DECLINES_ABOUT_SOURCES.iter().any(|d| lower.contains(d))
+            && SOURCE_WORDS.iter().any(|w| lower.contains(w)))
+}
 
 /// The weight of the claim's terms that `keys` holds.
 fn weight_in(weights: &HashMap<&str, (f32, bool)>, keys: &HashSet<String>) -> f32 {
@@ -169,6 +192,39 @@ struct Sentence {
     start: usize,
     end: usize,
     keys: HashSet<String>,
+    negated: bool,
+}
+
+/// Words that turn a statement around: a claim and its source must agree on them.
+const NEGATIONS: &[&str] = &[
+    "not",
+    "no",
+    "never",
+    "none",
+    "nor",
+    "cannot",
+    "can't",
+    "won't",
+    "isn't",
+    "aren't",
+    "doesn't",
+    "don't",
+    "didn't",
+    "wasn't",
+    "weren't",
+    "excluded",
+    "excludes",
+    "without",
+    "neither",
+    "prohibited",
+    "forbidden",
+];
+
+/// Whether a text says something is not so.
+fn negated(text: &str) -> bool {
+    text.to_lowercase()
+        .split(|c: char| !(c.is_alphanumeric() || c == '\''))
+        .any(|w| NEGATIONS.contains(&w))
 }
 
 struct PreparedPassage {
@@ -181,6 +237,8 @@ pub struct Grounder {
     passages: Vec<PreparedPassage>,
     /// Embeddings of source sentences already compared, by (passage, sentence).
     embedded: HashMap<(usize, usize), Vec<f32>>,
+    /// Numbers the question names.
+    asked: HashSet<String>,
 }
 
 /// A source sentence's lexical support for a claim.
@@ -206,6 +264,7 @@ impl Grounder {
                             start: u.start,
                             end: u.end,
                             keys: terms(&text).into_iter().map(|t| t.key).collect(),
+                            negated: negated(&text),
                         }
                     })
                     .collect();
@@ -215,7 +274,18 @@ impl Grounder {
         Self {
             passages,
             embedded: HashMap::new(),
+            asked: HashSet::new(),
         }
+    }
+
+    /// The question the answer responds to: numbers it names may be restated in a claim
+    /// without a source naming them ("for a $30,000 purchase, three quotes are needed").
+    pub fn set_question(&mut self, question: &str) {
+        self.asked = terms(question)
+            .into_iter()
+            .filter(|t| t.key.chars().any(|c| c.is_ascii_digit()))
+            .map(|t| t.key)
+            .collect();
     }
 
     /// Checks a whole answer.
@@ -237,7 +307,7 @@ impl Grounder {
     ) -> Verdict {
         let text: String = answer[unit.start..unit.end].iter().collect();
         let lower = text.to_lowercase();
-        if DECLINES.iter().any(|d| lower.contains(d)) {
+        if is_decline(&lower) {
             return Verdict::Decline;
         }
         let found = terms(&text);
@@ -312,8 +382,12 @@ impl Grounder {
         let names_all_specifics = weights
             .iter()
             .filter(|(_, (_, specific))| *specific)
-            .all(|(k, _)| covered.contains(*k));
+            .all(|(k, _)| covered.contains(*k) || self.asked.contains(*k));
+        // "Filters are covered" is not supported by "filters are not covered".
+        let primary = &self.passages[best.passage].sentences[best.sentence];
+        let agrees = primary.negated == negated(&text);
         let supported = names_all_specifics
+            && agrees
             && (support >= SUPPORT
                 || (support >= SUPPORT_WITH_MEANING && similarity.is_some_and(|s| s >= MEANING)));
         if !supported {
@@ -537,6 +611,32 @@ mod tests {
         assert!(grounding.citations.is_empty(), "{grounding:?}");
         let grounding = g.ground("Emperor penguins can grow to 122 cm.", None);
         assert_eq!(grounding.citations.len(), 1, "{grounding:?}");
+    }
+
+    #[test]
+    fn a_claim_that_turns_its_source_around_is_unsupported() {
+        let mut g = Grounder::new(&[Passage {
+            text:
+                "HEPA and carbon filters are consumable items and are not covered by this warranty."
+                    .into(),
+        }]);
+        assert!(g
+            .ground("HEPA filters are covered by the warranty.", None)
+            .citations
+            .is_empty());
+        let g2 = g.ground("HEPA filters are not covered by the warranty.", None);
+        assert_eq!(g2.citations.len(), 1, "{g2:?}");
+    }
+
+    #[test]
+    fn numbers_from_the_question_may_be_restated() {
+        let mut g = Grounder::new(&[Passage {
+            text: "Purchases between $25,000 and $100,000 require three written quotes.".into(),
+        }]);
+        let claim = "A purchase of $30,000 requires three written quotes.";
+        assert!(g.ground(claim, None).citations.is_empty());
+        g.set_question("How many quotes does a $30,000 purchase need?");
+        assert_eq!(g.ground(claim, None).citations.len(), 1);
     }
 
     #[test]

@@ -424,12 +424,16 @@ impl Store {
         .bind(tenant_id)
         .execute(self.pool())
         .await?;
-        if updated.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!("key '{id}'")));
+        self.updated_key(id, updated.rows_affected()).await
+    }
+
+    /// The key an update touched (`rows` rows), or not found.
+    async fn updated_key(&self, id: &str, rows: u64) -> Result<KeyRecord> {
+        let missing = || StoreError::NotFound(format!("key '{id}'"));
+        if rows == 0 {
+            return Err(missing());
         }
-        self.key_by_id(id)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("key '{id}'")))
+        self.key_by_id(id).await?.ok_or_else(missing)
     }
 
     /// Sets the groups a key belongs to (of `tenant_id` only, when given). Names are trimmed,
@@ -459,12 +463,7 @@ impl Store {
         .bind(tenant_id)
         .execute(self.pool())
         .await?;
-        if updated.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!("key '{id}'")));
-        }
-        self.key_by_id(id)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("key '{id}'")))
+        self.updated_key(id, updated.rows_affected()).await
     }
 
     /// Makes sure an admin key exists. With `secret`, that secret becomes (or stays) an admin

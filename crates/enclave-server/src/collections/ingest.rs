@@ -190,7 +190,7 @@ async fn ingest_one(
 }
 
 /// Chunks fit the embedder's window with room for the title and headings.
-fn chunk_limits(max_tokens: usize) -> ChunkLimits {
+pub fn chunk_limits(max_tokens: usize) -> ChunkLimits {
     let max = max_tokens.saturating_sub(56).clamp(64, 400);
     ChunkLimits {
         max_tokens: max,

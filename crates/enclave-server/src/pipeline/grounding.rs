@@ -73,6 +73,8 @@ pub struct GroundingRequest {
     pub documents: Arc<Vec<SourceDocument>>,
     pub citations: CitationMode,
     pub unsupported: Unsupported,
+    /// The question answered (the chat's last user message).
+    pub question: Option<String>,
 }
 
 impl GroundingRequest {
@@ -120,6 +122,7 @@ impl GroundingRequest {
             documents: Arc::new(out),
             citations,
             unsupported,
+            question: None,
         }))
     }
 
@@ -147,7 +150,11 @@ impl GroundingRequest {
             _ => None,
         };
         let passages: Vec<_> = self.documents.iter().map(|d| d.passage.clone()).collect();
-        AnswerChecker::new(&passages, self.unsupported, embedder)
+        let mut checker = AnswerChecker::new(&passages, self.unsupported, embedder);
+        if let Some(question) = &self.question {
+            checker.set_question(question);
+        }
+        checker
     }
 }
 

@@ -254,6 +254,10 @@ impl GroundingFields<'_> {
             let found = documents_for(&call.state, &key.0, &names, question).await?;
             self.documents.extend(found);
         }
-        GroundingRequest::new(self.documents, self.id_prefix, mode, unsupported)
+        let mut request = GroundingRequest::new(self.documents, self.id_prefix, mode, unsupported)?;
+        if let Some(request) = &mut request {
+            request.question = question_of(messages).map(str::to_string);
+        }
+        Ok(request)
     }
 }

@@ -1,0 +1,38 @@
+"""Floors on the labelled grounded-answer set (eval/rag): retrieval recall@5 per retriever with the
+default embedder, and — with the default chat model on a fixed fifth of the questions (every
+question whose number is 1 mod 5) — citation precision and how rarely unanswerable questions are
+cited. The full figures come from eval/rag/run.py and eval/rag/retrieval.py (docs/grounding.md)."""
+
+import os
+import sys
+
+import pytest
+
+from conftest import API_KEY, CHAT_MODEL, EMBED_MODEL, start_server
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "eval", "rag"))
+import retrieval  # noqa: E402
+import run  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def base_url():
+    with start_server([CHAT_MODEL, EMBED_MODEL], extra=("--parallel", "1", "--ctx-size", "4096")) as (url, _):
+        yield url
+
+
+def test_retrieval_recall_at_5(base_url):
+    figures = retrieval.evaluate(base_url, API_KEY)
+    print(figures)
+    assert figures["recall@5_fused"] >= 0.95, figures
+    assert figures["recall@5_dense"] >= 0.93, figures
+    assert figures["recall@5_lexical"] >= 0.90, figures
+
+
+def test_citation_precision_and_unanswerable_questions_on_a_fixed_fifth(base_url):
+    ids = {q["id"] for q in run.load("questions.jsonl") if int(q["id"][1:]) % 5 == 1}
+    figures = run.evaluate(base_url, API_KEY, CHAT_MODEL, ids=ids)
+    print(figures)
+    assert figures["citation_precision"] >= 0.9, figures
+    assert figures["unanswerable_uncited"] >= 0.75, figures
+    assert figures["cited_answers"] >= 0.6, figures
