@@ -272,3 +272,44 @@ def test_two_nodes_on_postgres_see_ingest_and_forget_within_a_second(postgres_ur
     finally:
         for proc, _ in procs:
             stop(proc)
+
+
+def test_kill_9_during_ingest_leaves_each_document_whole_or_absent():
+    import signal
+    import sqlite3
+    import threading
+
+    with tempfile.TemporaryDirectory() as home:
+        url = f"sqlite://{home}/enclave.db"
+        proc, base = launch([EMBED_MODEL], url)
+        cid = make_collection(base, API_KEY, "crash")
+        long_text = "\n\n".join(f"Paragraph {i}: " + "expense claims travel meals hotels " * 30 for i in range(12))
+
+        def load():
+            for batch in range(20):
+                docs = [{"id": f"d{batch}-{i}", "text": long_text} for i in range(10)]
+                try:
+                    call(base, "POST", f"/v1/collections/{cid}/documents", API_KEY, json={"documents": docs})
+                except httpx.HTTPError:
+                    return
+
+        worker = threading.Thread(target=load, daemon=True)
+        worker.start()
+        time.sleep(3)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        worker.join(timeout=60)
+        db = sqlite3.connect(f"{home}/enclave.db")
+        documents = {row[0] for row in db.execute("SELECT id FROM collection_documents WHERE collection_id = ?", (cid,))}
+        chunked = dict(db.execute("SELECT document_id, COUNT(*) FROM collection_chunks WHERE collection_id = ? "
+                                  "GROUP BY document_id", (cid,)).fetchall())
+        db.close()
+        assert documents, "some documents were stored before the kill"
+        assert set(chunked) == documents, "a chunk without its document or a document without its chunks"
+        assert len(set(chunked.values())) == 1, chunked  # the same text: every stored one is whole
+        proc, base = launch([EMBED_MODEL], url)
+        try:
+            hits = search(base, API_KEY, cid, "expense claims travel", top_k=100)
+            assert {h["document_id"] for h in hits} <= documents
+        finally:
+            stop(proc)

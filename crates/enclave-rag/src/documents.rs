@@ -36,6 +36,8 @@ pub struct FieldSpan {
     /// Code points into the field's value.
     pub start: usize,
     pub end: usize,
+    /// The field's text there.
+    pub text: String,
 }
 
 impl SourceDocument {
@@ -76,23 +78,38 @@ impl SourceDocument {
         }
     }
 
-    /// The field a cited span lies in, with offsets into its value.
+    /// The field a cited span lies in (the one it overlaps most: a span may begin at the
+    /// field's `name: ` prefix), with offsets into its value.
     pub fn locate(&self, span: &CitedSpan) -> Option<FieldSpan> {
-        self.ranges
+        let overlap = |(_, start, end): &&(String, usize, usize)| {
+            span.end.min(*end).saturating_sub(span.start.max(*start))
+        };
+        let best = self
+            .ranges
             .iter()
-            .find(|(_, start, end)| span.start >= *start && span.start < *end)
-            .map(|(field, start, end)| FieldSpan {
-                field: field.clone(),
-                start: span.start - start,
-                end: span.end.min(*end) - start,
-            })
+            .max_by_key(overlap)
+            .filter(|r| overlap(r) > 0)?;
+        let (field, start, end) = best;
+        let (from, to) = (span.start.max(*start), span.end.min(*end));
+        Some(FieldSpan {
+            field: field.clone(),
+            start: from - start,
+            end: to - start,
+            text: self
+                .passage
+                .text
+                .chars()
+                .skip(from)
+                .take(to - from)
+                .collect(),
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::grounding::Grounder;
+    use crate::grounding::{CitedSpan, Grounder};
     use serde_json::json;
 
     #[test]
@@ -107,6 +124,20 @@ mod tests {
             .ground("They live in Antarctica.", None);
         let span = &grounding.citations[0].sources[0];
         let located = doc.locate(span).expect("inside a field");
+        assert_eq!(located.text, "They live in Antarctica.");
+        // A span that begins at a field's name is placed in that field's value.
+        let first = doc
+            .locate(&CitedSpan {
+                passage: 0,
+                start: 0,
+                end: 15,
+                text: String::new(),
+            })
+            .expect("title");
+        assert_eq!(
+            (first.field.as_str(), first.start, first.text.as_str()),
+            ("title", 0, "Penguins")
+        );
         assert_eq!(located.field, "snippet");
         let value: Vec<char> = fields_value(&doc, "snippet").chars().collect();
         assert_eq!(
