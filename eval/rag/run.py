@@ -116,6 +116,7 @@ def evaluate(base_url, api_key, model, limit=None, documents_per_question=4, mod
             grounding = out.get("grounding") or {}
             if grounding.get("groundedness") is not None:
                 groundedness.append(grounding["groundedness"])
+            hits = []
             if q["answerable"]:
                 answered += 1
                 gold = gold_ranges(q, by_id)
@@ -131,12 +132,15 @@ def evaluate(base_url, api_key, model, limit=None, documents_per_question=4, mod
                             continue
                         hit |= any(doc == at[0] and at[1] < end and start < at[2] for doc, start, end in gold)
                     precise += hit
+                    hits.append(hit)
             else:
                 unanswerable += 1
                 uncited += not citations
                 declined += bool(grounding.get("declined"))
             if log:
-                log(json.dumps({"id": q["id"], "answer": answer, "citations": len(citations),
+                log(json.dumps({"id": q["id"], "answer": answer, "citations": len(citations), "precise": hits,
+                                "cited": [c["text"] for c in citations],
+                                "sources": [[cited_span(s) for s in c["sources"]] for c in citations],
                                 "groundedness": grounding.get("groundedness")}))
     return {
         "model": model,

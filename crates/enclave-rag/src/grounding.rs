@@ -21,6 +21,10 @@ const MIN_CLAIM_WEIGHT: f32 = 2.0;
 const SPECIFIC_WEIGHT: f32 = 2.0;
 /// Weight of a term found next to the supporting sentence rather than in it.
 const NEAR_WEIGHT: f32 = 0.5;
+/// Share of a claim's weight in terms the question asks about and no document mentions at
+/// which the claim is taken to answer what the documents do not say (a restated verb of the
+/// question, "commits", weighs less in a long claim than "electricity" in a short one).
+const UNKNOWN_SHARE: f32 = 0.1;
 /// Candidate sentences per claim that are compared by meaning.
 const CANDIDATES: usize = 3;
 
@@ -230,7 +234,30 @@ fn negated(text: &str) -> bool {
 struct PreparedPassage {
     chars: Vec<char>,
     sentences: Vec<Sentence>,
+    /// Marked superseded (or otherwise out of date) in its opening lines.
+    stale: bool,
 }
+
+/// Words in a document's opening lines that mark it out of date.
+const STALE_MARKS: &[&str] = &[
+    "superseded",
+    "obsolete",
+    "no longer in effect",
+    "archived",
+    "replaced by",
+];
+/// Words of a question or claim that ask about earlier versions.
+const ASKS_FOR_OLD: &[&str] = &[
+    "superseded",
+    "previous",
+    "former",
+    "earlier",
+    "prior",
+    "old ",
+    "older",
+    "used to",
+    "obsolete",
+];
 
 /// Aligns answers to a fixed set of passages.
 pub struct Grounder {
@@ -238,9 +265,12 @@ pub struct Grounder {
     /// Embeddings of source sentences already compared, by (passage, sentence).
     embedded: HashMap<(usize, usize), Vec<f32>>,
     /// Content terms of the question that no passage contains: what the documents do not speak
-    /// of. A claim that names one is not supported, however well the rest matches ("the
-    /// electricity allowance is $40" from a policy that only has a $40 internet allowance).
+    /// of. A claim weighted enough with them is not supported, however well the rest matches
+    /// ("the electricity allowance is $40" from a policy that only has a $40 internet
+    /// allowance).
     unknown_asked: HashSet<String>,
+    /// The question asks about earlier versions: out-of-date documents may support claims.
+    wants_old: bool,
 }
 
 /// A source sentence's lexical support for a claim.
@@ -270,18 +300,27 @@ impl Grounder {
                         }
                     })
                     .collect();
-                PreparedPassage { chars, sentences }
+                let opening: String = chars.iter().take(400).collect::<String>().to_lowercase();
+                let stale = STALE_MARKS.iter().any(|m| opening.contains(m));
+                PreparedPassage {
+                    chars,
+                    sentences,
+                    stale,
+                }
             })
             .collect();
         Self {
             passages,
             embedded: HashMap::new(),
             unknown_asked: HashSet::new(),
+            wants_old: false,
         }
     }
 
     /// The question the answer responds to (see `unknown_asked`).
     pub fn set_question(&mut self, question: &str) {
+        let lower = format!("{} ", question.to_lowercase());
+        self.wants_old = ASKS_FOR_OLD.iter().any(|w| lower.contains(w));
         self.unknown_asked = terms(question)
             .into_iter()
             .map(|t| t.key)
@@ -342,6 +381,13 @@ impl Grounder {
                 candidates = naming;
             }
         }
+        // A document marked superseded supports nothing unless earlier versions are asked about:
+        // stating an old policy's figure as fact is the near-duplicate mistake to catch.
+        let claim_lower = format!("{} ", lower);
+        let allow_stale = self.wants_old || ASKS_FOR_OLD.iter().any(|w| claim_lower.contains(w));
+        if !allow_stale {
+            candidates.retain(|c| !self.passages[c.passage].stale);
+        }
         candidates.sort_by(|a, b| {
             b.coverage
                 .total_cmp(&a.coverage)
@@ -369,6 +415,29 @@ impl Grounder {
             return Verdict::Unsupported(claim(false, 0.0));
         };
         let mut chosen = vec![best];
+        // A number or name the claim states that lies next to the main source rather than in
+        // it ("…for the periods below:" / "- Motor: 5 years."): the neighbour that holds it is
+        // cited too, so the citation points at the fact.
+        let sentences = &self.passages[best.passage].sentences;
+        for (key, (_, specific)) in &weights {
+            if !specific || sentences[best.sentence].keys.contains(*key) {
+                continue;
+            }
+            let neighbour = [best.sentence.wrapping_sub(1), best.sentence + 1]
+                .into_iter()
+                .find(|&i| sentences.get(i).is_some_and(|s| s.keys.contains(*key)));
+            if let Some(i) = neighbour {
+                if !chosen
+                    .iter()
+                    .any(|c| c.passage == best.passage && c.sentence == i)
+                {
+                    chosen.push(Candidate {
+                        sentence: i,
+                        ..best
+                    });
+                }
+            }
+        }
         let mut covered = self.window_keys(best);
         // The main source must support the claim by itself; a second may only add what it
         // names besides (a figure from another document).
@@ -380,7 +449,7 @@ impl Grounder {
             .filter(|k| !covered.contains(*k))
             .collect();
         if !missing.is_empty() {
-            if let Some(second) = self.best_for(&missing, &weights, best) {
+            if let Some(second) = self.best_for(&missing, &weights, best, allow_stale) {
                 covered.extend(self.window_keys(second));
                 chosen.push(second);
             }
@@ -389,7 +458,12 @@ impl Grounder {
             .iter()
             .filter(|(_, (_, specific))| *specific)
             .all(|(k, _)| covered.contains(*k));
-        let names_the_unknown = weights.keys().any(|k| self.unknown_asked.contains(*k));
+        let unknown: f32 = weights
+            .iter()
+            .filter(|(k, _)| self.unknown_asked.contains(**k))
+            .map(|(_, (w, _))| w)
+            .sum();
+        let names_the_unknown = unknown >= UNKNOWN_SHARE * total;
         // "Filters are covered" is not supported by "filters are not covered".
         let primary = &self.passages[best.passage].sentences[best.sentence];
         let agrees = primary.negated == negated(&text);
@@ -480,16 +554,20 @@ impl Grounder {
     }
 
     /// The sentence (other than `first`) that holds most of the weight of `missing` terms, if
-    /// it holds a specific one or a quarter of the missing weight.
+    /// it holds a number or name the claim states (common words alone never pull in a second
+    /// source).
     fn best_for(
         &self,
         missing: &[&str],
         weights: &HashMap<&str, (f32, bool)>,
         first: Candidate,
+        allow_stale: bool,
     ) -> Option<Candidate> {
-        let missing_total: f32 = missing.iter().map(|k| weights[k].0).sum();
-        let mut best: Option<(Candidate, f32, bool)> = None;
+        let mut best: Option<(Candidate, f32)> = None;
         for (p, passage) in self.passages.iter().enumerate() {
+            if passage.stale && !allow_stale {
+                continue;
+            }
             for (i, sentence) in passage.sentences.iter().enumerate() {
                 if p == first.passage && i == first.sentence {
                     continue;
@@ -500,22 +578,18 @@ impl Grounder {
                     .collect();
                 let weight: f32 = held.iter().map(|k| weights[**k].0).sum();
                 let specific = held.iter().any(|k| weights[**k].1);
-                if weight > best.map_or(0.0, |b| b.1) {
-                    best = Some((
-                        Candidate {
-                            passage: p,
-                            sentence: i,
-                            coverage: 0.0,
-                            direct: weight,
-                        },
-                        weight,
-                        specific,
-                    ));
+                if specific && weight > best.map_or(0.0, |b| b.1) {
+                    let candidate = Candidate {
+                        passage: p,
+                        sentence: i,
+                        coverage: 0.0,
+                        direct: weight,
+                    };
+                    best = Some((candidate, weight));
                 }
             }
         }
-        best.filter(|(_, w, specific)| *specific || *w >= missing_total * 0.25)
-            .map(|(c, _, _)| c)
+        best.map(|(c, _)| c)
     }
 
     /// Cosine similarity of the claim to each candidate, where an embedder can tell.
@@ -646,6 +720,27 @@ mod tests {
         assert!(g.ground(claim, None).citations.is_empty());
         assert_eq!(
             g.ground("The monthly internet allowance is $40.", None)
+                .citations
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_superseded_document_supports_claims_only_about_earlier_versions() {
+        let mut g = Grounder::new(&[
+            Passage { text: "title: Travel policy v3 (2022, superseded)\ntext: The daily meal allowance is $65.".into() },
+            Passage { text: "title: Travel policy v4 (2024, current)\ntext: The daily meal allowance is $75.".into() },
+        ]);
+        assert!(g
+            .ground("The daily meal allowance is $65.", None)
+            .citations
+            .is_empty());
+        let current = g.ground("The daily meal allowance is $75.", None);
+        assert_eq!(current.citations[0].sources[0].passage, 1);
+        g.set_question("What was the meal allowance under the previous policy?");
+        assert_eq!(
+            g.ground("The daily meal allowance was $65.", None)
                 .citations
                 .len(),
             1
