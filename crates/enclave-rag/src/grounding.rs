@@ -24,7 +24,7 @@ const NEAR_WEIGHT: f32 = 0.5;
 /// Share of a claim's weight in terms the question asks about and no document mentions at
 /// which the claim is taken to answer what the documents do not say (a restated verb of the
 /// question, "commits", weighs less in a long claim than "electricity" in a short one).
-const UNKNOWN_SHARE: f32 = 0.1;
+const UNKNOWN_SHARE: f32 = 0.12;
 /// Candidate sentences per claim that are compared by meaning.
 const CANDIDATES: usize = 3;
 
@@ -197,6 +197,8 @@ struct Sentence {
     end: usize,
     keys: HashSet<String>,
     negated: bool,
+    /// For a table row, the table's first (header) row.
+    header: Option<usize>,
 }
 
 /// Words that turn a statement around: a claim and its source must agree on them.
@@ -269,6 +271,9 @@ pub struct Grounder {
     /// ("the electricity allowance is $40" from a policy that only has a $40 internet
     /// allowance).
     unknown_asked: HashSet<String>,
+    /// Numbers the question names: a claim may restate them without a source naming them
+    /// ("for a $30,000 purchase, three quotes": the policy gives a range).
+    asked_numbers: HashSet<String>,
     /// The question asks about earlier versions: out-of-date documents may support claims.
     wants_old: bool,
 }
@@ -297,9 +302,21 @@ impl Grounder {
                             end: u.end,
                             keys: terms(&text).into_iter().map(|t| t.key).collect(),
                             negated: negated(&text),
+                            header: None,
                         }
                     })
-                    .collect();
+                    .collect::<Vec<_>>();
+                let mut sentences = sentences;
+                let mut table_start = None;
+                for i in 0..sentences.len() {
+                    let row = chars.get(sentences[i].start) == Some(&'|');
+                    table_start = match (row, table_start) {
+                        (false, _) => None,
+                        (true, None) => Some(i),
+                        (true, start) => start,
+                    };
+                    sentences[i].header = table_start.filter(|&h| h != i);
+                }
                 let opening: String = chars.iter().take(400).collect::<String>().to_lowercase();
                 let stale = STALE_MARKS.iter().any(|m| opening.contains(m));
                 PreparedPassage {
@@ -313,6 +330,7 @@ impl Grounder {
             passages,
             embedded: HashMap::new(),
             unknown_asked: HashSet::new(),
+            asked_numbers: HashSet::new(),
             wants_old: false,
         }
     }
@@ -321,9 +339,12 @@ impl Grounder {
     pub fn set_question(&mut self, question: &str) {
         let lower = format!("{} ", question.to_lowercase());
         self.wants_old = ASKS_FOR_OLD.iter().any(|w| lower.contains(w));
-        self.unknown_asked = terms(question)
+        let asked: Vec<String> = terms(question).into_iter().map(|t| t.key).collect();
+        let is_number = |k: &String| k.chars().any(|c| c.is_ascii_digit());
+        self.asked_numbers = asked.iter().filter(|k| is_number(k)).cloned().collect();
+        self.unknown_asked = asked
             .into_iter()
-            .map(|t| t.key)
+            .filter(|k| !is_number(k))
             .filter(|k| {
                 !self
                     .passages
@@ -457,7 +478,7 @@ impl Grounder {
         let names_all_specifics = weights
             .iter()
             .filter(|(_, (_, specific))| *specific)
-            .all(|(k, _)| covered.contains(*k));
+            .all(|(k, _)| covered.contains(*k) || self.asked_numbers.contains(*k));
         let unknown: f32 = weights
             .iter()
             .filter(|(k, _)| self.unknown_asked.contains(**k))
@@ -545,7 +566,11 @@ impl Grounder {
     fn window_keys(&self, c: Candidate) -> HashSet<String> {
         let sentences = &self.passages[c.passage].sentences;
         let mut keys = HashSet::new();
-        for i in [0, c.sentence.saturating_sub(1), c.sentence, c.sentence + 1] {
+        let header = sentences.get(c.sentence).and_then(|s| s.header);
+        for i in [0, c.sentence.saturating_sub(1), c.sentence, c.sentence + 1]
+            .into_iter()
+            .chain(header)
+        {
             if let Some(s) = sentences.get(i) {
                 keys.extend(s.keys.iter().cloned());
             }
@@ -745,6 +770,32 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    #[test]
+    fn a_table_row_is_read_with_its_header_row() {
+        let text = "title: UG-12\ntext: Indicative base rates:\n| Mine type | Indicative base rate |\n| Underground gold | 0.55% |\n| Underground copper | 0.65% |\n| Underground coal | 0.80% |";
+        let mut g = Grounder::new(&[Passage { text: text.into() }]);
+        let grounding = g.ground(
+            "The indicative base rate for an underground coal mine is 0.80%.",
+            None,
+        );
+        assert_eq!(grounding.citations.len(), 1, "{grounding:?}");
+        assert_eq!(
+            grounding.citations[0].sources[0].text,
+            "| Underground coal | 0.80% |"
+        );
+    }
+
+    #[test]
+    fn numbers_from_the_question_may_be_restated() {
+        let mut g = Grounder::new(&[Passage {
+            text: "Purchases between $25,000 and $100,000 require three written quotes.".into(),
+        }]);
+        let claim = "A purchase of $30,000 requires three written quotes.";
+        assert!(g.ground(claim, None).citations.is_empty());
+        g.set_question("How many quotes does a $30,000 purchase need?");
+        assert_eq!(g.ground(claim, None).citations.len(), 1);
     }
 
     #[test]

@@ -166,7 +166,7 @@ fn source_json(doc: &SourceDocument, span: &CitedSpan) -> Value {
         return source;
     };
     source["span"] =
-        json!({ "field": at.field, "start": at.start, "end": at.end, "text": span.text });
+        json!({ "field": at.field, "start": at.start, "end": at.end, "text": at.text });
     // A retrieved chunk: where the span lies in its stored document, so a UI can open it.
     if let (Some(origin), "text") = (&doc.origin, at.field.as_str()) {
         source["collection_id"] = json!(origin.collection_id);
