@@ -308,14 +308,14 @@ impl Grounder {
                     .collect::<Vec<_>>();
                 let mut sentences = sentences;
                 let mut table_start = None;
-                for i in 0..sentences.len() {
-                    let row = chars.get(sentences[i].start) == Some(&'|');
+                for (i, sentence) in sentences.iter_mut().enumerate() {
+                    let row = chars.get(sentence.start) == Some(&'|');
                     table_start = match (row, table_start) {
                         (false, _) => None,
                         (true, None) => Some(i),
                         (true, start) => start,
                     };
-                    sentences[i].header = table_start.filter(|&h| h != i);
+                    sentence.header = table_start.filter(|&h| h != i);
                 }
                 let opening: String = chars.iter().take(400).collect::<String>().to_lowercase();
                 let stale = STALE_MARKS.iter().any(|m| opening.contains(m));
