@@ -192,6 +192,24 @@ impl Checking {
         crate::blocking::off_runtime(work).await
     }
 
+    /// Checks a whole answer in one hop off the runtime; returns the text to send (unsupported
+    /// claims left out when they are withheld).
+    pub async fn whole(mut self: Box<Self>, text: String) -> Result<(Box<Self>, String), ApiError> {
+        let work = move || {
+            let mut out = self.checker.push(&text);
+            out.extend(self.checker.finish());
+            let sent = out
+                .into_iter()
+                .filter_map(|piece| match piece {
+                    Checked::Text(text) => Some(text),
+                    Checked::Cite(_) => None,
+                })
+                .collect();
+            (self, sent)
+        };
+        crate::blocking::off_runtime(work).await
+    }
+
     pub fn answer(&self) -> GroundedAnswer {
         GroundedAnswer {
             documents: Arc::clone(&self.request.documents),

@@ -181,16 +181,8 @@ pub async fn generate<F: StreamFormat>(
     }
     let mut done = collect(generation, usage).await?;
     if let Some(checking) = checking {
-        let (checking, mut out) = checking.feed(Some(std::mem::take(&mut done.text))).await?;
-        let (checking, rest) = checking.feed(None).await?;
-        out.extend(rest);
-        done.text = out
-            .into_iter()
-            .filter_map(|piece| match piece {
-                enclave_rag::Checked::Text(text) => Some(text),
-                enclave_rag::Checked::Cite(_) => None,
-            })
-            .collect();
+        let (checking, text) = checking.whole(std::mem::take(&mut done.text)).await?;
+        done.text = text;
         done.grounding = Some(Arc::new(checking.answer()));
     }
     let settled = bill.settle(billed(&done.usage)).await?;

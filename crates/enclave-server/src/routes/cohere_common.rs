@@ -242,13 +242,14 @@ impl GroundingFields<'_> {
             .mode
             .map_or(Ok(CitationMode::Accurate), CitationMode::parse)?;
         let unsupported = parse_unsupported(self.on_unsupported)?;
+        let question = question_of(messages);
         if let Some(names) = self.collections.filter(|c| !c.is_empty()) {
             let key = call
                 .caller
                 .caller
                 .as_ref()
                 .ok_or_else(ApiError::unauthorized)?;
-            let question = question_of(messages).ok_or_else(|| {
+            let question = question.ok_or_else(|| {
                 ApiError::invalid("collections need a user message to search for")
             })?;
             let found = documents_for(&call.state, &key.0, &names, question).await?;
@@ -256,7 +257,7 @@ impl GroundingFields<'_> {
         }
         let mut request = GroundingRequest::new(self.documents, self.id_prefix, mode, unsupported)?;
         if let Some(request) = &mut request {
-            request.question = question_of(messages).map(str::to_string);
+            request.question = question.map(str::to_string);
         }
         Ok(request)
     }
