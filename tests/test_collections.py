@@ -87,6 +87,34 @@ def test_search_finds_the_span_with_offsets_into_the_document(server, tenant):
     assert search(server, staff, cid, "meal allowance Europe", filter={"year": 2023}) == []
 
 
+def test_the_rerank_stage_orders_by_similarity_and_can_be_turned_off_or_named(server, tenant):
+    _, staff, _ = tenant
+    cid = make_collection(server, staff, "rerank")
+    add(server, staff, cid, [
+        {"id": "travel", "title": "Travel policy", "text": TRAVEL},
+        {"id": "leave", "title": "Parental leave", "text": LEAVE},
+        {"id": "board", "title": "Board budget", "text": BOARD},
+    ])
+    query = "How many weeks of leave do birth parents get?"
+    reranked = search(server, staff, cid, query, top_k=3)
+    fused = search(server, staff, cid, query, top_k=3, rerank=False)
+    dense = search(server, staff, cid, query, top_k=3, retriever="dense", rerank=False)
+    assert reranked[0]["document_id"] == "leave"
+    # Without a cross-encoder served, the stage scores by the embeddings' cosine: the fused
+    # candidates come back in the dense retriever's order, with its scores.
+    assert [r["document_id"] for r in reranked] == [r["document_id"] for r in dense]
+    assert reranked[0]["score"] == pytest.approx(dense[0]["score"], abs=1e-4)
+    # Fusion scores are reciprocal ranks, far below a cosine.
+    assert fused[0]["score"] < 0.1 < reranked[0]["score"]
+    named = search(server, staff, cid, query, top_k=3, rerank_model=EMBED_MODEL)
+    assert named[0]["document_id"] == "leave" and 0.5 < named[0]["score"] <= 1.0
+    r = call(server, "POST", f"/v1/collections/{cid}/search", staff,
+             json={"query": query, "rerank_model": "no-such-model"})
+    assert r.status_code == 404, r.text
+    r = call(server, "POST", f"/v1/collections/{cid}/search", staff, json={"query": query, "rerank": "yes"})
+    assert r.status_code in (400, 422), r.text
+
+
 def test_bad_documents_are_reported_per_row_and_never_abort_the_batch(server, tenant):
     _, staff, _ = tenant
     cid = make_collection(server, staff, "mixed")

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{anyhow, Context, Result};
 use clap::Args;
-use enclave_engine::encoder::Truncate;
+use enclave_engine::encoder::{InputType, Truncate};
 use enclave_rag::chunking::chunk;
 use enclave_server::access::Access;
 use enclave_server::collections::ingest::{chunk_limits, embedding_text};
@@ -21,9 +21,13 @@ const KEY: &str = "bench-rag-key";
 
 #[derive(Args, Debug)]
 pub struct RagBenchArgs {
-    /// Chunks to fill the collection with (about six per document).
+    /// Chunks to fill the collection with (six per document: one per section).
     #[arg(long, default_value_t = 100_000)]
     pub chunks: usize,
+    /// Words in each section, so in each chunk. 30 made-up words are about 60 MiniLM tokens;
+    /// short chunks keep filling 100,000 of them within minutes on two cores.
+    #[arg(long, default_value_t = 30)]
+    pub section_words: usize,
     #[arg(long, default_value = enclave_engine::catalog::DEFAULT_EMBED_MODEL)]
     pub embed_model: String,
     /// Chat model for the grounded chat's time to first token ("none" to skip).
@@ -56,8 +60,8 @@ fn vocabulary() -> Vec<String> {
     words
 }
 
-/// Document `n`: six headed sections of about 80 words each.
-fn document(n: usize, words: &[String], state: &mut u64) -> String {
+/// Document `n`: six headed sections of `section_words` words each.
+fn document(n: usize, words: &[String], section_words: usize, state: &mut u64) -> String {
     let mut next = || {
         *state = state
             .wrapping_mul(6364136223846793005)
@@ -69,7 +73,7 @@ fn document(n: usize, words: &[String], state: &mut u64) -> String {
     let mut text = format!("# Report {n}\n\n");
     for section in 0..6 {
         text.push_str(&format!("## Section {section}\n"));
-        let sentence: Vec<&str> = (0..80).map(|_| next().as_str()).collect();
+        let sentence: Vec<&str> = (0..section_words).map(|_| next().as_str()).collect();
         text.push_str(&sentence.join(" "));
         text.push_str(".\n\n");
     }
@@ -121,7 +125,7 @@ pub async fn rag(args: RagBenchArgs) -> Result<Value> {
     let mut state = 42u64;
     let per_doc = 6;
     let documents: Vec<String> = (0..args.chunks.div_ceil(per_doc))
-        .map(|n| document(n, &words, &mut state))
+        .map(|n| document(n, &words, args.section_words, &mut state))
         .collect();
 
     // The embedder alone on the first documents' chunks (the same chunking ingest does).
@@ -139,12 +143,19 @@ pub async fn rag(args: RagBenchArgs) -> Result<Value> {
         })
         .collect();
     let started = Instant::now();
+    let mut sample_tokens = 0usize;
     for batch in texts.chunks(32) {
         let inputs = batch
             .iter()
             .enumerate()
-            .map(|(i, t)| encoder.tokenize(i, t, Truncate::End))
+            .map(|(i, t)| {
+                let t = encoder
+                    .info()
+                    .input_text(Some(InputType::SearchDocument), t);
+                encoder.tokenize(i, &t, Truncate::End)
+            })
             .collect::<Result<Vec<_>, _>>()?;
+        sample_tokens += inputs.iter().map(Vec::len).sum::<usize>();
         encoder.encode(inputs)?.await??;
     }
     let embedder_rate = texts.len() as f64 / started.elapsed().as_secs_f64();
@@ -222,6 +233,7 @@ pub async fn rag(args: RagBenchArgs) -> Result<Value> {
         "embed_model": args.embed_model,
         "chunks": chunks,
         "chunk_tokens_max": max,
+        "chunk_tokens_mean": round2(sample_tokens as f64 / texts.len().max(1) as f64),
         "ingest_seconds": round2(ingest_seconds),
         "ingest_chunks_per_s": round2(chunks as f64 / ingest_seconds),
         "ingest_sample_chunks_per_s": round2(sample_rate),

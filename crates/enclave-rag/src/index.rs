@@ -175,24 +175,50 @@ impl CollectionIndex {
         match (retriever, vector) {
             (Retriever::Lexical, _) | (_, None) => self.lexical(query, k, filter),
             (Retriever::Dense, Some(v)) => self.dense(v, k, filter),
-            (Retriever::Fused, Some(v)) => {
-                let lexical = self.lexical(query, FUSION_DEPTH, filter);
-                let dense = self.dense(v, FUSION_DEPTH, filter);
-                let mut fused: HashMap<usize, f32> = HashMap::new();
-                for list in [&lexical, &dense] {
-                    for (rank, hit) in list.iter().enumerate() {
-                        *fused.entry(hit.slot).or_default() += 1.0 / (RRF_K + rank as f32 + 1.0);
-                    }
-                }
-                top(
-                    fused
-                        .into_iter()
-                        .map(|(slot, score)| Hit { slot, score })
-                        .collect(),
-                    k,
-                )
+            (Retriever::Fused, Some(v)) => self.fused(query, v, FUSION_DEPTH, filter, k),
+        }
+    }
+
+    /// What a reranker should read: every chunk among either retriever's `depth` best, in
+    /// fused order. Fusion alone can push one retriever's best below chunks both rank
+    /// middling; the union keeps each retriever's best in front of the reranker.
+    pub fn candidates(
+        &self,
+        query: &str,
+        vector: Option<&[f32]>,
+        depth: usize,
+        filter: &SearchFilter,
+    ) -> Vec<Hit> {
+        match vector {
+            Some(v) => self.fused(query, v, depth, filter, usize::MAX),
+            None => self.lexical(query, depth, filter),
+        }
+    }
+
+    /// Reciprocal-rank fusion of the lexical and dense `depth` best; the `k` best of it.
+    fn fused(
+        &self,
+        query: &str,
+        vector: &[f32],
+        depth: usize,
+        filter: &SearchFilter,
+        k: usize,
+    ) -> Vec<Hit> {
+        let lexical = self.lexical(query, depth, filter);
+        let dense = self.dense(vector, depth, filter);
+        let mut fused: HashMap<usize, f32> = HashMap::new();
+        for list in [&lexical, &dense] {
+            for (rank, hit) in list.iter().enumerate() {
+                *fused.entry(hit.slot).or_default() += 1.0 / (RRF_K + rank as f32 + 1.0);
             }
         }
+        top(
+            fused
+                .into_iter()
+                .map(|(slot, score)| Hit { slot, score })
+                .collect(),
+            k,
+        )
     }
 
     fn lexical(&self, query: &str, k: usize, filter: &SearchFilter) -> Vec<Hit> {
@@ -245,25 +271,40 @@ impl CollectionIndex {
         if d == 0 || vector.len() != d {
             return Vec::new();
         }
-        let (query, query_scale) = quantise(vector, d);
+        let query = quantise(vector, d);
         let mut hits = Vec::new();
         for (slot, s) in self.slots.iter().enumerate() {
             let Some(s) = s else { continue };
             if !filter.allows(&s.record) {
                 continue;
             }
-            let row = &self.vectors[slot * d..(slot + 1) * d];
-            let dot: i32 = row
-                .iter()
-                .zip(&query)
-                .map(|(a, b)| i32::from(*a) * i32::from(*b))
-                .sum();
             hits.push(Hit {
                 slot,
-                score: dot as f32 * s.scale * query_scale,
+                score: self.cosine(slot, s, &query),
             });
         }
         top(hits, k)
+    }
+
+    /// The cosine of a live chunk's stored vector and `vector` (what the dense retriever
+    /// ranks by); `None` for a removed slot or a vector of the wrong size.
+    pub fn similarity(&self, slot: usize, vector: &[f32]) -> Option<f32> {
+        let s = self.slots.get(slot)?.as_ref()?;
+        if self.dimensions == 0 || vector.len() != self.dimensions {
+            return None;
+        }
+        Some(self.cosine(slot, s, &quantise(vector, self.dimensions)))
+    }
+
+    fn cosine(&self, slot: usize, s: &Slot, (query, query_scale): &(Vec<i8>, f32)) -> f32 {
+        let d = self.dimensions;
+        let row = &self.vectors[slot * d..(slot + 1) * d];
+        let dot: i32 = row
+            .iter()
+            .zip(query)
+            .map(|(a, b)| i32::from(*a) * i32::from(*b))
+            .sum();
+        dot as f32 * s.scale * query_scale
     }
 }
 

@@ -103,6 +103,31 @@ pub fn gguf_for(dir: &Path, precision: Precision) -> Result<PathBuf, ConvertErro
     Ok(target)
 }
 
+/// The ready GGUF in `dir` when the folder holds one instead of safetensors weights: an encoder
+/// whose architecture llama.cpp runs but this converter does not write (nomic-bert).
+pub fn prebuilt_gguf(dir: &Path) -> Option<PathBuf> {
+    if dir.join("model.safetensors").is_file() {
+        return None;
+    }
+    fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|entry| entry.path())
+        .find(|path| path.is_file() && path.extension().is_some_and(|ext| ext == "gguf"))
+}
+
+/// A prebuilt GGUF re-quantized to `precision`, once, into the folder's cache.
+pub fn prebuilt_at(dir: &Path, gguf: &Path, precision: Precision) -> Result<PathBuf, ConvertError> {
+    let stem = gguf
+        .file_stem()
+        .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+    let target = cache_dir(dir)?.join(format!("{stem}.{}", precision.file_name()));
+    if !target.is_file() {
+        write_atomically(&target, |partial| quantize(gguf, partial, precision))?;
+    }
+    Ok(target)
+}
+
 /// The full-precision GGUF of `dir`, written from `converted` (the folder's [`convert`]) when
 /// the cache has none, so a caller that needs the tensors anyway converts the folder once.
 pub(crate) fn f32_gguf_of(dir: &Path, converted: &Converted) -> Result<PathBuf, ConvertError> {

@@ -10,6 +10,8 @@ mod gguf;
 mod native;
 mod vocab;
 
+use std::borrow::Cow;
+
 use tokio::sync::oneshot;
 
 pub use bert::{fastest_precision, BertEncoder, EncoderConfig, EncoderEngine};
@@ -65,6 +67,52 @@ pub struct EncoderInfo {
     /// What runs the forward pass, and at which weight precision.
     pub engine: EncoderEngine,
     pub precision: Precision,
+    /// Whether each input must open with its task's prefix (`search_query: ` …), as
+    /// nomic-embed was trained; see [`EncoderInfo::input_text`].
+    pub input_prefixes: bool,
+}
+
+/// What a text is embedded for (Cohere's `input_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputType {
+    SearchDocument,
+    SearchQuery,
+    Classification,
+    Clustering,
+}
+
+impl InputType {
+    /// Cohere's name, which is also nomic-embed's prefix word.
+    pub fn name(self) -> &'static str {
+        match self {
+            InputType::SearchDocument => "search_document",
+            InputType::SearchQuery => "search_query",
+            InputType::Classification => "classification",
+            InputType::Clustering => "clustering",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        [
+            InputType::SearchDocument,
+            InputType::SearchQuery,
+            InputType::Classification,
+            InputType::Clustering,
+        ]
+        .into_iter()
+        .find(|kind| kind.name() == name)
+    }
+}
+
+impl EncoderInfo {
+    /// The text the encoder should see for `text` embedded as `kind`: prefixed for encoders
+    /// trained with task prefixes, unchanged otherwise (and when no kind is known).
+    pub fn input_text<'a>(&self, kind: Option<InputType>, text: &'a str) -> Cow<'a, str> {
+        match kind {
+            Some(kind) if self.input_prefixes => Cow::Owned(format!("{}: {text}", kind.name())),
+            _ => Cow::Borrowed(text),
+        }
+    }
 }
 
 /// Pending outputs of one request: one vector per input, in input order.

@@ -8,11 +8,11 @@ use std::sync::Arc;
 
 use axum::response::Response;
 use enclave_engine::classifier::{FitOptions, LinearClassifier};
-use enclave_engine::encoder::{TextEncoder, Truncate};
+use enclave_engine::encoder::{InputType, TextEncoder, Truncate};
 use enclave_store::{Capability, Units};
 use serde_json::Value;
 
-use super::embed::{embed_texts, max_tokens};
+use super::embed::{embed_texts, for_task, max_tokens};
 use super::run_billed;
 use crate::auth::Call;
 use crate::error::ApiError;
@@ -91,6 +91,7 @@ pub async fn classify(
         ..Units::tokens(max_tokens(&texts), 0)
     };
     let work = async {
+        let texts = for_task(encoder.as_ref(), Some(InputType::Classification), texts);
         let embedded = embed_texts(encoder, texts, job.truncate).await?;
         let (example_vectors, input_vectors) = embedded.vectors.split_at(example_count);
         let training: Vec<(Vec<f32>, usize)> =

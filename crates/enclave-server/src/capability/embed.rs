@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::response::Response;
-use enclave_engine::encoder::{EncoderError, TextEncoder, Truncate};
+use enclave_engine::encoder::{EncoderError, InputType, TextEncoder, Truncate};
 use enclave_store::{Capability, Units};
 use serde_json::Value;
 
@@ -73,6 +73,22 @@ pub async fn embed(
     };
     let model = encoder.info().name.clone();
     run_billed(call, Capability::Embed, &model, max, work, |e, _| render(e)).await
+}
+
+/// `texts` as the encoder should see them when embedded as `kind` (task prefixes for encoders
+/// trained with them).
+pub fn for_task(
+    encoder: &dyn TextEncoder,
+    kind: Option<InputType>,
+    texts: Vec<String>,
+) -> Vec<String> {
+    if !encoder.info().input_prefixes {
+        return texts;
+    }
+    texts
+        .iter()
+        .map(|text| encoder.info().input_text(kind, text).into_owned())
+        .collect()
 }
 
 /// Vectors of a call and the tokens it consumed.

@@ -12,12 +12,12 @@
 use std::sync::Arc;
 
 use axum::response::Response;
-use enclave_engine::encoder::{TextEncoder, Truncate};
+use enclave_engine::encoder::{InputType, TextEncoder, Truncate};
 use enclave_engine::{ChatMessage, TextGenerator};
 use enclave_store::{Capability, Units};
 use serde_json::Value;
 
-use super::embed::{embed_texts, encode_with};
+use super::embed::{embed_texts, encode_with, for_task};
 use super::run_billed;
 use crate::auth::Call;
 use crate::error::ApiError;
@@ -135,12 +135,7 @@ pub async fn rerank(
     let work = async {
         let (query, pieces, owners) = split(&scorer, job).await?;
         let count = owners.len();
-        let scoring = (query, pieces);
-        let piece_scores = match &scorer {
-            Scorer::CrossEncoder(encoder) => cross_encoder_scores(encoder, scoring).await?,
-            Scorer::Embedding(encoder) => embedding_scores(encoder, scoring).await?,
-            Scorer::Judge(judge) => judge_scores(judge, scoring).await?,
-        };
+        let piece_scores = score(&scorer, query, pieces).await?;
         let mut best = vec![0f32; documents];
         for (doc, s) in owners.into_iter().zip(piece_scores) {
             best[doc] = best[doc].max(s);
@@ -149,6 +144,16 @@ pub async fn rerank(
         Ok((best, units))
     };
     run_billed(call, Capability::Rerank, &model, max, work, render).await
+}
+
+/// Relevance in [0, 1] of each piece to `query` by `scorer`; the caller bills.
+pub async fn score(scorer: &Scorer, query: String, pieces: Vec<String>) -> Scored {
+    let scoring = (query, pieces);
+    match scorer {
+        Scorer::CrossEncoder(encoder) => cross_encoder_scores(encoder, scoring).await,
+        Scorer::Embedding(encoder) => embedding_scores(encoder, scoring).await,
+        Scorer::Judge(judge) => judge_scores(judge, scoring).await,
+    }
 }
 
 fn query_too_long(size: usize, unit: &str) -> ApiError {
@@ -226,11 +231,18 @@ fn relevance(logits: &[f32]) -> f32 {
 }
 
 async fn embedding_scores(encoder: &Arc<dyn TextEncoder>, (query, pieces): Work) -> Scored {
-    let mut texts = Vec::with_capacity(pieces.len() + 1);
-    texts.push(query);
+    let mut texts = for_task(encoder.as_ref(), Some(InputType::SearchQuery), vec![query]);
     // Empty documents cannot be embedded; they score 0.
     let empty: Vec<bool> = pieces.iter().map(|p| p.trim().is_empty()).collect();
-    texts.extend(pieces.into_iter().filter(|p| !p.trim().is_empty()));
+    let documents = pieces
+        .into_iter()
+        .filter(|p| !p.trim().is_empty())
+        .collect();
+    texts.extend(for_task(
+        encoder.as_ref(),
+        Some(InputType::SearchDocument),
+        documents,
+    ));
     let embedded = embed_texts(encoder, texts, Truncate::End).await?;
     let (query_vector, rest) = embedded
         .vectors

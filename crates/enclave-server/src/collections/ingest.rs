@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use enclave_engine::encoder::{TextEncoder, Truncate};
+use enclave_engine::encoder::{InputType, TextEncoder, Truncate};
 use enclave_rag::chunking::{chunk, ChunkLimits};
 use enclave_store::{ChunkRow, CollectionRecord, DocumentRecord};
 use serde_json::{Map, Value};
@@ -145,7 +145,12 @@ async fn ingest_one(
         let tokenized = batch
             .iter()
             .enumerate()
-            .map(|(i, t)| encoder.tokenize(i, t, Truncate::End))
+            .map(|(i, t)| {
+                let t = encoder
+                    .info()
+                    .input_text(Some(InputType::SearchDocument), t);
+                encoder.tokenize(i, &t, Truncate::End)
+            })
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| e.to_string())?;
         used += tokenized.iter().map(|t| t.len() as i64).sum::<i64>();

@@ -7,7 +7,7 @@ use enclave_rag::Origin;
 use enclave_store::KeyRecord;
 use serde_json::{Map, Value};
 
-use super::search::search;
+use super::search::{search, Rerank};
 use super::{collection_encoder, owned_collection, visibility};
 use crate::error::ApiError;
 use crate::pipeline::DocumentInput;
@@ -48,12 +48,14 @@ pub async fn documents_for(
             query,
             CHAT_CHUNKS,
             Retriever::Fused,
+            &Rerank::best(state),
             &filter,
         )
         .await?;
         found.extend(hits.into_iter().map(|hit| (collection.id.clone(), hit)));
     }
-    // Scores of different collections' fusions are comparable ranks.
+    // Every collection's candidates are scored by the same reranker (or, for collections with
+    // different embedders, by cosines of the same scale).
     found.sort_by(|a, b| b.1.score.total_cmp(&a.1.score));
     found.truncate(CHAT_CHUNKS);
     Ok(found

@@ -17,7 +17,7 @@ use serde_json::{json, Map, Value};
 use crate::auth::Call;
 use crate::capability::run_billed;
 use crate::collections::ingest::{ingest, NewDocument};
-use crate::collections::search::{search as run_search, MAX_TOP_K};
+use crate::collections::search::{search as run_search, Rerank, MAX_TOP_K};
 use crate::collections::{collection_encoder, owned_collection, visibility, Library};
 use crate::error::ApiError;
 use crate::extract::ApiJson;
@@ -357,6 +357,11 @@ pub struct SearchRequest {
     filter: Option<Map<String, Value>>,
     /// `fused` (default), `lexical` or `dense`.
     retriever: Option<String>,
+    /// The stage after retrieval (default on): the best candidates reordered by a
+    /// cross-encoder when one is served, else by embedding similarity.
+    rerank: Option<bool>,
+    /// A rerank-capable model to score with instead (a chat model judges relevance).
+    rerank_model: Option<String>,
 }
 
 pub fn parse_retriever(name: Option<&str>) -> Result<Retriever, ApiError> {
@@ -391,6 +396,7 @@ pub async fn search(
         }
     };
     let retriever = parse_retriever(req.retriever.as_deref())?;
+    let rerank = Rerank::asked(&call.state, req.rerank, req.rerank_model.as_deref())?;
     let encoder = collection_encoder(&call.state, &collection)?;
     let filter = SearchFilter {
         groups: visibility(&key),
@@ -404,6 +410,7 @@ pub async fn search(
             &req.query,
             top_k,
             retriever,
+            &rerank,
             &filter,
         )
         .await?;

@@ -6,18 +6,14 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::auth::Call;
-use crate::capability::embed::{check_count, embed, parse_truncate, MAX_TEXTS};
+use enclave_engine::encoder::InputType;
+
+use crate::capability::embed::{check_count, embed, for_task, parse_truncate, MAX_TEXTS};
 use crate::capability::vectors::{by_type, EmbeddingType};
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::routes::cohere_common::{check_priority, new_id, refuse_unsupported};
 use crate::state::AppState;
-const INPUT_TYPES: [&str; 4] = [
-    "search_document",
-    "search_query",
-    "classification",
-    "clustering",
-];
 
 #[derive(Debug, Deserialize)]
 struct InputContent {
@@ -49,6 +45,7 @@ pub struct EmbedRequest {
 struct Checked {
     texts: Vec<String>,
     types: Option<Vec<EmbeddingType>>,
+    input_type: Option<InputType>,
 }
 
 fn check(
@@ -63,21 +60,20 @@ fn check(
         ("images", req.images.as_ref().is_some_and(|i| !i.is_empty())),
         ("max_tokens", req.max_tokens.is_some()),
     ])?;
-    match req.input_type.as_deref() {
+    let input_type = match req.input_type.as_deref() {
         None if require_model => return Err(ApiError::invalid("input_type is required")),
+        None => None,
         Some("image") => {
             return Err(ApiError::invalid(
                 "image inputs are not supported by the served models",
             ))
         }
-        Some(kind) if !INPUT_TYPES.contains(&kind) => {
-            return Err(ApiError::invalid(format!(
-                "input_type must be one of {}, got {kind}",
-                INPUT_TYPES.join(", ")
-            )))
-        }
-        _ => {}
-    }
+        Some(kind) => Some(InputType::parse(kind).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "input_type must be one of search_document, search_query, classification, clustering, got {kind}"
+            ))
+        })?),
+    };
     check_priority(req.priority)?;
     let texts = match (req.texts, req.inputs) {
         (Some(_), Some(_)) => {
@@ -124,7 +120,14 @@ fn check(
             Ok(types)
         })
         .transpose()?;
-    Ok((Checked { texts, types }, req.model))
+    Ok((
+        Checked {
+            texts,
+            types,
+            input_type,
+        },
+        req.model,
+    ))
 }
 
 /// Which body an embed route answers with.
@@ -148,8 +151,13 @@ async fn run(call: Call, req: EmbedRequest, version: Version) -> Result<Response
             )));
         }
     }
-    let Checked { texts, types } = checked;
+    let Checked {
+        texts,
+        types,
+        input_type,
+    } = checked;
     let echoed = texts.clone();
+    let texts = for_task(encoder.as_ref(), input_type, texts);
     embed(&call, &encoder, texts, truncate, move |embedded| {
         let meta = json!({
             "api_version": { "version": if version == Version::V1 { "1" } else { "2" } },
