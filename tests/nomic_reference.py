@@ -8,8 +8,9 @@ LayerNorm (post-norm); a SwiGLU MLP, down(silu(gate(x)) * up(x)), residual and L
 mean pooling over all tokens ([CLS] and [SEP] included) and L2 normalisation.
 
 Token ids come from the caller (the server's /v1/tokenize, which leaves out the specials);
-`embed_ids` wraps them in the GGUF's [CLS] … [SEP]. The model expects a task prefix
-(`search_query: `, `search_document: ` …) at the start of the text it tokenizes."""
+`embed_ids` wraps them in the GGUF's [CLS] … [SEP]. `wordpiece_ids` tokenizes independently
+(Hugging Face's BERT WordPiece over the GGUF's vocabulary), to check those ids. The model
+expects a task prefix (`search_query: `, `search_document: ` …) at the start of the text."""
 
 import math
 import os
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 from gguf import GGUFReader
+from tokenizers import BertWordPieceTokenizer
 
 NOMIC_GGUF = (Path(os.environ.get("ENCLAVE_HOME", Path.home() / ".enclave")) / "models"
               / "nomic-embed-text-v1.5" / "nomic-embed-text-v1.5.f16.gguf")
@@ -45,6 +47,16 @@ class NomicBert:
         assert not _field(reader, f"{arch}.attention.causal")
         self.cls = int(_field(reader, "tokenizer.ggml.bos_token_id"))
         self.sep = int(_field(reader, "tokenizer.ggml.seperator_token_id"))
+        # llama.cpp stores BERT's vocabulary with `▁` before word starts and without the `##`
+        # of continuations; special tokens ([CLS], [unused0] …) stay as they are.
+        vocab = {}
+        for i, token in enumerate(_field(reader, "tokenizer.ggml.tokens")):
+            if token.startswith("\u2581"):
+                token = token[1:]
+            elif not (token.startswith("[") and token.endswith("]")):
+                token = "##" + token
+            vocab.setdefault(token, i)
+        self.tokenizer = BertWordPieceTokenizer(vocab, lowercase=True)
         # GGUF lists dims innermost first; the reader's arrays are already in numpy (row-major)
         # order, so a [in, out] GGUF matrix reads as (out, in), like a torch Linear weight.
         self.weights = {}
@@ -90,6 +102,10 @@ class NomicBert:
             x = _layer_norm(x + h @ self._w(p + "ffn_down.weight").T,
                             self._w(p + "layer_output_norm.weight"), self._w(p + "layer_output_norm.bias"), self.eps)
         return x
+
+    def wordpiece_ids(self, text):
+        """`text` tokenized by BERT's (uncased) WordPiece, without [CLS] and [SEP]."""
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
 
     def embed_ids(self, ids, pooling="mean"):
         """The embedding of `ids` (a tokenized text without specials), wrapped in [CLS] … [SEP]."""
