@@ -199,6 +199,29 @@ struct Sentence {
     negated: bool,
     /// For a table row, the table's first (header) row.
     header: Option<usize>,
+    /// For a table row whose first cell is a range of numbers ("Below 99.0% but at least
+    /// 95.0%", "10-49 employees", "Above 500"), that range.
+    range: Option<(f64, f64)>,
+}
+
+/// Words before a number that make it a range's upper or lower end.
+const UPPER_BOUND_WORDS: &[&str] = &["below", "under", "less than", "up to", "fewer than"];
+const LOWER_BOUND_WORDS: &[&str] = &["above", "over", "more than", "at least", "exceeding"];
+
+/// The range a table row's first cell states, if it states one.
+fn row_range(row: &str) -> Option<(f64, f64)> {
+    let cell = row.trim_start().strip_prefix('|')?.split('|').next()?;
+    let values: Vec<f64> = terms(cell)
+        .iter()
+        .filter_map(|t| t.key.parse::<f64>().ok())
+        .collect();
+    let lower = cell.to_lowercase();
+    match values.as_slice() {
+        [a, b, ..] => Some((a.min(*b), a.max(*b))),
+        [x] if UPPER_BOUND_WORDS.iter().any(|w| lower.contains(w)) => Some((f64::MIN, *x)),
+        [x] if LOWER_BOUND_WORDS.iter().any(|w| lower.contains(w)) => Some((*x, f64::MAX)),
+        _ => None,
+    }
 }
 
 /// Words that turn a statement around: a claim and its source must agree on them.
@@ -274,6 +297,8 @@ pub struct Grounder {
     /// Numbers the question names: a claim may restate them without a source naming them
     /// ("for a $30,000 purchase, three quotes": the policy gives a range).
     asked_numbers: HashSet<String>,
+    /// Their values, to find the table row whose range holds them.
+    asked_values: Vec<f64>,
     /// The question asks about earlier versions: out-of-date documents may support claims.
     wants_old: bool,
 }
@@ -303,6 +328,7 @@ impl Grounder {
                             keys: terms(&text).into_iter().map(|t| t.key).collect(),
                             negated: negated(&text),
                             header: None,
+                            range: row_range(&text),
                         }
                     })
                     .collect::<Vec<_>>();
@@ -331,6 +357,7 @@ impl Grounder {
             embedded: HashMap::new(),
             unknown_asked: HashSet::new(),
             asked_numbers: HashSet::new(),
+            asked_values: Vec::new(),
             wants_old: false,
         }
     }
@@ -342,6 +369,11 @@ impl Grounder {
         let asked: Vec<String> = terms(question).into_iter().map(|t| t.key).collect();
         let is_number = |k: &String| k.chars().any(|c| c.is_ascii_digit());
         self.asked_numbers = asked.iter().filter(|k| is_number(k)).cloned().collect();
+        self.asked_values = self
+            .asked_numbers
+            .iter()
+            .filter_map(|k| k.parse().ok())
+            .collect();
         self.unknown_asked = asked
             .into_iter()
             .filter(|k| !is_number(k))
@@ -491,6 +523,7 @@ impl Grounder {
         let supported = names_all_specifics
             && !names_the_unknown
             && agrees
+            && !self.is_wrong_row(best)
             && (support >= SUPPORT
                 || (support >= SUPPORT_WITH_MEANING && similarity.is_some_and(|s| s >= MEANING)));
         if !supported {
@@ -524,6 +557,24 @@ impl Grounder {
                 sources,
             },
         )
+    }
+
+    /// Whether `c` is a table row for a range that does not hold a number the question names,
+    /// while another row of the same table does: the answer read the wrong row ("at 97%
+    /// uptime the credit is 10%", from the row for 99.0–99.95%).
+    fn is_wrong_row(&self, c: Candidate) -> bool {
+        let sentences = &self.passages[c.passage].sentences;
+        let row = &sentences[c.sentence];
+        let (Some((low, high)), Some(header)) = (row.range, row.header) else {
+            return false;
+        };
+        let holds = |(low, high): (f64, f64), value: f64| low <= value && value <= high;
+        self.asked_values.iter().any(|&value| {
+            !holds((low, high), value)
+                && sentences.iter().any(|other| {
+                    other.header == Some(header) && other.range.is_some_and(|r| holds(r, value))
+                })
+        })
     }
 
     /// Every source sentence with its share of the claim's weight (in it, or next to it).
@@ -785,6 +836,26 @@ mod tests {
             grounding.citations[0].sources[0].text,
             "| Underground coal | 0.80% |"
         );
+    }
+
+    #[test]
+    fn a_row_whose_range_misses_the_asked_number_does_not_support() {
+        let table = "Service credits:\n\n| Monthly Uptime Percentage | Service credit |\n|---|---|\n| Below 99.95% but at least 99.0% | 10% |\n| Below 99.0% but at least 95.0% | 25% |\n| Below 95.0% | 50% |\n";
+        let passages = [Passage { text: table.into() }];
+        let mut g = Grounder::new(&passages);
+        g.set_question("If uptime was only 97% in a month, what service credit applies?");
+        let wrong = g.ground("The service credit is 10%.", None);
+        assert!(wrong.claims.iter().all(|c| !c.supported), "{wrong:?}");
+        let right = g.ground("The service credit is 25%.", None);
+        assert!(right.claims.iter().all(|c| c.supported), "{right:?}");
+        g.set_question("At 90% uptime, what is the credit?");
+        let open_ended = g.ground("The service credit is 50%.", None);
+        assert!(
+            open_ended.claims.iter().all(|c| c.supported),
+            "{open_ended:?}"
+        );
+        let wrong = g.ground("The service credit is 25%.", None);
+        assert!(wrong.claims.iter().all(|c| !c.supported), "{wrong:?}");
     }
 
     #[test]
