@@ -25,6 +25,8 @@ const NEAR_WEIGHT: f32 = 0.5;
 /// which the claim is taken to answer what the documents do not say (a restated verb of the
 /// question, "commits", weighs less in a long claim than "electricity" in a short one).
 const UNKNOWN_SHARE: f32 = 0.12;
+/// Weight of a claim's term that the question names, against its own weight.
+const ASKED_WEIGHT: f32 = 0.25;
 /// Candidate sentences per claim that are compared by meaning.
 const CANDIDATES: usize = 3;
 
@@ -299,6 +301,8 @@ pub struct Grounder {
     asked_numbers: HashSet<String>,
     /// Their values, to find the table row whose range holds them.
     asked_values: Vec<f64>,
+    /// Every content term of the question.
+    asked_keys: HashSet<String>,
     /// The question asks about earlier versions: out-of-date documents may support claims.
     wants_old: bool,
 }
@@ -358,6 +362,7 @@ impl Grounder {
             unknown_asked: HashSet::new(),
             asked_numbers: HashSet::new(),
             asked_values: Vec::new(),
+            asked_keys: HashSet::new(),
             wants_old: false,
         }
     }
@@ -367,6 +372,7 @@ impl Grounder {
         let lower = format!("{} ", question.to_lowercase());
         self.wants_old = ASKS_FOR_OLD.iter().any(|w| lower.contains(w));
         let asked: Vec<String> = terms(question).into_iter().map(|t| t.key).collect();
+        self.asked_keys = asked.iter().cloned().collect();
         let is_number = |k: &String| k.chars().any(|c| c.is_ascii_digit());
         self.asked_numbers = asked.iter().filter(|k| is_number(k)).cloned().collect();
         self.asked_values = self
@@ -416,19 +422,38 @@ impl Grounder {
             entry.0 = entry.0.max(w);
             entry.1 |= t.specific;
         }
-        let total: f32 = weights.values().map(|(w, _)| w).sum();
-        if total < MIN_CLAIM_WEIGHT {
+        let raw_total: f32 = weights.values().map(|(w, _)| w).sum();
+        if raw_total < MIN_CLAIM_WEIGHT {
             return Verdict::Filler;
         }
+        // Terms that restate the question prove little: "Error code E4 on the H2 means …"
+        // matches the FAQ's own question line better than its answer. What a source must
+        // support is mostly what the claim adds.
+        for (key, (w, _)) in weights.iter_mut() {
+            if self.asked_keys.contains(*key) {
+                *w *= ASKED_WEIGHT;
+            }
+        }
+        let total: f32 = weights.values().map(|(w, _)| w).sum();
         let mut candidates = self.candidates(&weights, total);
         // A claim is about its subject, roughly its first content term: where some passage
         // names it, only places that name it can support the claim (so "penguins lay 20
         // weeks of leave" is not supported by a leave policy that says "20 weeks of leave").
         if let Some(subject) = found.first().map(|t| t.key.as_str()) {
+            // A subject restated from the question may be named anywhere in the passage (a
+            // FAQ names it in its question line, the answer line after it).
+            let asked = self.asked_keys.contains(subject);
             let naming: Vec<Candidate> = candidates
                 .iter()
                 .copied()
-                .filter(|c| self.window_keys(*c).contains(subject))
+                .filter(|c| {
+                    self.window_keys(*c).contains(subject)
+                        || (asked
+                            && self.passages[c.passage]
+                                .sentences
+                                .iter()
+                                .any(|s| s.keys.contains(subject)))
+                })
                 .collect();
             if !naming.is_empty() {
                 candidates = naming;
@@ -511,12 +536,13 @@ impl Grounder {
             .iter()
             .filter(|(_, (_, specific))| *specific)
             .all(|(k, _)| covered.contains(*k) || self.asked_numbers.contains(*k));
+        // Weighed at full weight: naming what the documents never mention is the point here.
         let unknown: f32 = weights
             .iter()
             .filter(|(k, _)| self.unknown_asked.contains(**k))
-            .map(|(_, (w, _))| w)
+            .map(|(_, (w, _))| w / ASKED_WEIGHT)
             .sum();
-        let names_the_unknown = unknown >= UNKNOWN_SHARE * total;
+        let names_the_unknown = unknown >= UNKNOWN_SHARE * raw_total;
         // "Filters are covered" is not supported by "filters are not covered".
         let primary = &self.passages[best.passage].sentences[best.sentence];
         let agrees = primary.negated == negated(&text);
@@ -835,6 +861,29 @@ mod tests {
         assert_eq!(
             grounding.citations[0].sources[0].text,
             "| Underground coal | 0.80% |"
+        );
+    }
+
+    #[test]
+    fn the_answer_line_is_cited_not_the_line_that_restates_the_question() {
+        let faq = "# Helios H2 Customer Support FAQ\n\n**Q: My thermostat shows error code E4. What does it mean?**\nA: E4 means the thermostat has lost power from the C-wire. Check that the C-wire is firmly seated.\n";
+        let passages = [Passage { text: faq.into() }];
+        let mut g = Grounder::new(&passages);
+        g.set_question("What does error code E4 on the Helios H2 thermostat mean?");
+        let answer = "Error code E4 on the Helios H2 thermostat means the thermostat has lost power from the C-wire.";
+        let grounding = g.ground(answer, None);
+        let cited: Vec<&str> = grounding
+            .citations
+            .iter()
+            .flat_map(|c| c.sources.iter().map(|s| s.text.as_str()))
+            .collect();
+        assert!(
+            cited.iter().any(|t| t.contains("lost power")),
+            "{grounding:?}"
+        );
+        assert!(
+            !cited.iter().any(|t| t.contains("What does it mean")),
+            "{cited:?}"
         );
     }
 
