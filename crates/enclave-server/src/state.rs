@@ -122,8 +122,8 @@ impl AppState {
     }
 
     /// The model a request for `role` uses when it names none: the first chat model; the first
-    /// embedding model; for rerank a served cross-encoder, else the chat model as judge, else
-    /// the embedding model by cosine.
+    /// embedding model; for rerank a served cross-encoder, else the embedding model by cosine,
+    /// else the chat model as judge.
     pub fn default_name(&self, role: ModelRole) -> Option<String> {
         let first_chat = || {
             self.inner
@@ -140,11 +140,13 @@ impl AppState {
         match role {
             ModelRole::Chat => first_chat(),
             ModelRole::Embed => first_embedding(),
+            // An LLM judge only when named: small chat models rank near random as judges
+            // (the 135M one at random), while embedding cosine scored higher on the rerank set.
             ModelRole::Rerank => self
                 .first_cross_encoder()
                 .map(|e| e.info().name.clone())
-                .or_else(first_chat)
-                .or_else(first_embedding),
+                .or_else(first_embedding)
+                .or_else(first_chat),
         }
     }
 
