@@ -442,18 +442,17 @@ impl Grounder {
         if let Some(subject) = found.first().map(|t| t.key.as_str()) {
             // A subject restated from the question may be named anywhere in the passage (a
             // FAQ names it in its question line, the answer line after it).
+            // Which passages name it, found once rather than once per candidate sentence.
             let asked = self.asked_keys.contains(subject);
+            let passage_names: Vec<bool> = self
+                .passages
+                .iter()
+                .map(|p| asked && p.sentences.iter().any(|s| s.keys.contains(subject)))
+                .collect();
             let naming: Vec<Candidate> = candidates
                 .iter()
                 .copied()
-                .filter(|c| {
-                    self.window_keys(*c).contains(subject)
-                        || (asked
-                            && self.passages[c.passage]
-                                .sentences
-                                .iter()
-                                .any(|s| s.keys.contains(subject)))
-                })
+                .filter(|c| passage_names[c.passage] || self.window_keys(*c).contains(subject))
                 .collect();
             if !naming.is_empty() {
                 candidates = naming;
