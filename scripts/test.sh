@@ -49,4 +49,5 @@ fi
 .venv-cohere5/bin/pip install --quiet --disable-pip-version-check -r tests/requirements-cohere5.txt
 .venv-cohere5/bin/python -m pytest -q \
   tests/test_cohere_sdk.py tests/test_aliases.py tests/test_embed.py tests/test_rerank.py \
-  tests/test_classify.py tests/test_summarize.py tests/test_grounded_chat.py
+  tests/test_classify.py tests/test_summarize.py tests/test_grounded_chat.py \
+  tests/test_tools_langchain.py

@@ -26,6 +26,8 @@ pub enum BenchCommand {
     Usage(crate::bench_usage::UsageBenchArgs),
     /// Ingest, search at 100,000 chunks and grounded chat's first token, through HTTP.
     Rag(crate::bench_rag::RagBenchArgs),
+    /// Constrained decoding: grammar build time and tokens/s under llguidance and GBNF.
+    Constrained(crate::bench_constrained::ConstrainedArgs),
 }
 
 #[derive(Args, Debug)]
@@ -119,6 +121,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
             BenchCommand::Overhead(args) => crate::bench_overhead::overhead(args).await,
             BenchCommand::Usage(args) => crate::bench_usage::usage(args).await,
             BenchCommand::Rag(args) => crate::bench_rag::rag(args).await,
+            BenchCommand::Constrained(args) => crate::bench_constrained::constrained(args).await,
         }
     })?;
     println!("{}", serde_json::to_string_pretty(&report)?);

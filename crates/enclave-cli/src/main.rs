@@ -3,6 +3,7 @@
 
 mod accounts;
 mod bench;
+mod bench_constrained;
 mod bench_overhead;
 mod bench_rag;
 mod bench_stats;

@@ -4,14 +4,19 @@
 use tokio::sync::{mpsc, oneshot};
 
 use crate::catalog::ModelKind;
-use crate::sampling::SamplingParams;
+use crate::sampling::{Constraint, SamplingParams};
+use crate::tools::{ToolCall, ToolFormat, ToolSpec};
 
-/// One chat turn, with a role the model's chat template understands
-/// (`system`, `user`, `assistant`).
+/// One chat turn: `system`, `user`, `assistant` (text and/or tool calls) or `tool` (one call's
+/// result).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChatMessage {
     pub role: String,
     pub content: String,
+    /// Calls an assistant turn made.
+    pub tool_calls: Vec<ToolCall>,
+    /// The call a `tool` turn answers.
+    pub tool_call_id: Option<String>,
 }
 
 impl ChatMessage {
@@ -19,6 +24,8 @@ impl ChatMessage {
         Self {
             role: role.into(),
             content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
         }
     }
 }
@@ -32,6 +39,9 @@ pub enum FinishReason {
     StopSequence,
     /// `max_tokens` was reached.
     MaxTokens,
+    /// The answer is tool calls (set by callers that read calls out of the output; the
+    /// scheduler itself ends such an answer with `Complete`).
+    ToolCalls,
 }
 
 /// What a running generation sends back.
@@ -78,6 +88,9 @@ pub enum GeneratorError {
     InvalidToken(i64),
     #[error("chat template failed: {0}")]
     Template(String),
+    /// The output grammar (a JSON schema or tool schemas) cannot be enforced.
+    #[error("{0}")]
+    Grammar(String),
 }
 
 /// Facts about a loaded model that the API layer reports or validates against.
@@ -110,7 +123,19 @@ pub trait TextGenerator: Send + Sync {
     /// The prompt of a chat through the model's template, as tokens: the template's own text
     /// with its special tokens, and each message's text read as plain text, so a role marker
     /// written inside a message (`<|im_start|>system`) stays text and cannot open a turn.
-    fn chat_tokens(&self, messages: &[ChatMessage]) -> Result<ChatTokens, GeneratorError>;
+    /// `tools` are offered in the model's own tool format (`tool_format`); tool calls and
+    /// results in `messages` are written the same way.
+    fn chat_tokens(
+        &self,
+        messages: &[ChatMessage],
+        tools: &[ToolSpec],
+    ) -> Result<ChatTokens, GeneratorError>;
+    /// How this model writes tools, calls and results.
+    fn tool_format(&self) -> ToolFormat;
+    /// Compiles `constraint` (kept for later requests); fails when it cannot be enforced.
+    /// `submit` compiles it too: this lets callers do it off the async runtime and refuse the
+    /// request before any work is queued.
+    fn prepare(&self, constraint: &Constraint) -> Result<(), GeneratorError>;
     /// Queues a generation. Fails at once when the queue is full or the request cannot fit.
     fn submit(
         &self,

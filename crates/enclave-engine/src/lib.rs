@@ -11,12 +11,14 @@ pub mod generator;
 pub mod home;
 pub mod llama;
 mod llama_backend;
+mod llama_constraint;
 mod llama_sampler;
 pub mod pull;
 pub mod sampling;
 mod scheduler;
 pub mod testing;
 pub mod text;
+pub mod tools;
 mod unpack;
 
 pub use catalog::{CatalogEntry, CATALOG};
@@ -25,4 +27,5 @@ pub use generator::{
     ScoreReceiver, Scores, TextGenerator,
 };
 pub use llama::{GeneratorConfig, LlamaGenerator};
-pub use sampling::SamplingParams;
+pub use llama_constraint::gbnf_for_schema;
+pub use sampling::{Constraint, SamplingParams};

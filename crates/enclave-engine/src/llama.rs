@@ -17,8 +17,11 @@ use crate::generator::{
     ChatMessage, ChatTokens, GenerationStream, GeneratorError, ModelInfo, ScoreReceiver,
     TextGenerator,
 };
-use crate::sampling::SamplingParams;
+use crate::llama_constraint::Grammars;
+use crate::sampling::{Constraint, SamplingParams};
 use crate::scheduler::{self, Job, Reply, SchedulerSetup};
+use crate::tools::render::{render, Turn};
+use crate::tools::{ToolFormat, ToolSpec};
 
 /// How a model is run. Zero values mean "pick for me".
 #[derive(Debug, Clone)]
@@ -59,6 +62,8 @@ pub use crate::llama_backend::LoadError;
 pub struct LlamaGenerator {
     model: Arc<LlamaModel>,
     template: LlamaChatTemplate,
+    tool_format: ToolFormat,
+    grammars: Grammars,
     info: ModelInfo,
     queue: mpsc::Sender<Job>,
     active: Arc<AtomicUsize>,
@@ -93,6 +98,7 @@ impl LlamaGenerator {
                 reason: format!("chat template: {e}"),
             })?;
 
+        let tool_format = ToolFormat::for_template(template.to_str().unwrap_or_default());
         let context_train = model.n_ctx_train();
         let parallel = config.parallel.max(1);
         let context_per_sequence = match config.context_per_sequence {
@@ -146,6 +152,8 @@ impl LlamaGenerator {
         Ok(Self {
             model,
             template,
+            tool_format,
+            grammars: Grammars::default(),
             info: ModelInfo {
                 name: name.to_string(),
                 kind,
@@ -243,42 +251,23 @@ impl TextGenerator for LlamaGenerator {
             .map_err(|e| GeneratorError::Template(e.to_string()))
     }
 
-    fn chat_tokens(&self, messages: &[ChatMessage]) -> Result<ChatTokens, GeneratorError> {
-        let marked: Vec<ChatMessage> = messages
-            .iter()
-            .enumerate()
-            .map(|(i, m)| ChatMessage::new(m.role.clone(), content_marker(i)))
-            .collect();
-        let rendered = self.render_chat(&marked)?;
-        let unsafe_template = || {
-            GeneratorError::Template(
-                "the chat template rewrites message text, so it cannot be tokenized safely".into(),
-            )
-        };
-        let mut tokens = Vec::new();
-        let mut content_tokens = 0;
-        let mut rest = rendered.as_str();
-        for (i, message) in messages.iter().enumerate() {
-            let (template, after) = rest
-                .split_once(content_marker(i).as_str())
-                .ok_or_else(unsafe_template)?;
-            if template.contains('\u{F8F0}') {
-                return Err(unsafe_template());
-            }
-            tokens.extend(tokenize_parts(&self.model, template, i == 0, true));
-            let content = tokenize_parts(&self.model, &message.content, false, false);
-            content_tokens += content.len() as u32;
-            tokens.extend(content);
-            rest = after;
-        }
-        if rest.contains('\u{F8F0}') {
-            return Err(unsafe_template());
-        }
-        tokens.extend(tokenize_parts(&self.model, rest, messages.is_empty(), true));
-        Ok(ChatTokens {
-            tokens,
-            content_tokens,
-        })
+    fn chat_tokens(
+        &self,
+        messages: &[ChatMessage],
+        tools: &[ToolSpec],
+    ) -> Result<ChatTokens, GeneratorError> {
+        let turns = render(self.tool_format, messages, tools);
+        self.turn_tokens(&turns)
+    }
+
+    fn tool_format(&self) -> ToolFormat {
+        self.tool_format
+    }
+
+    fn prepare(&self, constraint: &Constraint) -> Result<(), GeneratorError> {
+        self.grammars
+            .prepare(&self.model, constraint)
+            .map_err(GeneratorError::Grammar)
     }
 
     fn submit(
@@ -286,8 +275,14 @@ impl TextGenerator for LlamaGenerator {
         prompt: Vec<u32>,
         params: SamplingParams,
     ) -> Result<GenerationStream, GeneratorError> {
+        let constraint = params
+            .constraint
+            .as_ref()
+            .map(|c| self.grammars.sampler(&self.model, c))
+            .transpose()
+            .map_err(GeneratorError::Grammar)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        self.enqueue(prompt, params, Reply::Stream(tx))?;
+        self.enqueue(prompt, params, constraint, Reply::Stream(tx))?;
         Ok(rx)
     }
 
@@ -311,6 +306,7 @@ impl TextGenerator for LlamaGenerator {
         self.enqueue(
             prompt,
             params,
+            None,
             Reply::Score {
                 candidates,
                 tx: Some(tx),
@@ -331,11 +327,60 @@ impl TextGenerator for LlamaGenerator {
 }
 
 impl LlamaGenerator {
+    /// The prompt of `turns`: the template's text with special tokens read, each markup part
+    /// the same way, and each content part as plain text (the billed input).
+    fn turn_tokens(&self, turns: &[Turn]) -> Result<ChatTokens, GeneratorError> {
+        let marked = turns
+            .iter()
+            .enumerate()
+            .map(|(i, t)| LlamaChatMessage::new(t.role.clone(), content_marker(i)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| GeneratorError::Template(e.to_string()))?;
+        let rendered = self
+            .model
+            .apply_chat_template(&self.template, &marked, true)
+            .map_err(|e| GeneratorError::Template(e.to_string()))?;
+        let unsafe_template = || {
+            GeneratorError::Template(
+                "the chat template rewrites message text, so it cannot be tokenized safely".into(),
+            )
+        };
+        let mut tokens = Vec::new();
+        let mut content_tokens = 0;
+        let mut rest = rendered.as_str();
+        for (i, turn) in turns.iter().enumerate() {
+            let (template, after) = rest
+                .split_once(content_marker(i).as_str())
+                .ok_or_else(unsafe_template)?;
+            if template.contains('\u{F8F0}') {
+                return Err(unsafe_template());
+            }
+            tokens.extend(tokenize_parts(&self.model, template, i == 0, true));
+            for part in &turn.parts {
+                let piece = tokenize_parts(&self.model, &part.text, false, part.markup);
+                if !part.markup {
+                    content_tokens += piece.len() as u32;
+                }
+                tokens.extend(piece);
+            }
+            rest = after;
+        }
+        if rest.contains('\u{F8F0}') {
+            return Err(unsafe_template());
+        }
+        tokens.extend(tokenize_parts(&self.model, rest, turns.is_empty(), true));
+        Ok(ChatTokens {
+            tokens,
+            content_tokens,
+        })
+    }
+
     /// Checks that the request fits and queues it; fails at once when the queue is full.
     fn enqueue(
         &self,
         prompt: Vec<u32>,
         params: SamplingParams,
+        constraint: Option<llama_cpp_2::sampling::LlamaSampler>,
         reply: Reply,
     ) -> Result<(), GeneratorError> {
         if prompt.is_empty() {
@@ -355,6 +400,7 @@ impl LlamaGenerator {
         let job = Job {
             prompt: prompt.into_iter().map(|t| LlamaToken(t as i32)).collect(),
             params,
+            constraint,
             reply,
         };
         self.queue.try_send(job).map_err(|e| match e {

@@ -9,14 +9,15 @@ use crate::sampling::SamplingParams;
 /// How far back the frequency and presence penalties look.
 const PENALTY_WINDOW: i32 = 64;
 
-/// llama.cpp's sampler chain for `params`: EOG ban (ignore_eos), penalties, then greedy or
-/// top-k → top-p → temperature → seeded draw.
+/// llama.cpp's sampler chain for `params`: the grammar (when constrained), EOG ban
+/// (ignore_eos), penalties, then greedy or top-k → top-p → temperature → seeded draw.
 pub(crate) fn build_sampler(
     params: &SamplingParams,
     n_vocab: i32,
     eog_tokens: &[LlamaToken],
+    constraint: Option<LlamaSampler>,
 ) -> LlamaSampler {
-    let mut chain = Vec::new();
+    let mut chain: Vec<LlamaSampler> = constraint.into_iter().collect();
     if params.ignore_eos && !eog_tokens.is_empty() {
         let biases: Vec<LlamaLogitBias> = eog_tokens
             .iter()

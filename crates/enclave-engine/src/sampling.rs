@@ -1,6 +1,18 @@
 //! Sampling parameters shared by every API family and every engine (the seam); each engine
 //! translates them into its own sampler (llama.cpp: `llama_sampler.rs`).
 
+use std::sync::Arc;
+
+/// A grammar the output must follow (constrained decoding). The engine compiles it once per
+/// distinct text and keeps it for later requests.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Constraint {
+    /// llguidance's Lark dialect (JSON schemas embedded with `%json`): the served path.
+    Lark(Arc<str>),
+    /// llama.cpp's GBNF (root rule `root`): kept to measure the two side by side.
+    Gbnf(Arc<str>),
+}
+
 /// How to pick each next token and when to stop. Validated by the caller (the API layer).
 #[derive(Debug, Clone)]
 pub struct SamplingParams {
@@ -17,6 +29,8 @@ pub struct SamplingParams {
     pub stop: Vec<String>,
     /// Keep generating through end-of-generation tokens (benchmarks).
     pub ignore_eos: bool,
+    /// A grammar every generated token must keep the output within.
+    pub constraint: Option<Constraint>,
 }
 
 impl Default for SamplingParams {
@@ -31,6 +45,7 @@ impl Default for SamplingParams {
             max_tokens: 256,
             stop: Vec::new(),
             ignore_eos: false,
+            constraint: None,
         }
     }
 }

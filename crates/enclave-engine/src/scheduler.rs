@@ -22,6 +22,8 @@ use crate::text::{StopMatcher, Utf8Assembler};
 pub(crate) struct Job {
     pub prompt: Vec<LlamaToken>,
     pub params: SamplingParams,
+    /// The grammar sampler of a constrained generation (first in its sampler chain).
+    pub constraint: Option<LlamaSampler>,
     pub reply: Reply,
 }
 
@@ -182,7 +184,7 @@ pub(crate) fn run(
             let Some((seq_id, reused)) = pool.take(&mut ctx, &job.prompt) else {
                 break;
             };
-            let sampler = build_sampler(&job.params, n_vocab, &setup.eog_tokens);
+            let sampler = build_sampler(&job.params, n_vocab, &setup.eog_tokens, job.constraint);
             slots.push(Slot {
                 seq_id,
                 reply: job.reply,

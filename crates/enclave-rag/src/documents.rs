@@ -17,6 +17,9 @@ pub struct SourceDocument {
     ranges: Vec<(String, usize, usize)>,
     /// Where the document came from when it is a retrieved chunk of a stored one.
     pub origin: Option<Origin>,
+    /// A tool's output (already in the conversation as the tool's result, so it is not shown
+    /// to the model again; cited as a tool source).
+    pub from_tool: bool,
 }
 
 /// The stored document a retrieved chunk belongs to; its `text` field starts at `start` (code
@@ -75,6 +78,7 @@ impl SourceDocument {
             passage: Passage { text },
             ranges,
             origin: None,
+            from_tool: false,
         }
     }
 

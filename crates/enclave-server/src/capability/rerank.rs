@@ -301,7 +301,7 @@ async fn judge_prompts(judge: &Arc<dyn TextGenerator>, (query, pieces): Work) ->
                         format!("Query: {query}\n\nDocument: {piece}\n\nIs this document relevant to the query? Answer yes or no."),
                     ),
                 ];
-                let mut tokens = judge.chat_tokens(&messages)?.tokens;
+                let mut tokens = judge.chat_tokens(&messages, &[])?.tokens;
                 if tokens.len() + 1 > context {
                     // Keep the end: the question and the assistant's turn must survive.
                     tokens.drain(..tokens.len() + 1 - context);

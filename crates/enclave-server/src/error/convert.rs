@@ -26,6 +26,7 @@ impl From<GeneratorError> for ApiError {
             | GeneratorError::EmptyPrompt
             | GeneratorError::InvalidToken(_)
             | GeneratorError::Template(_) => ApiError::bad_request(err.to_string()),
+            GeneratorError::Grammar(_) => ApiError::invalid(err),
         }
     }
 }

@@ -65,6 +65,8 @@ pub struct DocumentInput {
     pub hidden: Vec<String>,
     /// Set for chunks retrieved from a collection.
     pub origin: Option<Origin>,
+    /// A tool's result: already in the conversation, cited as a tool source.
+    pub from_tool: bool,
 }
 
 /// The documents of a grounded chat and how to check the answer.
@@ -111,6 +113,7 @@ impl GroundingRequest {
             }
             let mut doc = SourceDocument::new(id, input.fields, &input.hidden);
             doc.origin = input.origin;
+            doc.from_tool = input.from_tool;
             if doc.passage.text.trim().is_empty() {
                 return Err(ApiError::invalid(format!(
                     "documents[{n}] has no text the model can read"
@@ -126,9 +129,23 @@ impl GroundingRequest {
         }))
     }
 
+    /// Whether the documents go before the chat (tool results are in it already).
+    pub fn prompts(&self) -> bool {
+        self.documents.iter().any(|d| !d.from_tool)
+    }
+
     /// The chat with the documents put before it as a system text (ahead of the caller's own).
     pub fn ground(&self, messages: Vec<ChatMessage>) -> Vec<ChatMessage> {
-        let mut instructions = grounding_instructions(&self.documents);
+        if !self.prompts() {
+            return messages;
+        }
+        let shown: Vec<SourceDocument> = self
+            .documents
+            .iter()
+            .filter(|d| !d.from_tool)
+            .cloned()
+            .collect();
+        let mut instructions = grounding_instructions(&shown);
         let mut rest = messages.into_iter().peekable();
         if let Some(first) = rest.next_if(|m| m.role == "system") {
             instructions.push_str("\n\n");

@@ -8,11 +8,15 @@
 pub mod grounding;
 pub mod sampling;
 pub mod streaming;
+pub mod tools;
 
 use std::sync::Arc;
 
 use axum::response::Response;
-use enclave_engine::{ChatMessage, FinishReason, GenEvent, GenerationStream, TextGenerator};
+use enclave_engine::tools::{ToolCall, ToolSpec};
+use enclave_engine::{
+    ChatMessage, Constraint, FinishReason, GenEvent, GenerationStream, TextGenerator,
+};
 use enclave_store::{Capability, Units};
 
 use crate::auth::Call;
@@ -21,6 +25,7 @@ use crate::error::ApiError;
 pub use grounding::{CitationMode, DocumentInput, GroundedAnswer, GroundingRequest};
 pub use sampling::{Bounds, SamplingInput, COHERE_BOUNDS, OPENAI_BOUNDS};
 pub use streaming::{sse_frame, StreamEnd, StreamFormat};
+pub use tools::{JsonFormat, Structure};
 
 /// Bytes of prompt text one token may stand for, at most, when a prompt is sized before it is
 /// tokenized: a prompt larger than the context times this cannot fit and is refused unread.
@@ -40,7 +45,16 @@ impl Prompt {
     fn size(&self) -> (usize, usize) {
         match self {
             Prompt::Chat(messages) => {
-                let bytes: usize = messages.iter().map(|m| m.content.len()).sum();
+                let bytes: usize = messages
+                    .iter()
+                    .map(|m| {
+                        m.content.len()
+                            + m.tool_calls
+                                .iter()
+                                .map(|c| c.name.len() + c.arguments.len())
+                                .sum::<usize>()
+                    })
+                    .sum();
                 (bytes, bytes + messages.len())
             }
             Prompt::Text(text) => (text.len(), text.len() + 1),
@@ -49,13 +63,14 @@ impl Prompt {
 
     /// Refuses an empty prompt, and one whose bytes cannot fit `context` tokens (unread);
     /// returns the upper bound on its tokens.
-    fn check_size(&self, context: u32) -> Result<usize, ApiError> {
+    fn check_size(&self, context: u32, extra_bytes: usize) -> Result<usize, ApiError> {
         match self {
             Prompt::Chat(m) if m.is_empty() => Err(ApiError::invalid("messages must not be empty")),
             Prompt::Text(t) if t.is_empty() => Err(ApiError::invalid("prompt must not be empty")),
             _ => Ok(()),
         }?;
         let (bytes, max_tokens) = self.size();
+        let (bytes, max_tokens) = (bytes + extra_bytes, max_tokens + extra_bytes);
         if bytes > context as usize * MAX_BYTES_PER_TOKEN {
             return Err(ApiError::bad_request(format!(
                 "too many tokens: the prompt's {bytes} bytes cannot fit the model's context of {context} tokens"
@@ -79,6 +94,8 @@ pub struct GenerationRequest {
     pub stream: bool,
     /// Documents to answer from (chat only); the answer is checked and cited against them.
     pub grounding: Option<GroundingRequest>,
+    /// Tools the model may call, or the JSON shape of the answer (chat only).
+    pub structure: Structure,
 }
 
 /// Token counts of one call: `billed_input` counts only the caller's text (no template tokens).
@@ -117,6 +134,8 @@ pub struct Completion {
     pub usage: Usage,
     /// The check of a grounded answer against its documents.
     pub grounding: Option<Arc<GroundedAnswer>>,
+    /// Calls the model made (`text` is then the plan it wrote before them).
+    pub tool_calls: Vec<ToolCall>,
 }
 
 /// Runs one generation request and renders it in `format`.
@@ -126,6 +145,12 @@ pub async fn generate<F: StreamFormat>(
     format: F,
 ) -> Result<Response, ApiError> {
     let state = &call.state;
+    if let Prompt::Chat(messages) = &request.prompt {
+        tools::check_history(messages)?;
+    } else if !request.structure.is_free() {
+        return Err(ApiError::invalid("tools and response_format need a chat"));
+    }
+    request.structure.check()?;
     if let Some(grounding) = &request.grounding {
         request.prompt = match request.prompt {
             Prompt::Chat(messages) => Prompt::Chat(grounding.ground(messages)),
@@ -140,7 +165,9 @@ pub async fn generate<F: StreamFormat>(
     };
     let sampling = request.sampling.check(request.bounds)?;
     let context = generator.info().context_per_sequence;
-    let max_input = request.prompt.check_size(context)?;
+    let max_input = request
+        .prompt
+        .check_size(context, request.structure.bytes())?;
     let max_output = sampling.max_tokens.map_or(context, |n| n.min(context));
     let max = Units::tokens(
         max_input.min(context as usize) as i64,
@@ -151,8 +178,15 @@ pub async fn generate<F: StreamFormat>(
         Admission::Replay(response) => return Ok(response),
         Admission::Run(bill) => bill,
     };
-    let (prompt, mut billed_input) = tokenize(&generator, request.prompt).await?;
-    if request.grounding.is_some() {
+    let constraint = request.structure.constraint();
+    let offered = request.structure.tools.offered().to_vec();
+    let (prompt, mut billed_input) =
+        prepare(&generator, request.prompt, offered, constraint.clone()).await?;
+    if request
+        .grounding
+        .as_ref()
+        .is_some_and(GroundingRequest::prompts)
+    {
         // The grounding rules are the server's words: the caller pays for its documents only.
         let rules = generator
             .tokenize(&enclave_rag::grounding_rules(), false)
@@ -160,7 +194,8 @@ pub async fn generate<F: StreamFormat>(
         billed_input = billed_input.saturating_sub(rules);
     }
     let prompt_tokens = prompt.len() as u32;
-    let params = sampling.fit(prompt_tokens, context)?;
+    let mut params = sampling.fit(prompt_tokens, context)?;
+    params.constraint = constraint;
     let usage = Usage {
         billed_input,
         prompt_tokens,
@@ -176,11 +211,23 @@ pub async fn generate<F: StreamFormat>(
     if request.stream {
         let longest = state.config().longest_stream;
         return Ok(streaming::respond(
-            generation, usage, format, bill, longest, checking,
+            generation,
+            usage,
+            format,
+            bill,
+            longest,
+            checking,
+            request.structure,
         ));
     }
     let mut done = collect(generation, usage).await?;
-    if let Some(checking) = checking {
+    let shaped = request
+        .structure
+        .finish(std::mem::take(&mut done.text), done.reason)?;
+    done.text = shaped.text;
+    done.reason = shaped.reason;
+    done.tool_calls = shaped.calls;
+    if let Some(checking) = checking.filter(|_| done.tool_calls.is_empty()) {
         let (checking, text) = checking.whole(std::mem::take(&mut done.text)).await?;
         done.text = text;
         done.grounding = Some(Arc::new(checking.answer()));
@@ -189,17 +236,44 @@ pub async fn generate<F: StreamFormat>(
     Ok(settled.json(&format.whole(&done)).await)
 }
 
+/// The prompt's tokens and how many of them are the caller's own text (tool definitions and
+/// results included), computed on a blocking thread with the answer's grammar compiled in the
+/// same hop (both are CPU work the async workers must not do).
+async fn prepare(
+    generator: &Arc<dyn TextGenerator>,
+    prompt: Prompt,
+    tools: Vec<ToolSpec>,
+    constraint: Option<Constraint>,
+) -> Result<(Vec<u32>, u32), ApiError> {
+    let Some(constraint) = constraint else {
+        return tokenize_with(generator, prompt, tools).await;
+    };
+    let compiling = Arc::clone(generator);
+    crate::blocking::off_runtime(move || compiling.prepare(&constraint))
+        .await?
+        .map_err(ApiError::from)?;
+    tokenize_with(generator, prompt, tools).await
+}
+
 /// The prompt's tokens and how many of them are the caller's own text, computed on a blocking
 /// thread (tokenizing a large prompt is CPU work the async workers must not do).
 pub async fn tokenize(
     generator: &Arc<dyn TextGenerator>,
     prompt: Prompt,
 ) -> Result<(Vec<u32>, u32), ApiError> {
+    tokenize_with(generator, prompt, Vec::new()).await
+}
+
+async fn tokenize_with(
+    generator: &Arc<dyn TextGenerator>,
+    prompt: Prompt,
+    tools: Vec<ToolSpec>,
+) -> Result<(Vec<u32>, u32), ApiError> {
     let generator = Arc::clone(generator);
     let (bytes, _) = prompt.size();
     crate::blocking::off_runtime_if_large(bytes, move || match prompt {
         Prompt::Chat(messages) => generator
-            .chat_tokens(&messages)
+            .chat_tokens(&messages, &tools)
             .map(|chat| (chat.tokens, chat.content_tokens))
             .map_err(ApiError::from),
         Prompt::Text(text) => {
@@ -232,6 +306,7 @@ pub async fn collect(
                     reason,
                     usage,
                     grounding: None,
+                    tool_calls: Vec::new(),
                 });
             }
             GenEvent::Error(message) => {
@@ -248,6 +323,7 @@ pub fn cohere_finish_reason(reason: FinishReason) -> &'static str {
         FinishReason::Complete => "COMPLETE",
         FinishReason::StopSequence => "STOP_SEQUENCE",
         FinishReason::MaxTokens => "MAX_TOKENS",
+        FinishReason::ToolCalls => "TOOL_CALL",
     }
 }
 
@@ -256,5 +332,6 @@ pub fn openai_finish_reason(reason: FinishReason) -> &'static str {
     match reason {
         FinishReason::Complete | FinishReason::StopSequence => "stop",
         FinishReason::MaxTokens => "length",
+        FinishReason::ToolCalls => "tool_calls",
     }
 }

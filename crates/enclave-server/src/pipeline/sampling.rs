@@ -133,6 +133,7 @@ impl SamplingInput {
                 max_tokens: 0,
                 stop: self.stop,
                 ignore_eos: self.ignore_eos,
+                constraint: None,
             },
         })
     }

@@ -10,12 +10,14 @@ use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 
+use enclave_engine::tools::ToolCall;
 use enclave_engine::{FinishReason, GenEvent, GenerationStream};
 use enclave_rag::{Checked, Citation, SourceDocument};
 use futures::stream::{self, Stream};
 use tokio::time::Instant;
 
 use super::grounding::{Checking, GroundedAnswer};
+use super::tools::{check_streamed_json, CallStream, Streamed, Structure};
 use super::{billed, Completion, Usage};
 use crate::billing::{Bill, REQUEST_ID};
 
@@ -39,6 +41,16 @@ pub trait StreamFormat: Send + 'static {
     fn content_type(&self) -> &'static str;
     fn start(&mut self) -> String;
     fn text(&mut self, text: &str) -> String;
+    /// Text the model wrote before its tool calls (a plan); formats without plans send it as
+    /// text.
+    fn plan(&mut self, text: &str) -> String {
+        self.text(text)
+    }
+    /// One tool call, whole; `index` counts the answer's calls from 0. Formats without tools
+    /// send nothing.
+    fn tool_call(&mut self, _index: usize, _call: &ToolCall) -> String {
+        String::new()
+    }
     /// A citation of text already sent; `index` counts the stream's citations from 0. Formats
     /// without citations send nothing.
     fn citation(
@@ -80,6 +92,14 @@ struct Sending<F> {
     checking: Option<Box<Checking>>,
     /// Citations sent so far.
     citations: usize,
+    /// Tool calls sent so far.
+    tool_calls: usize,
+    /// The shape the answer must take.
+    structure: Structure,
+    /// Reads calls out of the answer when tools are offered.
+    calls: Option<CallStream>,
+    /// A JSON answer so far (checked whole at the end).
+    json: String,
 }
 
 impl<F: StreamFormat> Sending<F> {
@@ -100,6 +120,28 @@ impl<F: StreamFormat> Sending<F> {
     async fn finish(&mut self, reason: FinishReason, completion: u32, cached: u32) -> String {
         self.usage.completion_tokens = completion;
         self.usage.cached_tokens = cached;
+        let mut reason = reason;
+        let mut held = String::new();
+        if let Some(mut calls) = self.calls.take() {
+            let out = match calls.finish(&self.structure) {
+                Ok(out) => out,
+                Err(e) => return self.fail(e.message),
+            };
+            held = match self.streamed(out).await {
+                Ok(frames) => frames,
+                Err(message) => return self.fail(message),
+            };
+            if calls.was_cut() {
+                reason = FinishReason::MaxTokens;
+            } else if calls.calls() > 0 {
+                reason = FinishReason::ToolCalls;
+            }
+        }
+        if reason == FinishReason::Complete {
+            if let Err(e) = check_streamed_json(&self.structure, &self.json) {
+                return self.fail(e.message);
+            }
+        }
         // The rest of a grounded answer (its last unit and citations) goes out before the end.
         let (rest, grounding) = match self.checking.take() {
             Some(checking) => match checking.feed(None).await {
@@ -113,6 +155,7 @@ impl<F: StreamFormat> Sending<F> {
             },
             None => (String::new(), None),
         };
+        let rest = held + &rest;
         let finished = StreamEnd::Finished {
             reason,
             usage: self.usage,
@@ -161,8 +204,37 @@ impl<F: StreamFormat> Sending<F> {
             .unwrap_or_default()
     }
 
-    /// The frames for a piece of generated text: as is, or through the grounded answer's check.
+    /// The frames for a piece of generated text: read for tool calls when tools are offered,
+    /// then as is or through the grounded answer's check.
     async fn text(&mut self, text: String) -> Result<String, String> {
+        if self.structure.json.is_some() {
+            self.json.push_str(&text);
+        }
+        let Some(mut calls) = self.calls.take() else {
+            return self.answer_text(text).await;
+        };
+        let out = calls.push(&self.structure, &text);
+        self.calls = Some(calls);
+        self.streamed(out.map_err(|e| e.message)?).await
+    }
+
+    /// Frames for what the call reader let through.
+    async fn streamed(&mut self, out: Vec<Streamed>) -> Result<String, String> {
+        let mut frames = String::new();
+        for piece in out {
+            match piece {
+                Streamed::Text(text) => frames.push_str(&self.answer_text(text).await?),
+                Streamed::Plan(text) => frames.push_str(&self.format.plan(&text)),
+                Streamed::Call(call) => {
+                    frames.push_str(&self.format.tool_call(self.tool_calls, &call));
+                    self.tool_calls += 1;
+                }
+            }
+        }
+        Ok(frames)
+    }
+
+    async fn answer_text(&mut self, text: String) -> Result<String, String> {
         let Some(checking) = self.checking.take() else {
             return Ok(self.format.text(&text));
         };
@@ -188,6 +260,7 @@ pub fn respond<F: StreamFormat>(
     mut bill: Bill,
     longest: Duration,
     checking: Option<Box<Checking>>,
+    structure: Structure,
 ) -> Response {
     let content_type = format.content_type();
     // The prompt was read: from here on, a disconnect bills at least the input.
@@ -203,6 +276,10 @@ pub fn respond<F: StreamFormat>(
         deadline: Instant::now() + longest,
         checking,
         citations: 0,
+        tool_calls: 0,
+        calls: structure.stream(),
+        structure,
+        json: String::new(),
     };
     let body = Body::from_stream(frames(sending));
     let mut response = (

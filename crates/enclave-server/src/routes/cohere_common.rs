@@ -3,7 +3,7 @@
 use enclave_engine::ChatMessage;
 use enclave_rag::{Citation, CitedSpan, SourceDocument};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use crate::auth::Call;
 use crate::collections::retrieve::{documents_for, question_of};
@@ -57,6 +57,65 @@ impl Content {
             }
         }
     }
+}
+
+/// A tool message's content: the text the model reads, and one document per content item
+/// (`<call id>:<n>`) for citations. `data` may be an object or a JSON string; nested values are
+/// echoed as JSON text, as Cohere does.
+pub fn tool_documents(
+    call_id: &str,
+    content: Content,
+) -> Result<(String, Vec<DocumentInput>), ApiError> {
+    let items: Vec<Value> = match content {
+        Content::Text(text) => vec![Value::String(text)],
+        Content::Parts(parts) => parts
+            .into_iter()
+            .map(|part| match part {
+                ContentPart::Text { text } => Ok(Value::String(text)),
+                ContentPart::Document { document } => match document {
+                    Value::Object(mut doc) => Ok(doc.remove("data").unwrap_or(Value::Null)),
+                    _ => Err(ApiError::invalid(
+                        "a tool result's document must be an object {data, id?}",
+                    )),
+                },
+                _ => Err(ApiError::invalid(
+                    "tool results may hold text and document parts only",
+                )),
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let mut text = Vec::with_capacity(items.len());
+    let mut documents = Vec::with_capacity(items.len());
+    for (n, item) in items.into_iter().enumerate() {
+        let parsed = match &item {
+            Value::String(s) => serde_json::from_str::<Value>(s)
+                .ok()
+                .filter(Value::is_object),
+            Value::Object(_) => Some(item.clone()),
+            _ => None,
+        };
+        text.push(match &item {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        });
+        let fields: Map<String, Value> = match parsed {
+            Some(Value::Object(obj)) => obj
+                .into_iter()
+                .map(|(k, v)| match v {
+                    Value::String(_) => (k, v),
+                    other => (k, Value::String(other.to_string())),
+                })
+                .collect(),
+            _ => Map::from_iter([("text".to_string(), Value::String(text[n].clone()))]),
+        };
+        documents.push(DocumentInput {
+            id: Some(format!("{call_id}:{n}")),
+            fields,
+            from_tool: true,
+            ..DocumentInput::default()
+        });
+    }
+    Ok((text.join("\n"), documents))
 }
 
 /// `billed_units` and `tokens` as Cohere reports them.
@@ -161,6 +220,9 @@ pub fn echoed(doc: &SourceDocument) -> Value {
 /// document holds the supporting text and where, in code points; a chunk retrieved from a
 /// collection also names its stored document and the span's offsets in it.
 fn source_json(doc: &SourceDocument, span: &CitedSpan) -> Value {
+    if doc.from_tool {
+        return json!({ "type": "tool", "id": doc.id, "tool_output": doc.fields });
+    }
     let mut source = json!({ "type": "document", "id": doc.id, "document": echoed(doc) });
     let Some(at) = doc.locate(span) else {
         return source;

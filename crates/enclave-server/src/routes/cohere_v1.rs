@@ -2,6 +2,7 @@
 //! stream) and `POST /v1/generate` (raw prompt completion; JSON or NDJSON stream).
 
 use axum::response::Response;
+use enclave_engine::tools::{ToolCall, ToolChoice, ToolSpec, ToolUse};
 use enclave_engine::ChatMessage;
 use enclave_rag::{Citation, SourceDocument};
 use enclave_store::Capability;
@@ -11,9 +12,10 @@ use serde_json::{json, Map, Value};
 use crate::auth::Call;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
+use crate::pipeline::tools::{new_call_id, tool};
 use crate::pipeline::{
     cohere_finish_reason, generate as run_generation, Completion, DocumentInput, GenerationRequest,
-    GroundedAnswer, Prompt, StreamEnd, StreamFormat, Usage, COHERE_BOUNDS,
+    GroundedAnswer, JsonFormat, Prompt, StreamEnd, StreamFormat, Structure, Usage, COHERE_BOUNDS,
 };
 use crate::routes::cohere_common::{
     echoed, grounding_json, new_id, refuse_unsupported, v1_citation, v1_meta, CohereSampling,
@@ -32,8 +34,10 @@ pub struct ChatRequest {
     stream: Option<bool>,
     #[serde(flatten)]
     sampling: CohereSampling,
-    tools: Option<Vec<Value>>,
-    tool_results: Option<Vec<Value>>,
+    tools: Option<Vec<V1Tool>>,
+    tool_results: Option<Vec<ToolResult>>,
+    force_single_step: Option<bool>,
+    response_format: Option<ResponseFormat>,
     documents: Option<Vec<Value>>,
     citation_quality: Option<String>,
     /// Extension: `flag` (default) or `decline` claims the documents do not support.
@@ -49,6 +53,118 @@ pub struct ChatRequest {
 struct HistoryEntry {
     role: String,
     message: Option<String>,
+    tool_results: Option<Vec<ToolResult>>,
+}
+
+/// A v1 tool: parameters described one by one with Python type names.
+#[derive(Debug, Deserialize)]
+struct V1Tool {
+    name: String,
+    description: Option<String>,
+    parameter_definitions: Option<serde_json::Map<String, Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ParameterDefinition {
+    description: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    required: Option<bool>,
+}
+
+impl V1Tool {
+    /// The tool with its parameters as a JSON Schema object.
+    fn into_spec(self) -> Result<ToolSpec, ApiError> {
+        let mut properties = serde_json::Map::new();
+        let mut required = Vec::new();
+        for (name, definition) in self.parameter_definitions.unwrap_or_default() {
+            let definition: ParameterDefinition =
+                serde_json::from_value(definition).map_err(|e| {
+                    ApiError::invalid(format!("tool '{}' parameter '{name}': {e}", self.name))
+                })?;
+            let mut schema = serde_json::Map::new();
+            if let Some(kind) = definition.kind.as_deref().and_then(json_type) {
+                schema.insert("type".into(), json!(kind));
+            }
+            if let Some(description) = definition.description {
+                schema.insert("description".into(), json!(description));
+            }
+            if definition.required == Some(true) {
+                required.push(json!(name));
+            }
+            properties.insert(name, Value::Object(schema));
+        }
+        let parameters =
+            json!({ "type": "object", "properties": properties, "required": required });
+        Ok(tool(self.name, self.description, Some(parameters)))
+    }
+}
+
+/// The JSON Schema type of a Python type name (`str`, `int`, `List[str]`, ...); unknown names
+/// leave the parameter's type open.
+fn json_type(python: &str) -> Option<&'static str> {
+    let base = python
+        .split('[')
+        .next()
+        .unwrap_or(python)
+        .trim()
+        .to_ascii_lowercase();
+    match base.as_str() {
+        "str" | "string" => Some("string"),
+        "int" | "integer" => Some("integer"),
+        "float" | "number" => Some("number"),
+        "bool" | "boolean" => Some("boolean"),
+        "list" | "array" | "tuple" => Some("array"),
+        "dict" | "object" => Some("object"),
+        _ => None,
+    }
+}
+
+/// A call the caller ran and what it returned.
+#[derive(Debug, Deserialize)]
+struct ToolResult {
+    call: V1Call,
+    outputs: Vec<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct V1Call {
+    name: String,
+    parameters: Option<Value>,
+}
+
+/// Tool results as the conversation's assistant call and tool result turns.
+fn result_messages(results: Vec<ToolResult>) -> Vec<ChatMessage> {
+    let mut assistant = ChatMessage::new("assistant", "");
+    let mut answers = Vec::new();
+    for result in results {
+        let id = new_call_id(&result.call.name);
+        let arguments = result
+            .call
+            .parameters
+            .filter(Value::is_object)
+            .unwrap_or_else(|| json!({}));
+        assistant.tool_calls.push(ToolCall {
+            id: id.clone(),
+            name: result.call.name,
+            arguments: arguments.to_string(),
+        });
+        let mut answer = ChatMessage::new("tool", Value::Array(result.outputs).to_string());
+        answer.tool_call_id = Some(id);
+        answers.push(answer);
+    }
+    if assistant.tool_calls.is_empty() {
+        return Vec::new();
+    }
+    std::iter::once(assistant).chain(answers).collect()
+}
+
+/// `{type: "text"}` or `{type: "json_object", schema?}`.
+#[derive(Debug, Deserialize)]
+struct ResponseFormat {
+    #[serde(rename = "type")]
+    kind: String,
+    schema: Option<Value>,
 }
 
 /// v1 documents: string maps with an optional `id` and `_excludes` (fields echoed in
@@ -97,7 +213,7 @@ fn documents(documents: Vec<Value>) -> Result<Vec<DocumentInput>, ApiError> {
                 id,
                 fields,
                 hidden,
-                origin: None,
+                ..DocumentInput::default()
             })
         })
         .collect()
@@ -108,22 +224,15 @@ fn history_role(role: &str) -> Result<&'static str, ApiError> {
         "USER" => Ok("user"),
         "CHATBOT" => Ok("assistant"),
         "SYSTEM" => Ok("system"),
-        "TOOL" => Err(ApiError::invalid(
-            "TOOL history entries are not supported by this server yet",
-        )),
+        "TOOL" => Ok("tool"),
         _ => Err(ApiError::invalid(format!(
-            "chat_history role must be USER, CHATBOT or SYSTEM, got {role}"
+            "chat_history role must be USER, CHATBOT, SYSTEM or TOOL, got {role}"
         ))),
     }
 }
 
 pub async fn chat(call: Call, ApiJson(req): ApiJson<ChatRequest>) -> Result<Response, ApiError> {
     refuse_unsupported(&[
-        ("tools", req.tools.as_ref().is_some_and(|t| !t.is_empty())),
-        (
-            "tool_results",
-            req.tool_results.as_ref().is_some_and(|t| !t.is_empty()),
-        ),
         (
             "connectors",
             req.connectors.as_ref().is_some_and(|c| !c.is_empty()),
@@ -141,12 +250,49 @@ pub async fn chat(call: Call, ApiJson(req): ApiJson<ChatRequest>) -> Result<Resp
     let mut history = Vec::new();
     for entry in req.chat_history.unwrap_or_default() {
         let role = history_role(&entry.role)?;
+        if role == "tool" {
+            messages.extend(result_messages(entry.tool_results.unwrap_or_default()));
+            continue;
+        }
         let text = entry.message.unwrap_or_default();
         history.push(json!({ "role": entry.role.to_ascii_uppercase(), "message": text }));
         messages.push(ChatMessage::new(role, text));
     }
     messages.push(ChatMessage::new("user", req.message.clone()));
     history.push(json!({ "role": "USER", "message": req.message }));
+    messages.extend(result_messages(req.tool_results.unwrap_or_default()));
+    // Single- and multi-step use are the same here: each request is one step.
+    let _ = req.force_single_step;
+    let tools = req
+        .tools
+        .unwrap_or_default()
+        .into_iter()
+        .map(V1Tool::into_spec)
+        .collect::<Result<Vec<_>, _>>()?;
+    let json = match req.response_format {
+        None => None,
+        Some(f) => match f.kind.to_ascii_lowercase().as_str() {
+            "text" => None,
+            "json_object" => Some(JsonFormat {
+                schema: f.schema.filter(|s| !s.is_null()),
+                strict: true,
+            }),
+            other => {
+                return Err(ApiError::invalid(format!(
+                    "response_format type must be text or json_object, got {other}"
+                )))
+            }
+        },
+    };
+    let structure = Structure {
+        tools: ToolUse {
+            tools,
+            choice: ToolChoice::Auto,
+            parallel: true,
+            strict: false,
+        },
+        json,
+    };
     let grounding = GroundingFields {
         documents: documents(req.documents.unwrap_or_default())?,
         collections: req.collections,
@@ -164,6 +310,7 @@ pub async fn chat(call: Call, ApiJson(req): ApiJson<ChatRequest>) -> Result<Resp
         bounds: COHERE_BOUNDS,
         stream: req.stream == Some(true),
         grounding,
+        structure,
     };
     let format = ChatStream {
         reply: ChatReply {
@@ -172,6 +319,7 @@ pub async fn chat(call: Call, ApiJson(req): ApiJson<ChatRequest>) -> Result<Resp
             history,
         },
         text: String::new(),
+        calls: Vec::new(),
     };
     run_generation(&call, request, format).await
 }
@@ -187,12 +335,17 @@ impl ChatReply {
     fn body(
         &self,
         text: &str,
+        calls: &[ToolCall],
         finish_reason: &str,
         usage: &Usage,
         grounding: Option<&GroundedAnswer>,
     ) -> Value {
         let mut history = self.history.clone();
-        history.push(json!({ "role": "CHATBOT", "message": text }));
+        let mut turn = json!({ "role": "CHATBOT", "message": text });
+        if !calls.is_empty() {
+            turn["tool_calls"] = v1_calls(calls);
+        }
+        history.push(turn);
         let mut body = json!({
             "response_id": self.response_id,
             "generation_id": self.generation_id,
@@ -201,6 +354,9 @@ impl ChatReply {
             "chat_history": history,
             "meta": v1_meta(Some(usage)),
         });
+        if !calls.is_empty() {
+            body["tool_calls"] = v1_calls(calls);
+        }
         if let Some(answer) = grounding {
             if answer.cite {
                 let docs = &answer.documents;
@@ -230,6 +386,18 @@ impl ChatReply {
         }
         body
     }
+}
+
+/// Calls in v1's shape: `{name, parameters}`.
+fn v1_calls(calls: &[ToolCall]) -> Value {
+    calls
+        .iter()
+        .map(|c| {
+            let parameters: Value =
+                serde_json::from_str(&c.arguments).unwrap_or_else(|_| json!({}));
+            json!({ "name": c.name, "parameters": parameters })
+        })
+        .collect()
 }
 
 /// v1's last NDJSON line: how the stream ended and the whole response, as `body` renders it.
@@ -263,12 +431,14 @@ fn ndjson(value: Value) -> String {
 struct ChatStream {
     reply: ChatReply,
     text: String,
+    calls: Vec<ToolCall>,
 }
 
 impl StreamFormat for ChatStream {
     fn whole(&self, done: &Completion) -> Value {
         self.reply.body(
             &done.text,
+            &done.tool_calls,
             cohere_finish_reason(done.reason),
             &done.usage,
             done.grounding.as_deref(),
@@ -290,6 +460,12 @@ impl StreamFormat for ChatStream {
         ndjson(json!({ "is_finished": false, "event_type": "text-generation", "text": text }))
     }
 
+    /// Calls are sent together in one `tool-calls-generation` line at the end.
+    fn tool_call(&mut self, _index: usize, call: &ToolCall) -> String {
+        self.calls.push(call.clone());
+        String::new()
+    }
+
     fn citation(
         &mut self,
         _index: usize,
@@ -304,9 +480,20 @@ impl StreamFormat for ChatStream {
     }
 
     fn end(&mut self, end: &StreamEnd) -> String {
-        stream_end(end, |reason, usage, grounding| {
-            self.reply.body(&self.text, reason, usage, grounding)
-        })
+        let mut out = String::new();
+        if !self.calls.is_empty() && matches!(end, StreamEnd::Finished { .. }) {
+            out.push_str(&ndjson(json!({
+                "is_finished": false,
+                "event_type": "tool-calls-generation",
+                "text": self.text,
+                "tool_calls": v1_calls(&self.calls),
+            })));
+        }
+        out.push_str(&stream_end(end, |reason, usage, grounding| {
+            self.reply
+                .body(&self.text, &self.calls, reason, usage, grounding)
+        }));
+        out
     }
 }
 
@@ -355,6 +542,7 @@ pub async fn generate(
         bounds: COHERE_BOUNDS,
         stream: req.stream == Some(true),
         grounding: None,
+        structure: Structure::default(),
     };
     run_generation(&call, request, format).await
 }

@@ -12,12 +12,14 @@ use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::pipeline::{
     cohere_finish_reason, generate, sse_frame, Completion, DocumentInput, GenerationRequest,
-    Prompt, StreamEnd, StreamFormat, COHERE_BOUNDS,
+    JsonFormat, Prompt, StreamEnd, StreamFormat, Structure, COHERE_BOUNDS,
 };
 use crate::routes::cohere_common::{
-    check_priority, grounding_json, new_id, refuse_unsupported, usage_json, v2_citation,
-    CohereSampling, Content, GroundingFields,
+    check_priority, grounding_json, new_id, refuse_unsupported, tool_documents, usage_json,
+    v2_citation, CohereSampling, Content, GroundingFields,
 };
+use crate::routes::tool_shapes::{call_json, calls, specs, FunctionCall, FunctionTool};
+use enclave_engine::tools::{ToolCall, ToolChoice, ToolUse};
 
 #[derive(Debug, Deserialize)]
 pub struct ChatRequest {
@@ -26,7 +28,9 @@ pub struct ChatRequest {
     stream: Option<bool>,
     #[serde(flatten)]
     sampling: CohereSampling,
-    tools: Option<Vec<Value>>,
+    tools: Option<Vec<FunctionTool>>,
+    tool_choice: Option<String>,
+    strict_tools: Option<bool>,
     documents: Option<Vec<Value>>,
     citation_options: Option<CitationOptions>,
     /// Extension: `flag` (default) or `decline` claims the documents do not support.
@@ -87,10 +91,40 @@ fn documents(documents: Vec<Value>) -> Result<Vec<DocumentInput>, ApiError> {
         .collect()
 }
 
+/// `{type: "text"}` or `{type: "json_object", json_schema?}` (the docs' own examples say
+/// `schema`; both are read).
 #[derive(Debug, Deserialize)]
 struct ResponseFormat {
     #[serde(rename = "type")]
     kind: String,
+    json_schema: Option<Value>,
+    schema: Option<Value>,
+}
+
+impl ResponseFormat {
+    fn into_json(self) -> Result<Option<JsonFormat>, ApiError> {
+        match self.kind.to_ascii_lowercase().as_str() {
+            "text" => Ok(None),
+            "json_object" => Ok(Some(JsonFormat {
+                schema: self.json_schema.or(self.schema).filter(|s| !s.is_null()),
+                strict: true,
+            })),
+            other => Err(ApiError::invalid(format!(
+                "response_format type must be text or json_object, got {other}"
+            ))),
+        }
+    }
+}
+
+fn tool_choice(choice: Option<&str>) -> Result<ToolChoice, ApiError> {
+    match choice.map(str::to_ascii_uppercase).as_deref() {
+        None | Some("AUTO") => Ok(ToolChoice::Auto),
+        Some("REQUIRED") => Ok(ToolChoice::Required),
+        Some("NONE") => Ok(ToolChoice::None),
+        Some(other) => Err(ApiError::invalid(format!(
+            "tool_choice must be REQUIRED or NONE, got {other}"
+        ))),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -104,50 +138,61 @@ enum Message {
     },
     Assistant {
         content: Option<Content>,
-        tool_calls: Option<Vec<Value>>,
+        tool_calls: Option<Vec<FunctionCall>>,
+        tool_plan: Option<String>,
     },
-    Tool {},
+    Tool {
+        tool_call_id: String,
+        content: Content,
+    },
 }
 
-fn to_messages(messages: Vec<Message>) -> Result<Vec<ChatMessage>, ApiError> {
-    messages
-        .into_iter()
-        .map(|message| match message {
-            Message::System { content } => Ok(ChatMessage::new("system", content.into_text()?)),
-            Message::User { content } => Ok(ChatMessage::new("user", content.into_text()?)),
+/// The conversation, and the documents of the tool results since the last user turn (what
+/// the answer is checked and cited against).
+fn to_messages(messages: Vec<Message>) -> Result<(Vec<ChatMessage>, Vec<DocumentInput>), ApiError> {
+    let mut out = Vec::with_capacity(messages.len());
+    let mut results = Vec::new();
+    for message in messages {
+        let message = match message {
+            Message::System { content } => ChatMessage::new("system", content.into_text()?),
+            Message::User { content } => {
+                results.clear();
+                ChatMessage::new("user", content.into_text()?)
+            }
             Message::Assistant {
                 content,
                 tool_calls,
+                tool_plan,
             } => {
-                if tool_calls.is_some_and(|c| !c.is_empty()) {
-                    return Err(ApiError::invalid(
-                        "tool calls are not supported by this server yet",
-                    ));
-                }
-                let text = content
-                    .map(Content::into_text)
-                    .transpose()?
-                    .unwrap_or_default();
-                Ok(ChatMessage::new("assistant", text))
+                let calls = calls(tool_calls)?;
+                let text = match content.map(Content::into_text).transpose()? {
+                    Some(text) if !text.is_empty() => text,
+                    // A turn of calls: what the model planned is what it said.
+                    _ if !calls.is_empty() => tool_plan.unwrap_or_default(),
+                    _ => String::new(),
+                };
+                let mut message = ChatMessage::new("assistant", text);
+                message.tool_calls = calls;
+                message
             }
-            Message::Tool { .. } => Err(ApiError::invalid(
-                "tool messages are not supported by this server yet",
-            )),
-        })
-        .collect()
+            Message::Tool {
+                tool_call_id,
+                content,
+            } => {
+                let (text, documents) = tool_documents(&tool_call_id, content)?;
+                results.extend(documents);
+                let mut message = ChatMessage::new("tool", text);
+                message.tool_call_id = Some(tool_call_id);
+                message
+            }
+        };
+        out.push(message);
+    }
+    Ok((out, results))
 }
 
 pub async fn chat(call: Call, ApiJson(req): ApiJson<ChatRequest>) -> Result<Response, ApiError> {
-    refuse_unsupported(&[
-        ("tools", req.tools.as_ref().is_some_and(|t| !t.is_empty())),
-        (
-            "response_format json_object",
-            req.response_format
-                .as_ref()
-                .is_some_and(|f| f.kind != "text"),
-        ),
-        ("logprobs", req.logprobs == Some(true)),
-    ])?;
+    refuse_unsupported(&[("logprobs", req.logprobs == Some(true))])?;
     if let Some(mode) = req.safety_mode.as_deref() {
         if !["CONTEXTUAL", "STRICT", "OFF"].contains(&mode) {
             return Err(ApiError::invalid(format!(
@@ -158,9 +203,26 @@ pub async fn chat(call: Call, ApiJson(req): ApiJson<ChatRequest>) -> Result<Resp
     check_priority(req.priority)?;
     // `thinking` is accepted and has no effect: the served models do not reason in a separate block.
     let _ = req.thinking;
-    let messages = to_messages(req.messages)?;
+    let (messages, tool_results) = to_messages(req.messages)?;
+    let (tools, _) = specs(req.tools)?;
+    let structure = Structure {
+        tools: ToolUse {
+            tools,
+            choice: tool_choice(req.tool_choice.as_deref())?,
+            parallel: true,
+            strict: req.strict_tools == Some(true),
+        },
+        json: req
+            .response_format
+            .map(ResponseFormat::into_json)
+            .transpose()?
+            .flatten(),
+    };
+    let lazy_content = !structure.tools.offered().is_empty();
+    let mut grounded = documents(req.documents.unwrap_or_default())?;
+    grounded.extend(tool_results);
     let grounding = GroundingFields {
-        documents: documents(req.documents.unwrap_or_default())?,
+        documents: grounded,
         collections: req.collections,
         id_prefix: "doc:",
         mode: req
@@ -179,13 +241,24 @@ pub async fn chat(call: Call, ApiJson(req): ApiJson<ChatRequest>) -> Result<Resp
         bounds: COHERE_BOUNDS,
         stream: req.stream == Some(true),
         grounding,
+        structure,
     };
-    generate(&call, request, V2Stream { id: new_id() }).await
+    let format = V2Stream {
+        id: new_id(),
+        content_open: false,
+        lazy_content,
+    };
+    generate(&call, request, format).await
 }
 
-/// Cohere v2 SSE: message-start, content-start, content-delta…, content-end, message-end, [DONE].
+/// Cohere v2 SSE: message-start, content-start, content-delta…, content-end, message-end, [DONE];
+/// an answer of tool calls sends tool-plan-delta and tool-call-start/delta/end instead of content.
 struct V2Stream {
     id: String,
+    /// Whether content-start has been sent.
+    content_open: bool,
+    /// With tools offered the answer may be calls: content-start waits for the first text.
+    lazy_content: bool,
 }
 
 fn event(kind: &str, body: Value) -> String {
@@ -196,15 +269,36 @@ fn event(kind: &str, body: Value) -> String {
     sse_frame(Some(kind), &body.to_string())
 }
 
+impl V2Stream {
+    /// content-start, once, before the first text.
+    fn open_content(&mut self) -> String {
+        if self.content_open {
+            return String::new();
+        }
+        self.content_open = true;
+        event(
+            "content-start",
+            json!({ "index": 0, "delta": { "message": { "content": { "type": "text", "text": "" } } } }),
+        )
+    }
+}
+
 impl StreamFormat for V2Stream {
     fn whole(&self, done: &Completion) -> Value {
+        let mut message = json!({ "role": "assistant" });
+        if done.tool_calls.is_empty() {
+            message["content"] = json!([{ "type": "text", "text": done.text }]);
+        } else {
+            if !done.text.is_empty() {
+                message["tool_plan"] = json!(done.text);
+            }
+            let calls: Vec<Value> = done.tool_calls.iter().map(call_json).collect();
+            message["tool_calls"] = Value::Array(calls);
+        }
         let mut body = json!({
             "id": self.id,
             "finish_reason": cohere_finish_reason(done.reason),
-            "message": {
-                "role": "assistant",
-                "content": [{ "type": "text", "text": done.text }],
-            },
+            "message": message,
             "usage": usage_json(&done.usage),
         });
         if let Some(answer) = &done.grounding {
@@ -236,18 +330,41 @@ impl StreamFormat for V2Stream {
                 }},
             }),
         );
-        out.push_str(&event(
-            "content-start",
-            json!({ "index": 0, "delta": { "message": { "content": { "type": "text", "text": "" } } } }),
-        ));
+        if !self.lazy_content {
+            out.push_str(&self.open_content());
+        }
         out
     }
 
     fn text(&mut self, text: &str) -> String {
-        event(
+        let mut out = self.open_content();
+        out.push_str(&event(
             "content-delta",
             json!({ "index": 0, "delta": { "message": { "content": { "text": text } } } }),
+        ));
+        out
+    }
+
+    fn plan(&mut self, text: &str) -> String {
+        event(
+            "tool-plan-delta",
+            json!({ "delta": { "message": { "tool_plan": text } } }),
         )
+    }
+
+    fn tool_call(&mut self, index: usize, call: &ToolCall) -> String {
+        let mut start = call_json(call);
+        start["function"]["arguments"] = json!("");
+        let mut out = event(
+            "tool-call-start",
+            json!({ "index": index, "delta": { "message": { "tool_calls": start } } }),
+        );
+        out.push_str(&event(
+            "tool-call-delta",
+            json!({ "index": index, "delta": { "message": { "tool_calls": { "function": { "arguments": call.arguments } } } } }),
+        ));
+        out.push_str(&event("tool-call-end", json!({ "index": index })));
+        out
     }
 
     fn citation(
@@ -265,7 +382,10 @@ impl StreamFormat for V2Stream {
     }
 
     fn end(&mut self, end: &StreamEnd) -> String {
-        let mut out = event("content-end", json!({ "index": 0 }));
+        let mut out = String::new();
+        if self.content_open {
+            out.push_str(&event("content-end", json!({ "index": 0 })));
+        }
         let delta = match end {
             StreamEnd::Finished {
                 reason,

@@ -11,3 +11,4 @@ pub mod ops;
 pub mod rerank;
 pub mod summarize;
 pub mod tokens;
+pub mod tool_shapes;

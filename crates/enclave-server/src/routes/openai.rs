@@ -14,9 +14,11 @@ use crate::capability::vectors::to_base64;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::pipeline::{
-    generate, openai_finish_reason, sse_frame, Completion, GenerationRequest, Prompt,
-    SamplingInput, StreamEnd, StreamFormat, Usage, OPENAI_BOUNDS,
+    generate, openai_finish_reason, sse_frame, Completion, GenerationRequest, JsonFormat, Prompt,
+    SamplingInput, StreamEnd, StreamFormat, Structure, Usage, OPENAI_BOUNDS,
 };
+use crate::routes::tool_shapes::{call_json, calls, specs, FunctionCall, FunctionTool};
+use enclave_engine::tools::{ToolCall, ToolChoice, ToolUse};
 /// OpenAI's documented default for `/v1/completions`.
 const COMPLETIONS_DEFAULT_MAX_TOKENS: i64 = 16;
 
@@ -62,6 +64,8 @@ struct Part {
 struct Message {
     role: String,
     content: Option<Content>,
+    tool_calls: Option<Vec<FunctionCall>>,
+    tool_call_id: Option<String>,
 }
 
 fn to_message(message: Message) -> Result<ChatMessage, ApiError> {
@@ -69,11 +73,23 @@ fn to_message(message: Message) -> Result<ChatMessage, ApiError> {
         "system" | "developer" => "system",
         "user" => "user",
         "assistant" => "assistant",
+        "tool" => "tool",
         other => {
             return Err(ApiError::invalid(format!(
-                "message role '{other}' is not supported; use system, developer, user or assistant"
+                "message role '{other}' is not supported; use system, developer, user, assistant or tool"
             )))
         }
+    };
+    let tool_calls = calls(message.tool_calls)?;
+    if !tool_calls.is_empty() && role != "assistant" {
+        return Err(ApiError::invalid(
+            "only assistant messages carry tool_calls",
+        ));
+    }
+    let tool_call_id = match (role, message.tool_call_id) {
+        ("tool", Some(id)) => Some(id),
+        ("tool", None) => return Err(ApiError::invalid("a tool message needs tool_call_id")),
+        _ => None,
     };
     let text = match message.content {
         None => String::new(),
@@ -93,7 +109,56 @@ fn to_message(message: Message) -> Result<ChatMessage, ApiError> {
             out
         }
     };
-    Ok(ChatMessage::new(role, text))
+    let mut message = ChatMessage::new(role, text);
+    message.tool_calls = tool_calls;
+    message.tool_call_id = tool_call_id;
+    Ok(message)
+}
+
+/// `tool_choice`: `auto`, `none`, `required`, or `{type: "function", function: {name}}`.
+fn tool_choice(choice: Option<Value>) -> Result<ToolChoice, ApiError> {
+    match choice {
+        None | Some(Value::Null) => Ok(ToolChoice::Auto),
+        Some(Value::String(s)) => match s.as_str() {
+            "auto" => Ok(ToolChoice::Auto),
+            "none" => Ok(ToolChoice::None),
+            "required" => Ok(ToolChoice::Required),
+            other => Err(ApiError::invalid(format!(
+                "tool_choice must be auto, none, required or a named function, got {other}"
+            ))),
+        },
+        Some(Value::Object(obj)) => obj
+            .get("function")
+            .and_then(|f| f.get("name"))
+            .and_then(Value::as_str)
+            .map(|name| ToolChoice::Named(name.to_string()))
+            .ok_or_else(|| {
+                ApiError::invalid("tool_choice must name a function: {\"type\": \"function\", \"function\": {\"name\": ...}}")
+            }),
+        Some(_) => Err(ApiError::invalid("tool_choice must be a string or an object")),
+    }
+}
+
+/// `response_format`: `text`, `json_object`, or `json_schema` with `{name, schema, strict}`.
+fn response_format(format: Option<Value>) -> Result<Option<JsonFormat>, ApiError> {
+    let Some(format) = format.filter(|f| !f.is_null()) else {
+        return Ok(None);
+    };
+    match format.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(None),
+        Some("json_object") => Ok(Some(JsonFormat::default())),
+        Some("json_schema") => {
+            let spec = format.get("json_schema").ok_or_else(|| {
+                ApiError::invalid("response_format json_schema needs a json_schema object")
+            })?;
+            let schema = spec.get("schema").filter(|s| !s.is_null()).cloned();
+            let strict = spec.get("strict").and_then(Value::as_bool).unwrap_or(false);
+            Ok(Some(JsonFormat { schema, strict }))
+        }
+        _ => Err(ApiError::invalid(
+            "response_format type must be text, json_object or json_schema",
+        )),
+    }
 }
 
 /// The sampling fields both OpenAI generation routes carry, flattened into their requests.
@@ -121,6 +186,7 @@ impl OpenAiSampling {
         model: String,
         prompt: Prompt,
         max_tokens: Option<i64>,
+        structure: Structure,
     ) -> Result<(GenerationRequest, OpenAiStream), ApiError> {
         if let Some(n) = self.n.filter(|&n| n != 1) {
             return Err(ApiError::invalid(format!(
@@ -160,6 +226,7 @@ impl OpenAiSampling {
             bounds: OPENAI_BOUNDS,
             stream: self.stream == Some(true),
             grounding: None,
+            structure,
         };
         Ok((request, format))
     }
@@ -173,7 +240,10 @@ pub struct ChatCompletionRequest {
     sampling: OpenAiSampling,
     max_tokens: Option<i64>,
     max_completion_tokens: Option<i64>,
-    tools: Option<Vec<Value>>,
+    tools: Option<Vec<FunctionTool>>,
+    tool_choice: Option<Value>,
+    parallel_tool_calls: Option<bool>,
+    response_format: Option<Value>,
     logprobs: Option<bool>,
 }
 
@@ -196,11 +266,6 @@ pub async fn chat_completions(
     call: Call,
     ApiJson(req): ApiJson<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
-    if req.tools.as_ref().is_some_and(|t| !t.is_empty()) {
-        return Err(ApiError::invalid(
-            "'tools' is not supported by this server yet",
-        ));
-    }
     if req.logprobs == Some(true) {
         return Err(ApiError::invalid(
             "'logprobs' is not supported by this server yet",
@@ -211,11 +276,22 @@ pub async fn chat_completions(
         .into_iter()
         .map(to_message)
         .collect::<Result<Vec<_>, _>>()?;
+    let (tools, strict) = specs(req.tools)?;
+    let structure = Structure {
+        tools: ToolUse {
+            tools,
+            choice: tool_choice(req.tool_choice)?,
+            parallel: req.parallel_tool_calls.unwrap_or(true),
+            strict,
+        },
+        json: response_format(req.response_format)?,
+    };
     let (request, format) = req.sampling.request(
         Capability::Chat,
         req.model,
         Prompt::Chat(messages),
         req.max_completion_tokens.or(req.max_tokens),
+        structure,
     )?;
     generate(&call, request, format).await
 }
@@ -263,6 +339,7 @@ pub async fn completions(
         req.model,
         Prompt::Text(prompt),
         Some(req.max_tokens.unwrap_or(COMPLETIONS_DEFAULT_MAX_TOKENS)),
+        Structure::default(),
     )?;
     generate(&call, request, format).await
 }
@@ -314,7 +391,13 @@ impl StreamFormat for OpenAiStream {
     fn whole(&self, done: &Completion) -> Value {
         let reason = openai_finish_reason(done.reason);
         let (object, choice) = if self.chat {
-            let message = json!({ "role": "assistant", "content": done.text });
+            let mut message = json!({ "role": "assistant", "content": done.text });
+            if !done.tool_calls.is_empty() {
+                if done.text.is_empty() {
+                    message["content"] = Value::Null;
+                }
+                message["tool_calls"] = done.tool_calls.iter().map(call_json).collect();
+            }
             let choice = json!({ "index": 0, "message": message, "logprobs": null, "finish_reason": reason });
             ("chat.completion", choice)
         } else {
@@ -346,6 +429,15 @@ impl StreamFormat for OpenAiStream {
 
     fn text(&mut self, text: &str) -> String {
         self.chunk(self.delta(Some(text), false, None), None)
+    }
+
+    fn tool_call(&mut self, index: usize, call: &ToolCall) -> String {
+        let mut call = call_json(call);
+        call["index"] = json!(index);
+        let choice = json!({
+            "index": 0, "delta": { "tool_calls": [call] }, "logprobs": null, "finish_reason": null,
+        });
+        self.chunk(choice, None)
     }
 
     fn end(&mut self, end: &StreamEnd) -> String {
