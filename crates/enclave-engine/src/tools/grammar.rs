@@ -27,32 +27,36 @@ plan_fence[suffix="```json"]: /[^\s`{<](.|\n)*/ & ~/(.|\n)*<tool_call>(.|\n)*/
 /// The grammar of an answer that may (or must) call `tool_use`'s tools; `None` when no tool is
 /// offered (the answer is free text). A call is written tagged (the model's own format), fenced
 /// as ```json (how small models tend to write it), or as bare JSON when the answer opens with
-/// `{`; every form holds exactly `{"name": <a declared tool>, "arguments": <its schema>}`.
+/// `{`; every form holds `{"name": <a declared tool>, "arguments": <its schema>}`. Where the
+/// model may answer in text, a call may also name a tool that was not declared (small models
+/// invent `multiply` or `translate` when no tool fits): such a call is never returned — the
+/// server asks again for text ([`ToolChoice::TextOnly`]).
 pub fn tool_grammar(tool_use: &ToolUse) -> Option<String> {
     let tools: Vec<_> = match &tool_use.choice {
         ToolChoice::None => return None,
+        ToolChoice::TextOnly if tool_use.tools.is_empty() => return None,
+        ToolChoice::TextOnly => {
+            return Some(format!("%llguidance {{}}\n\nstart: TEXT\n{TEXT_RULES}"));
+        }
         ToolChoice::Named(name) => tool_use.tools.iter().filter(|t| &t.name == name).collect(),
         _ => tool_use.tools.iter().collect(),
     };
     if tools.is_empty() {
         return None;
     }
+    let auto = tool_use.choice == ToolChoice::Auto;
     let more = if tool_use.parallel {
         " (SEP call)*"
     } else {
-        ""
+        " \"\""
     };
     let mut lark = String::from("%llguidance {}\n\n");
-    lark.push_str(match tool_use.choice {
-        ToolChoice::Auto => {
-            "start: TEXT | calls | bare | plan_tag tag_tail more | plan_fence fence_tail more\n"
-        }
-        _ => "start: calls | bare\n",
+    lark.push_str(if auto {
+        "start: TEXT | calls | bare | plan_tag tag_tail more | plan_fence fence_tail more\n"
+    } else {
+        "start: calls | bare\n"
     });
-    lark.push_str(&format!(
-        "more:{}\n",
-        if more.is_empty() { " \"\"" } else { more }
-    ));
+    lark.push_str(&format!("more:{more}\n"));
     lark.push_str("calls: call more\n");
     lark.push_str(&format!(
         "call: {} tag_tail | {} fence_tail\n",
@@ -72,23 +76,35 @@ pub fn tool_grammar(tool_use: &ToolUse) -> Option<String> {
             ""
         }
     ));
-    let alternatives: Vec<String> = (0..tools.len()).map(|i| format!("tool_{i}")).collect();
+    let mut alternatives: Vec<String> = (0..tools.len()).map(|i| format!("tool_{i}")).collect();
+    if auto {
+        alternatives.push("undeclared".into());
+    }
     lark.push_str(&format!("body: {}\n", alternatives.join(" | ")));
     lark.push_str("SEP: /\\n\\n?/\n");
+    lark.push_str("NAME_OPEN: \"{\\\"name\\\": \\\"\"\n");
+    lark.push_str("ARGS_OPEN: \"\\\", \\\"arguments\\\": \"\n");
     for (i, tool) in tools.iter().enumerate() {
-        let mut schema = json!({
-            "type": "object",
-            "properties": {
-                "name": { "const": tool.name },
-                "arguments": closed(tool.parameters.clone()),
-            },
-            "required": ["name", "arguments"],
-            "additionalProperties": false,
-        });
-        schema["x-guidance"] = json_options(tool_use.strict);
-        lark.push_str(&format!("tool_{i}: %json {schema}\n"));
+        let mut schema = closed(tool.parameters.clone());
+        if let Some(obj) = schema.as_object_mut() {
+            obj.insert("x-guidance".into(), json_options(tool_use.strict));
+        }
+        lark.push_str(&format!(
+            "tool_{i}: NAME_OPEN {} ARGS_OPEN %json {schema} \"}}\"\n",
+            lark_string(&tool.name)
+        ));
     }
-    if tool_use.choice == ToolChoice::Auto {
+    if auto {
+        let declared: Vec<String> = tools.iter().map(|t| lark_string(&t.name)).collect();
+        let mut any = json!({ "type": "object" });
+        any["x-guidance"] = json_options(false);
+        lark.push_str(&format!(
+            "undeclared: NAME_OPEN UNDECLARED ARGS_OPEN %json {any} \"}}\"\n"
+        ));
+        lark.push_str(&format!(
+            "UNDECLARED: /[A-Za-z_][A-Za-z0-9_.\\-]{{0,63}}/ & ~({})\n",
+            declared.join(" | ")
+        ));
         lark.push_str(TEXT_RULES);
     }
     Some(lark)
@@ -171,7 +187,8 @@ mod tests {
     fn auto_allows_text_and_calls_required_only_calls() {
         let auto = tool_grammar(&tools()).expect("grammar");
         assert!(auto.starts_with("%llguidance {}\n\nstart: TEXT | calls | bare |"));
-        assert!(auto.contains("\"const\":\"get_weather\""));
+        assert!(auto.contains("tool_0: NAME_OPEN \"get_weather\" ARGS_OPEN %json"));
+        assert!(auto.contains("UNDECLARED: /[A-Za-z_][A-Za-z0-9_.\\-]{0,63}/ & ~(\"get_weather\")"));
         // Parameters the caller left open are closed.
         assert!(auto.contains("\"additionalProperties\":false}"));
         let mut required = tools();
@@ -179,6 +196,7 @@ mod tests {
         let grammar = tool_grammar(&required).expect("grammar");
         assert!(grammar.contains("start: calls | bare\n"));
         assert!(!grammar.contains("TEXT"));
+        assert!(!grammar.contains("undeclared"));
         required.choice = ToolChoice::None;
         assert!(tool_grammar(&required).is_none());
         required.choice = ToolChoice::Named("missing".into());

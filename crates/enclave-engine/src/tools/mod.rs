@@ -47,6 +47,9 @@ pub enum ToolChoice {
     None,
     /// Exactly this tool.
     Named(String),
+    /// The tools are shown but the answer must be text: the server's second try after the
+    /// model called a tool that was not declared.
+    TextOnly,
 }
 
 /// The tools of one chat and how they may be used.
@@ -61,7 +64,12 @@ pub struct ToolUse {
 }
 
 impl ToolUse {
-    /// Tools the model is shown and may call (none under `ToolChoice::None`).
+    /// Whether the answer may hold calls.
+    pub fn may_call(&self) -> bool {
+        !matches!(self.choice, ToolChoice::None | ToolChoice::TextOnly) && !self.tools.is_empty()
+    }
+
+    /// Tools the model is shown (none under `ToolChoice::None`).
     pub fn offered(&self) -> &[ToolSpec] {
         if self.choice == ToolChoice::None {
             &[]

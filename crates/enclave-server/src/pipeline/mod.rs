@@ -13,9 +13,10 @@ pub mod tools;
 use std::sync::Arc;
 
 use axum::response::Response;
-use enclave_engine::tools::{ToolCall, ToolSpec};
+use enclave_engine::tools::{ToolCall, ToolChoice, ToolSpec};
 use enclave_engine::{
-    ChatMessage, Constraint, FinishReason, GenEvent, GenerationStream, TextGenerator,
+    ChatMessage, Constraint, FinishReason, GenEvent, GenerationStream, SamplingParams,
+    TextGenerator,
 };
 use enclave_store::{Capability, Units};
 
@@ -179,9 +180,14 @@ pub async fn generate<F: StreamFormat>(
         Admission::Run(bill) => bill,
     };
     let constraint = request.structure.constraint();
+    // Where the model may answer in text, a call to a tool it invents is answered again as text.
+    let fallback = (request.structure.tools.choice == ToolChoice::Auto)
+        .then(|| request.structure.text_only().constraint())
+        .flatten();
     let offered = request.structure.tools.offered().to_vec();
+    let constraints = constraint.iter().chain(fallback.iter()).cloned().collect();
     let (prompt, mut billed_input) =
-        prepare(&generator, request.prompt, offered, constraint.clone()).await?;
+        prepare(&generator, request.prompt, offered, constraints).await?;
     if request
         .grounding
         .as_ref()
@@ -195,6 +201,14 @@ pub async fn generate<F: StreamFormat>(
     }
     let prompt_tokens = prompt.len() as u32;
     let mut params = sampling.fit(prompt_tokens, context)?;
+    let retry = fallback.map(|c| Retry {
+        generator: Arc::clone(&generator),
+        prompt: prompt.clone(),
+        params: SamplingParams {
+            constraint: Some(c),
+            ..params.clone()
+        },
+    });
     params.constraint = constraint;
     let usage = Usage {
         billed_input,
@@ -218,12 +232,21 @@ pub async fn generate<F: StreamFormat>(
             longest,
             checking,
             request.structure,
+            retry,
         ));
     }
     let mut done = collect(generation, usage).await?;
-    let shaped = request
+    let mut shaped = request
         .structure
         .finish(std::mem::take(&mut done.text), done.reason)?;
+    if let (true, Some(retry)) = (shaped.invented, &retry) {
+        // The invented call is the server's own miss: only the answer given is billed.
+        done = collect(retry.submit()?, usage).await?;
+        shaped = request
+            .structure
+            .text_only()
+            .finish(std::mem::take(&mut done.text), done.reason)?;
+    }
     done.text = shaped.text;
     done.reason = shaped.reason;
     done.tool_calls = shaped.calls;
@@ -243,16 +266,33 @@ async fn prepare(
     generator: &Arc<dyn TextGenerator>,
     prompt: Prompt,
     tools: Vec<ToolSpec>,
-    constraint: Option<Constraint>,
+    constraints: Vec<Constraint>,
 ) -> Result<(Vec<u32>, u32), ApiError> {
-    let Some(constraint) = constraint else {
-        return tokenize_with(generator, prompt, tools).await;
-    };
-    let compiling = Arc::clone(generator);
-    crate::blocking::off_runtime(move || compiling.prepare(&constraint))
+    if !constraints.is_empty() {
+        let compiling = Arc::clone(generator);
+        crate::blocking::off_runtime(move || {
+            constraints.iter().try_for_each(|c| compiling.prepare(c))
+        })
         .await?
         .map_err(ApiError::from)?;
+    }
     tokenize_with(generator, prompt, tools).await
+}
+
+/// The second try of an answer that called a tool that was not declared: the same prompt,
+/// generated as text.
+pub struct Retry {
+    generator: Arc<dyn TextGenerator>,
+    prompt: Vec<u32>,
+    params: SamplingParams,
+}
+
+impl Retry {
+    pub fn submit(&self) -> Result<GenerationStream, ApiError> {
+        self.generator
+            .submit(self.prompt.clone(), self.params.clone())
+            .map_err(ApiError::from)
+    }
 }
 
 /// The prompt's tokens and how many of them are the caller's own text, computed on a blocking

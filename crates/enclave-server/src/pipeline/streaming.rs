@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use super::grounding::{Checking, GroundedAnswer};
 use super::tools::{check_streamed_json, CallStream, Streamed, Structure};
-use super::{billed, Completion, Usage};
+use super::{billed, Completion, Retry, Usage};
 use crate::billing::{Bill, REQUEST_ID};
 
 /// How a stream ended.
@@ -100,6 +100,10 @@ struct Sending<F> {
     calls: Option<CallStream>,
     /// A JSON answer so far (checked whole at the end).
     json: String,
+    /// Asks again for text when the model calls a tool that was not declared.
+    retry: Option<Retry>,
+    /// The generation was just replaced by its text-only retry.
+    restarted: bool,
 }
 
 impl<F: StreamFormat> Sending<F> {
@@ -120,23 +124,6 @@ impl<F: StreamFormat> Sending<F> {
     async fn finish(&mut self, reason: FinishReason, completion: u32, cached: u32) -> String {
         self.usage.completion_tokens = completion;
         self.usage.cached_tokens = cached;
-        let mut reason = reason;
-        let mut held = String::new();
-        if let Some(mut calls) = self.calls.take() {
-            let out = match calls.finish(&self.structure) {
-                Ok(out) => out,
-                Err(e) => return self.fail(e.message),
-            };
-            held = match self.streamed(out).await {
-                Ok(frames) => frames,
-                Err(message) => return self.fail(message),
-            };
-            if calls.was_cut() {
-                reason = FinishReason::MaxTokens;
-            } else if calls.calls() > 0 {
-                reason = FinishReason::ToolCalls;
-            }
-        }
         if reason == FinishReason::Complete {
             if let Err(e) = check_streamed_json(&self.structure, &self.json) {
                 return self.fail(e.message);
@@ -155,7 +142,6 @@ impl<F: StreamFormat> Sending<F> {
             },
             None => (String::new(), None),
         };
-        let rest = held + &rest;
         let finished = StreamEnd::Finished {
             reason,
             usage: self.usage,
@@ -204,6 +190,27 @@ impl<F: StreamFormat> Sending<F> {
             .unwrap_or_default()
     }
 
+    /// The end of the generated text: the calls still held (bare calls are read whole here),
+    /// and the finish reason they make. Sets `restarted` when the answer is asked again as text.
+    async fn flush_calls(
+        &mut self,
+        reason: FinishReason,
+    ) -> Result<(String, FinishReason), String> {
+        let Some(mut calls) = self.calls.take() else {
+            return Ok((String::new(), reason));
+        };
+        let out = calls.finish(&self.structure).map_err(|e| e.message)?;
+        let frames = self.streamed(out).await?;
+        let reason = if calls.was_cut() {
+            FinishReason::MaxTokens
+        } else if calls.calls() > 0 {
+            FinishReason::ToolCalls
+        } else {
+            reason
+        };
+        Ok((frames, reason))
+    }
+
     /// The frames for a piece of generated text: read for tool calls when tools are offered,
     /// then as is or through the grounded answer's check.
     async fn text(&mut self, text: String) -> Result<String, String> {
@@ -228,6 +235,18 @@ impl<F: StreamFormat> Sending<F> {
                 Streamed::Call(call) => {
                     frames.push_str(&self.format.tool_call(self.tool_calls, &call));
                     self.tool_calls += 1;
+                }
+                Streamed::Invented => {
+                    // Nothing of this answer was sent: the text answer takes its place.
+                    let retry = self
+                        .retry
+                        .take()
+                        .ok_or("the model called an undeclared tool")?;
+                    self.generation = retry.submit().map_err(|e| e.message)?;
+                    self.structure = self.structure.text_only();
+                    self.calls = None;
+                    self.restarted = true;
+                    break;
                 }
             }
         }
@@ -261,6 +280,7 @@ pub fn respond<F: StreamFormat>(
     longest: Duration,
     checking: Option<Box<Checking>>,
     structure: Structure,
+    retry: Option<Retry>,
 ) -> Response {
     let content_type = format.content_type();
     // The prompt was read: from here on, a disconnect bills at least the input.
@@ -280,6 +300,8 @@ pub fn respond<F: StreamFormat>(
         calls: structure.stream(),
         structure,
         json: String::new(),
+        retry,
+        restarted: false,
     };
     let body = Body::from_stream(frames(sending));
     let mut response = (
@@ -314,6 +336,8 @@ fn frames<F: StreamFormat>(sending: Sending<F>) -> impl Stream<Item = Result<Byt
                             Ok(chunk) => chunk,
                             Err(message) => break s.fail(message),
                         };
+                        // A retry started here reads on in the loop like any generation.
+                        s.restarted = false;
                         s.sent(&chunk, generated);
                         // Text held back for checking sends nothing yet.
                         if chunk.is_empty() {
@@ -326,7 +350,20 @@ fn frames<F: StreamFormat>(sending: Sending<F>) -> impl Stream<Item = Result<Byt
                         completion_tokens,
                         cached_tokens,
                         ..
-                    })) => break s.finish(reason, completion_tokens, cached_tokens).await,
+                    })) => {
+                        let (held, reason) = match s.flush_calls(reason).await {
+                            Ok(flushed) => flushed,
+                            Err(message) => break s.fail(message),
+                        };
+                        if std::mem::take(&mut s.restarted) {
+                            // The text-only retry is running: keep reading it.
+                            if held.is_empty() {
+                                continue;
+                            }
+                            return Some((Ok(Bytes::from(held)), (s, Phase::Streaming)));
+                        }
+                        break held + &s.finish(reason, completion_tokens, cached_tokens).await;
+                    }
                     Ok(Some(GenEvent::Error(message))) => {
                         tracing::error!("generation failed mid-stream: {message}");
                         break s.fail("generation failed".into());

@@ -134,13 +134,15 @@ impl Structure {
                 text,
                 calls: Vec::new(),
                 reason,
+                invented: false,
             });
         }
-        if self.tools.offered().is_empty() {
+        if !self.tools.may_call() {
             return Ok(Shaped {
                 text,
                 calls: Vec::new(),
                 reason,
+                invented: false,
             });
         }
         let mut splitter = CallSplitter::default();
@@ -149,13 +151,25 @@ impl Structure {
         let mut before = String::new();
         let mut calls = Vec::new();
         let mut cut = false;
+        let mut invented = false;
         for piece in pieces {
             match piece {
                 Piece::Text(t) => before.push_str(&t),
-                Piece::Call(body) => calls.push(self.call(&body)?),
+                Piece::Call(body) => match self.call(&body)? {
+                    Some(call) => calls.push(call),
+                    None => invented = true,
+                },
                 // The token limit ended the answer inside a call: no half call is returned.
                 Piece::Unclosed(_) => cut = true,
             }
+        }
+        if invented && calls.is_empty() {
+            return Ok(Shaped {
+                text: before,
+                calls: Vec::new(),
+                reason,
+                invented: true,
+            });
         }
         if !calls.is_empty() {
             before.truncate(before.trim_end().len());
@@ -169,36 +183,39 @@ impl Structure {
             text: before,
             calls,
             reason,
+            invented: false,
         })
     }
 
-    /// One generated call: parsed, its tool found, its arguments checked, an id given.
-    fn call(&self, body: &str) -> Result<ToolCall, ApiError> {
+    /// One generated call: parsed, its tool found, its arguments checked, an id given; `None`
+    /// when it names a tool that was not declared (the grammar lets the model say so, and the
+    /// server then asks for text instead).
+    fn call(&self, body: &str) -> Result<Option<ToolCall>, ApiError> {
         let parsed = parse_call(body).map_err(|e| invalid_output(&e.to_string()))?;
-        let tool = self
-            .tools
-            .offered()
-            .iter()
-            .find(|t| t.name == parsed.name)
-            .ok_or_else(|| {
-                invalid_output(&format!(
-                    "the model called an unknown tool '{}'",
-                    parsed.name
-                ))
-            })?;
+        let Some(tool) = self.tools.offered().iter().find(|t| t.name == parsed.name) else {
+            return Ok(None);
+        };
         let arguments: Value =
             serde_json::from_str(&parsed.arguments).map_err(|e| invalid_output(&e.to_string()))?;
         validate(&arguments, &tool.parameters).map_err(|e| invalid_output(&e))?;
-        Ok(ToolCall {
+        Ok(Some(ToolCall {
             id: new_call_id(&tool.name),
             name: parsed.name,
             arguments: parsed.arguments,
-        })
+        }))
+    }
+
+    /// The same request, answered in text: the tools stay in the prompt (so it is unchanged
+    /// and its KV cells are reused) but no call may be written.
+    pub fn text_only(&self) -> Structure {
+        let mut tools = self.tools.clone();
+        tools.choice = ToolChoice::TextOnly;
+        Structure { tools, json: None }
     }
 
     /// A streamed answer's reader, when the answer may hold calls.
     pub fn stream(&self) -> Option<CallStream> {
-        (self.json.is_none() && !self.tools.offered().is_empty()).then(|| CallStream {
+        (self.json.is_none() && self.tools.may_call()).then(|| CallStream {
             splitter: CallSplitter::default(),
             held: String::new(),
             streaming_text: false,
@@ -215,6 +232,8 @@ pub struct Shaped {
     pub text: String,
     pub calls: Vec<ToolCall>,
     pub reason: FinishReason,
+    /// The model called a tool that was not declared: nothing of this answer is returned.
+    pub invented: bool,
 }
 
 /// What a streamed answer sends next.
@@ -224,6 +243,8 @@ pub enum Streamed {
     /// Text written before the calls.
     Plan(String),
     Call(ToolCall),
+    /// The model called a tool that was not declared: the answer is asked for again as text.
+    Invented,
 }
 
 /// Reads calls out of a streamed answer. Text before any call is held back (it is a plan if a
@@ -277,15 +298,24 @@ impl CallStream {
                         out.push(Streamed::Text(std::mem::take(&mut self.held)));
                     }
                 }
-                Piece::Call(body) => {
-                    let plan = std::mem::take(&mut self.held);
-                    let plan = plan.trim_end();
-                    if !plan.is_empty() {
-                        out.push(Streamed::Plan(plan.to_string()));
+                Piece::Call(body) => match structure.call(&body)? {
+                    Some(call) => {
+                        let plan = std::mem::take(&mut self.held);
+                        let plan = plan.trim_end();
+                        if !plan.is_empty() {
+                            out.push(Streamed::Plan(plan.to_string()));
+                        }
+                        out.push(Streamed::Call(call));
+                        self.calls += 1;
                     }
-                    out.push(Streamed::Call(structure.call(&body)?));
-                    self.calls += 1;
-                }
+                    // Beside calls already sent, an invented one is dropped.
+                    None if self.calls > 0 => {}
+                    None => {
+                        self.held.clear();
+                        out.push(Streamed::Invented);
+                        return Ok(out);
+                    }
+                },
                 Piece::Unclosed(_) => self.cut = true,
             }
         }
