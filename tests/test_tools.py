@@ -9,7 +9,7 @@ import httpx
 import jsonschema
 import pytest
 
-from conftest import API_KEY, CHAT_MODEL, MODEL, start_server
+from conftest import API_KEY, CHAT_MODEL, EMBED_MODEL, MODEL, start_server
 
 WEATHER = {
     "type": "function",
@@ -42,7 +42,8 @@ ORDER = {
 
 @pytest.fixture(scope="module")
 def base_url():
-    with start_server([CHAT_MODEL, MODEL], extra=("--parallel", "2", "--ctx-size", "4096")) as (url, _):
+    # The embedder makes citations compare meaning (ACCURATE), as a default deployment does.
+    with start_server([CHAT_MODEL, MODEL, EMBED_MODEL], extra=("--parallel", "2", "--ctx-size", "4096")) as (url, _):
         yield url
 
 

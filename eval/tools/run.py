@@ -181,9 +181,10 @@ def score(cases, answers, tools):
     }
 
 
-def evaluate(base_url, api_key, model, modes=("constrained", "unconstrained"), limit=None, log=None):
+def evaluate(base_url, api_key, model, modes=("constrained", "unconstrained"), limit=None, log=None, ids=None):
     tools = load_tools()
-    cases = load_cases()[:limit] if limit else load_cases()
+    cases = [c for c in load_cases() if ids is None or c["id"] in ids]
+    cases = cases[:limit] if limit else cases
     figures = {"model": model, "tools": len(tools)}
     with httpx.Client(timeout=300) as client:
         for mode in modes:

@@ -47,9 +47,33 @@ impl SourceDocument {
     /// A document from its fields; `hidden` fields are echoed but never shown to the model
     /// (Cohere v1's `_excludes`). Non-string values are shown as JSON.
     pub fn new(id: String, fields: Map<String, Value>, hidden: &[String]) -> Self {
-        let mut text = String::new();
+        Self::build(id, fields, hidden, "\n", "")
+    }
+
+    /// A tool's output: the tool's name, then its fields on one line (`get_weather: name: value,
+    /// name: value`), so that a claim joining several of them ("24°C and sunny in Madrid") is
+    /// one unit its source can support, and the tool's subject ("weather") counts as named.
+    pub fn record(id: String, fields: Map<String, Value>, tool: &str) -> Self {
+        let lead = if tool.is_empty() {
+            String::new()
+        } else {
+            format!("{tool}: ")
+        };
+        let mut doc = Self::build(id, fields, &[], ", ", &lead);
+        doc.from_tool = true;
+        doc
+    }
+
+    fn build(
+        id: String,
+        fields: Map<String, Value>,
+        hidden: &[String],
+        between: &str,
+        lead: &str,
+    ) -> Self {
+        let mut text = lead.to_string();
         let mut ranges = Vec::new();
-        let mut at = 0usize;
+        let mut at = lead.chars().count();
         // The title first: it frames what follows for the model and the grounder alike.
         let ordered = fields
             .iter()
@@ -63,15 +87,19 @@ impl SourceDocument {
                 Value::String(s) => s.clone(),
                 other => other.to_string(),
             };
+            if !ranges.is_empty() {
+                text.push_str(between);
+                at += between.chars().count();
+            }
             let line = format!("{name}: ");
             text.push_str(&line);
             at += line.chars().count();
             let len = shown.chars().count();
             ranges.push((name.clone(), at, at + len));
             text.push_str(&shown);
-            text.push('\n');
-            at += len + 1;
+            at += len;
         }
+        text.push('\n');
         Self {
             id,
             fields,

@@ -90,6 +90,9 @@ const STOPWORDS: &[&str] = &[
     "nor",
     "not",
     "now",
+    // Synonyms of "now": they restate when, never what.
+    "currently",
+    "presently",
     "of",
     "off",
     "on",

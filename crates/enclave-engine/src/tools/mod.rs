@@ -47,8 +47,8 @@ pub enum ToolChoice {
     None,
     /// Exactly this tool.
     Named(String),
-    /// The tools are shown but the answer must be text: the server's second try after the
-    /// model called a tool that was not declared.
+    /// The answer must be text and the tools are not shown: the server's second try after the
+    /// model called a tool that was not declared, or repeated a call already answered.
     TextOnly,
 }
 
@@ -69,9 +69,9 @@ impl ToolUse {
         !matches!(self.choice, ToolChoice::None | ToolChoice::TextOnly) && !self.tools.is_empty()
     }
 
-    /// Tools the model is shown (none under `ToolChoice::None`).
+    /// Tools the model is shown (none under `ToolChoice::None` and `TextOnly`).
     pub fn offered(&self) -> &[ToolSpec] {
-        if self.choice == ToolChoice::None {
+        if matches!(self.choice, ToolChoice::None | ToolChoice::TextOnly) {
             &[]
         } else {
             &self.tools

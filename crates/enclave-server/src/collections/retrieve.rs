@@ -75,7 +75,7 @@ pub async fn documents_for(
                     title: chunk.title,
                     start: chunk.start,
                 }),
-                from_tool: false,
+                ..DocumentInput::default()
             }
         })
         .collect())

@@ -67,6 +67,8 @@ pub struct DocumentInput {
     pub origin: Option<Origin>,
     /// A tool's result: already in the conversation, cited as a tool source.
     pub from_tool: bool,
+    /// The tool that produced it (read by the answer check, not echoed).
+    pub tool_name: String,
 }
 
 /// The documents of a grounded chat and how to check the answer.
@@ -111,9 +113,12 @@ impl GroundingRequest {
                     "documents[{n}].id '{id}' is used by another document"
                 )));
             }
-            let mut doc = SourceDocument::new(id, input.fields, &input.hidden);
+            let mut doc = if input.from_tool {
+                SourceDocument::record(id, input.fields, &input.tool_name)
+            } else {
+                SourceDocument::new(id, input.fields, &input.hidden)
+            };
             doc.origin = input.origin;
-            doc.from_tool = input.from_tool;
             if doc.passage.text.trim().is_empty() {
                 return Err(ApiError::invalid(format!(
                     "documents[{n}] has no text the model can read"

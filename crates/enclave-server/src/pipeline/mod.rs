@@ -148,6 +148,7 @@ pub async fn generate<F: StreamFormat>(
     let state = &call.state;
     if let Prompt::Chat(messages) = &request.prompt {
         tools::check_history(messages)?;
+        request.structure.answered = tools::answered_calls(messages);
     } else if !request.structure.is_free() {
         return Err(ApiError::invalid("tools and response_format need a chat"));
     }
@@ -186,8 +187,14 @@ pub async fn generate<F: StreamFormat>(
         .flatten();
     let offered = request.structure.tools.offered().to_vec();
     let constraints = constraint.iter().chain(fallback.iter()).cloned().collect();
+    // The retry's prompt shows no tools: shown them, small models describe the call in words.
+    let retry_prompt = fallback.as_ref().map(|_| request.prompt.clone());
     let (prompt, mut billed_input) =
         prepare(&generator, request.prompt, offered, constraints).await?;
+    let retry_prompt = match retry_prompt {
+        Some(p) => Some(tokenize(&generator, p).await?.0),
+        None => None,
+    };
     if request
         .grounding
         .as_ref()
@@ -201,9 +208,9 @@ pub async fn generate<F: StreamFormat>(
     }
     let prompt_tokens = prompt.len() as u32;
     let mut params = sampling.fit(prompt_tokens, context)?;
-    let retry = fallback.map(|c| Retry {
+    let retry = fallback.zip(retry_prompt).map(|(c, retry_prompt)| Retry {
         generator: Arc::clone(&generator),
-        prompt: prompt.clone(),
+        prompt: retry_prompt,
         params: SamplingParams {
             constraint: Some(c),
             ..params.clone()
@@ -279,8 +286,8 @@ async fn prepare(
     tokenize_with(generator, prompt, tools).await
 }
 
-/// The second try of an answer that called a tool that was not declared: the same prompt,
-/// generated as text.
+/// The second try of an answer that called a tool that was not declared (or repeated a call
+/// already answered): the chat without the tools shown, generated as text.
 pub struct Retry {
     generator: Arc<dyn TextGenerator>,
     prompt: Vec<u32>,

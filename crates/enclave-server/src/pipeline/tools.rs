@@ -41,6 +41,9 @@ pub struct JsonFormat {
 pub struct Structure {
     pub tools: ToolUse,
     pub json: Option<JsonFormat>,
+    /// Calls made since the last user turn whose results are in the conversation (name and
+    /// arguments): making one again would loop, so it is answered as text instead.
+    pub answered: Vec<(String, Value)>,
 }
 
 impl Structure {
@@ -197,6 +200,13 @@ impl Structure {
         };
         let arguments: Value =
             serde_json::from_str(&parsed.arguments).map_err(|e| invalid_output(&e.to_string()))?;
+        if self
+            .answered
+            .iter()
+            .any(|(name, args)| *name == parsed.name && *args == arguments)
+        {
+            return Ok(None);
+        }
         validate(&arguments, &tool.parameters).map_err(|e| invalid_output(&e))?;
         Ok(Some(ToolCall {
             id: new_call_id(&tool.name),
@@ -205,12 +215,15 @@ impl Structure {
         }))
     }
 
-    /// The same request, answered in text: the tools stay in the prompt (so it is unchanged
-    /// and its KV cells are reused) but no call may be written.
+    /// The same request, answered in text: no call may be written.
     pub fn text_only(&self) -> Structure {
         let mut tools = self.tools.clone();
         tools.choice = ToolChoice::TextOnly;
-        Structure { tools, json: None }
+        Structure {
+            tools,
+            json: None,
+            answered: Vec::new(),
+        }
     }
 
     /// A streamed answer's reader, when the answer may hold calls.
@@ -352,6 +365,24 @@ pub fn check_history(messages: &[ChatMessage]) -> Result<(), ApiError> {
         }
     }
     Ok(())
+}
+
+/// The calls since the last user turn that have their results in the conversation.
+pub fn answered_calls(messages: &[ChatMessage]) -> Vec<(String, Value)> {
+    let since_user = messages
+        .iter()
+        .rposition(|m| m.role == "user")
+        .map_or(0, |at| at + 1);
+    let turn = &messages[since_user..];
+    let results: HashSet<&str> = turn
+        .iter()
+        .filter_map(|m| m.tool_call_id.as_deref())
+        .collect();
+    turn.iter()
+        .flat_map(|m| &m.tool_calls)
+        .filter(|c| results.contains(c.id.as_str()))
+        .filter_map(|c| Some((c.name.clone(), serde_json::from_str(&c.arguments).ok()?)))
+        .collect()
 }
 
 /// A call id in Cohere's style: the tool's name and 12 random characters.

@@ -64,6 +64,7 @@ impl Content {
 /// echoed as JSON text, as Cohere does.
 pub fn tool_documents(
     call_id: &str,
+    tool_name: &str,
     content: Content,
 ) -> Result<(String, Vec<DocumentInput>), ApiError> {
     let items: Vec<Value> = match content {
@@ -99,19 +100,21 @@ pub fn tool_documents(
             other => other.to_string(),
         });
         let fields: Map<String, Value> = match parsed {
-            Some(Value::Object(obj)) => obj
+            Some(Value::Object(obj)) if !obj.is_empty() => obj
                 .into_iter()
                 .map(|(k, v)| match v {
                     Value::String(_) => (k, v),
                     other => (k, Value::String(other.to_string())),
                 })
                 .collect(),
+            _ if text[n].trim().is_empty() => continue,
             _ => Map::from_iter([("text".to_string(), Value::String(text[n].clone()))]),
         };
         documents.push(DocumentInput {
             id: Some(format!("{call_id}:{n}")),
             fields,
             from_tool: true,
+            tool_name: tool_name.to_string(),
             ..DocumentInput::default()
         });
     }

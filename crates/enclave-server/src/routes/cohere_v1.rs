@@ -292,6 +292,7 @@ pub async fn chat(call: Call, ApiJson(req): ApiJson<ChatRequest>) -> Result<Resp
             strict: false,
         },
         json,
+        answered: Vec::new(),
     };
     let grounding = GroundingFields {
         documents: documents(req.documents.unwrap_or_default())?,

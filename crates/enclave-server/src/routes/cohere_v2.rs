@@ -179,7 +179,13 @@ fn to_messages(messages: Vec<Message>) -> Result<(Vec<ChatMessage>, Vec<Document
                 tool_call_id,
                 content,
             } => {
-                let (text, documents) = tool_documents(&tool_call_id, content)?;
+                let tool_name = out
+                    .iter()
+                    .flat_map(|m: &ChatMessage| &m.tool_calls)
+                    .find(|c| c.id == tool_call_id)
+                    .map(|c| c.name.clone())
+                    .unwrap_or_default();
+                let (text, documents) = tool_documents(&tool_call_id, &tool_name, content)?;
                 results.extend(documents);
                 let mut message = ChatMessage::new("tool", text);
                 message.tool_call_id = Some(tool_call_id);
@@ -204,6 +210,8 @@ pub async fn chat(call: Call, ApiJson(req): ApiJson<ChatRequest>) -> Result<Resp
     // `thinking` is accepted and has no effect: the served models do not reason in a separate block.
     let _ = req.thinking;
     let (messages, tool_results) = to_messages(req.messages)?;
+    // Before the results become documents: each must answer a call made before it.
+    crate::pipeline::tools::check_history(&messages)?;
     let (tools, _) = specs(req.tools)?;
     let structure = Structure {
         tools: ToolUse {
@@ -217,6 +225,7 @@ pub async fn chat(call: Call, ApiJson(req): ApiJson<ChatRequest>) -> Result<Resp
             .map(ResponseFormat::into_json)
             .transpose()?
             .flatten(),
+        answered: Vec::new(),
     };
     let lazy_content = !structure.tools.offered().is_empty();
     let mut grounded = documents(req.documents.unwrap_or_default())?;

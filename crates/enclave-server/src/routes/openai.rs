@@ -285,6 +285,7 @@ pub async fn chat_completions(
             strict,
         },
         json: response_format(req.response_format)?,
+        answered: Vec::new(),
     };
     let (request, format) = req.sampling.request(
         Capability::Chat,
