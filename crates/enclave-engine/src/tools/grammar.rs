@@ -190,7 +190,7 @@ mod tests {
         assert!(auto.contains("tool_0: NAME_OPEN \"get_weather\" ARGS_OPEN %json"));
         assert!(auto.contains("UNDECLARED: /[A-Za-z_][A-Za-z0-9_.\\-]{0,63}/ & ~(\"get_weather\")"));
         // Parameters the caller left open are closed.
-        assert!(auto.contains("\"additionalProperties\":false}"));
+        assert!(auto.contains("\"additionalProperties\":false"));
         let mut required = tools();
         required.choice = ToolChoice::Required;
         let grammar = tool_grammar(&required).expect("grammar");
