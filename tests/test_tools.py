@@ -41,31 +41,16 @@ ORDER = {
 
 
 @pytest.fixture(scope="module")
-def base_url():
+def server():
+    """This module's server (the conftest fixtures `co`, `co_v1` and `oai` talk to it)."""
     # The embedder makes citations compare meaning (ACCURATE), as a default deployment does.
     with start_server([CHAT_MODEL, MODEL, EMBED_MODEL], extra=("--parallel", "2", "--ctx-size", "4096")) as (url, _):
         yield url
 
 
 @pytest.fixture()
-def co(base_url):
-    import cohere
-
-    return cohere.ClientV2(api_key=API_KEY, base_url=base_url)
-
-
-@pytest.fixture()
-def co_v1(base_url):
-    import cohere
-
-    return cohere.Client(api_key=API_KEY, base_url=base_url)
-
-
-@pytest.fixture()
-def oai(base_url):
-    import openai
-
-    return openai.OpenAI(api_key=API_KEY, base_url=base_url + "/v1")
+def base_url(server):
+    return server
 
 
 def post(base_url, path, body):
@@ -342,6 +327,8 @@ def test_errors_name_what_is_wrong(base_url):
         ({"response_format": {"type": "json_object", "json_schema": {"type": "object", "properties": {"a": {"type": "string", "uniqueItems": True, "if": {}}}}}}, "if"),
         ({"response_format": {"type": "json_object", "json_schema": {"type": "array"}}}, "type object"),
     ]
+    huge = {"type": "object", "properties": {f"field_{i}": {"type": "string", "description": "x" * 200} for i in range(100)}}
+    cases.append(({"tools": [{"type": "function", "function": {"name": "big", "parameters": huge}}]}, "bytes; at most 16384"))
     deep = {"type": "object"}
     for _ in range(14):
         deep = {"type": "object", "properties": {"x": deep}}
@@ -363,6 +350,10 @@ def test_a_tool_result_must_answer_a_call_made_before_it(base_url):
     assert r.status_code == 400 and "call_2" in r.json()["message"], r.text
     r = post(base_url, "/v1/chat/completions", {"model": MODEL, "messages": messages, "tools": [WEATHER]})
     assert r.status_code == 400 and "call_2" in r.json()["error"]["message"], r.text
+    messages[2]["tool_call_id"] = "call_1"
+    messages[1]["tool_calls"][0]["function"]["arguments"] = json.dumps({"city": "x" * 40000})
+    r = post(base_url, "/v2/chat", {"model": MODEL, "messages": messages, "tools": [WEATHER]})
+    assert r.status_code == 400 and "at most 32768 bytes" in r.json()["message"], r.text
     messages[1]["tool_calls"][0]["function"]["arguments"] = "not json"
     messages[2]["tool_call_id"] = "call_1"
     r = post(base_url, "/v2/chat", {"model": MODEL, "messages": messages, "tools": [WEATHER]})

@@ -2,15 +2,18 @@
 a fixed part of it: every odd-numbered request a tool fits and every request none fits. The full
 figures, with and without constraints, come from eval/tools/run.py (docs/tools.md)."""
 
+import importlib.util
 import os
-import sys
 
 import pytest
 
 from conftest import API_KEY, CHAT_MODEL, start_server
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "eval", "tools"))
-import run  # noqa: E402
+# Loaded under its own name: eval/rag has a run.py too.
+_spec = importlib.util.spec_from_file_location(
+    "tools_eval_run", os.path.join(os.path.dirname(__file__), "..", "eval", "tools", "run.py"))
+run = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(run)
 
 
 @pytest.fixture(scope="module")
