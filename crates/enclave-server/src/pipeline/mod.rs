@@ -231,15 +231,13 @@ pub async fn generate<F: StreamFormat>(
     });
     if request.stream {
         let longest = state.config().longest_stream;
-        return Ok(streaming::respond(
-            generation,
-            usage,
-            format,
-            bill,
-            longest,
+        let outgoing = streaming::Outgoing {
             checking,
-            request.structure,
+            structure: request.structure,
             retry,
+        };
+        return Ok(streaming::respond(
+            generation, usage, format, bill, longest, outgoing,
         ));
     }
     let mut done = collect(generation, usage).await?;

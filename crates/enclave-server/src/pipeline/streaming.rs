@@ -269,6 +269,14 @@ impl<F: StreamFormat> Sending<F> {
     }
 }
 
+/// What happens to a streamed answer on its way out: the grounded answer's check, the shape it
+/// must take (tool calls, JSON), and the text-only retry after an invented or repeated call.
+pub struct Outgoing {
+    pub checking: Option<Box<Checking>>,
+    pub structure: Structure,
+    pub retry: Option<Retry>,
+}
+
 /// Turns a running generation into a streamed HTTP response. Dropping the response body (the
 /// client went away) drops the receiver, which makes the engine free the sequence. A stream
 /// still running after `longest` ends as if it reached its token limit, billed for what it sent.
@@ -278,9 +286,7 @@ pub fn respond<F: StreamFormat>(
     format: F,
     mut bill: Bill,
     longest: Duration,
-    checking: Option<Box<Checking>>,
-    structure: Structure,
-    retry: Option<Retry>,
+    outgoing: Outgoing,
 ) -> Response {
     let content_type = format.content_type();
     // The prompt was read: from here on, a disconnect bills at least the input.
@@ -294,13 +300,13 @@ pub fn respond<F: StreamFormat>(
         format,
         bill: Some(bill),
         deadline: Instant::now() + longest,
-        checking,
+        checking: outgoing.checking,
         citations: 0,
         tool_calls: 0,
-        calls: structure.stream(),
-        structure,
+        calls: outgoing.structure.stream(),
+        structure: outgoing.structure,
         json: String::new(),
-        retry,
+        retry: outgoing.retry,
         restarted: false,
     };
     let body = Body::from_stream(frames(sending));
