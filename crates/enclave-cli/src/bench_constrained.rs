@@ -22,8 +22,9 @@ use crate::EngineArgs;
 pub struct ConstrainedArgs {
     #[arg(long, default_value = enclave_engine::catalog::TEST_MODEL)]
     pub model: String,
-    /// Tokens each unconstrained stream generates (constrained ones stop when their JSON closes).
-    #[arg(long, default_value_t = 160)]
+    /// Tokens each unconstrained stream generates (constrained ones stop when their JSON closes,
+    /// about 250 tokens for the 20-field schema).
+    #[arg(long, default_value_t = 320)]
     pub gen_tokens: u32,
     /// Comma-separated stream counts.
     #[arg(long, default_value = "1,8", value_delimiter = ',')]
