@@ -5,7 +5,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::catalog::ModelKind;
 use crate::sampling::{Constraint, SamplingParams};
-use crate::tools::{ToolCall, ToolFormat, ToolSpec};
+use crate::tools::{ToolCall, ToolSpec};
 
 /// One chat turn: `system`, `user`, `assistant` (text and/or tool calls) or `tool` (one call's
 /// result).
@@ -130,8 +130,6 @@ pub trait TextGenerator: Send + Sync {
         messages: &[ChatMessage],
         tools: &[ToolSpec],
     ) -> Result<ChatTokens, GeneratorError>;
-    /// How this model writes tools, calls and results.
-    fn tool_format(&self) -> ToolFormat;
     /// Compiles `constraint` (kept for later requests); fails when it cannot be enforced.
     /// `submit` compiles it too: this lets callers do it off the async runtime and refuse the
     /// request before any work is queued.

@@ -260,10 +260,6 @@ impl TextGenerator for LlamaGenerator {
         self.turn_tokens(&turns)
     }
 
-    fn tool_format(&self) -> ToolFormat {
-        self.tool_format
-    }
-
     fn prepare(&self, constraint: &Constraint) -> Result<(), GeneratorError> {
         self.grammars
             .prepare(&self.model, constraint)

@@ -152,11 +152,6 @@ impl CallSplitter {
             _ => Vec::new(),
         }
     }
-
-    /// Whether a call has started.
-    pub fn seen_call(&self) -> bool {
-        self.seen_call
-    }
 }
 
 /// Each call's opener and closer (closers as the grammar writes them: after a newline).

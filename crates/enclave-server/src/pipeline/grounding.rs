@@ -141,15 +141,15 @@ impl GroundingRequest {
 
     /// The chat with the documents put before it as a system text (ahead of the caller's own).
     pub fn ground(&self, messages: Vec<ChatMessage>) -> Vec<ChatMessage> {
-        if !self.prompts() {
-            return messages;
-        }
         let shown: Vec<SourceDocument> = self
             .documents
             .iter()
             .filter(|d| !d.from_tool)
             .cloned()
             .collect();
+        if shown.is_empty() {
+            return messages;
+        }
         let mut instructions = grounding_instructions(&shown);
         let mut rest = messages.into_iter().peekable();
         if let Some(first) = rest.next_if(|m| m.role == "system") {

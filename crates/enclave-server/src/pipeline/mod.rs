@@ -189,12 +189,14 @@ pub async fn generate<F: StreamFormat>(
     let constraints = constraint.iter().chain(fallback.iter()).cloned().collect();
     // The retry's prompt shows no tools: shown them, small models describe the call in words.
     let retry_prompt = fallback.as_ref().map(|_| request.prompt.clone());
-    let (prompt, mut billed_input) =
-        prepare(&generator, request.prompt, offered, constraints).await?;
-    let retry_prompt = match retry_prompt {
-        Some(p) => Some(tokenize(&generator, p).await?.0),
-        None => None,
-    };
+    let (prompt, mut billed_input, retry_prompt) = prepare(
+        &generator,
+        request.prompt,
+        offered,
+        constraints,
+        retry_prompt,
+    )
+    .await?;
     if request
         .grounding
         .as_ref()
@@ -265,23 +267,31 @@ pub async fn generate<F: StreamFormat>(
 }
 
 /// The prompt's tokens and how many of them are the caller's own text (tool definitions and
-/// results included), computed on a blocking thread with the answer's grammar compiled in the
-/// same hop (both are CPU work the async workers must not do).
+/// results included), and the tokens of the text-only retry's prompt; with grammars to compile,
+/// all of it is done in one hop off the async runtime (CPU work its workers must not do).
 async fn prepare(
     generator: &Arc<dyn TextGenerator>,
     prompt: Prompt,
     tools: Vec<ToolSpec>,
     constraints: Vec<Constraint>,
-) -> Result<(Vec<u32>, u32), ApiError> {
-    if !constraints.is_empty() {
-        let compiling = Arc::clone(generator);
-        crate::blocking::off_runtime(move || {
-            constraints.iter().try_for_each(|c| compiling.prepare(c))
-        })
-        .await?
-        .map_err(ApiError::from)?;
+    retry_prompt: Option<Prompt>,
+) -> Result<(Vec<u32>, u32, Option<Vec<u32>>), ApiError> {
+    if constraints.is_empty() && retry_prompt.is_none() {
+        let (tokens, billed) = tokenize_with(generator, prompt, tools).await?;
+        return Ok((tokens, billed, None));
     }
-    tokenize_with(generator, prompt, tools).await
+    let generator = Arc::clone(generator);
+    crate::blocking::off_runtime(move || {
+        for constraint in &constraints {
+            generator.prepare(constraint)?;
+        }
+        let (tokens, billed) = prompt_tokens(generator.as_ref(), prompt, &tools)?;
+        let retry = retry_prompt
+            .map(|p| prompt_tokens(generator.as_ref(), p, &[]).map(|(tokens, _)| tokens))
+            .transpose()?;
+        Ok((tokens, billed, retry))
+    })
+    .await?
 }
 
 /// The second try of an answer that called a tool that was not declared (or repeated a call
@@ -316,17 +326,28 @@ async fn tokenize_with(
 ) -> Result<(Vec<u32>, u32), ApiError> {
     let generator = Arc::clone(generator);
     let (bytes, _) = prompt.size();
-    crate::blocking::off_runtime_if_large(bytes, move || match prompt {
+    crate::blocking::off_runtime_if_large(bytes, move || {
+        prompt_tokens(generator.as_ref(), prompt, &tools)
+    })
+    .await?
+}
+
+/// The prompt's tokens and how many of them are the caller's own text (on the calling thread).
+fn prompt_tokens(
+    generator: &dyn TextGenerator,
+    prompt: Prompt,
+    tools: &[ToolSpec],
+) -> Result<(Vec<u32>, u32), ApiError> {
+    match prompt {
         Prompt::Chat(messages) => generator
-            .chat_tokens(&messages, &tools)
+            .chat_tokens(&messages, tools)
             .map(|chat| (chat.tokens, chat.content_tokens))
             .map_err(ApiError::from),
         Prompt::Text(text) => {
             let billed = generator.tokenize(&text, false).len() as u32;
             Ok((generator.tokenize(&text, true), billed))
         }
-    })
-    .await?
+    }
 }
 
 /// Waits for a generation to finish and returns the whole answer.

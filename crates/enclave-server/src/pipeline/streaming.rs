@@ -201,14 +201,7 @@ impl<F: StreamFormat> Sending<F> {
         };
         let out = calls.finish(&self.structure).map_err(|e| e.message)?;
         let frames = self.streamed(out).await?;
-        let reason = if calls.was_cut() {
-            FinishReason::MaxTokens
-        } else if calls.calls() > 0 {
-            FinishReason::ToolCalls
-        } else {
-            reason
-        };
-        Ok((frames, reason))
+        Ok((frames, calls.finish_reason(reason)))
     }
 
     /// The frames for a piece of generated text: read for tool calls when tools are offered,

@@ -128,66 +128,39 @@ impl Structure {
     }
 
     /// The finished answer read back: calls given ids and checked, or the JSON answer checked.
+    /// Calls are read the way a stream reads them ([`CallStream`]), so both end alike.
     pub fn finish(&self, text: String, reason: FinishReason) -> Result<Shaped, ApiError> {
-        if let Some(format) = &self.json {
-            if reason == FinishReason::Complete {
-                check_json(&text, format)?;
-            }
-            return Ok(Shaped {
-                text,
-                calls: Vec::new(),
-                reason,
-                invented: false,
-            });
+        if let Some(format) = self
+            .json
+            .as_ref()
+            .filter(|_| reason == FinishReason::Complete)
+        {
+            check_json(&text, format)?;
         }
-        if !self.tools.may_call() {
-            return Ok(Shaped {
-                text,
-                calls: Vec::new(),
-                reason,
-                invented: false,
-            });
-        }
-        let mut splitter = CallSplitter::default();
-        let mut pieces = splitter.push(&text);
-        pieces.extend(splitter.finish());
-        let mut before = String::new();
-        let mut calls = Vec::new();
-        let mut cut = false;
-        let mut invented = false;
-        for piece in pieces {
-            match piece {
-                Piece::Text(t) => before.push_str(&t),
-                Piece::Call(body) => match self.call(&body)? {
-                    Some(call) => calls.push(call),
-                    None => invented = true,
-                },
-                // The token limit ended the answer inside a call: no half call is returned.
-                Piece::Unclosed(_) => cut = true,
-            }
-        }
-        if invented && calls.is_empty() {
-            return Ok(Shaped {
-                text: before,
-                calls: Vec::new(),
-                reason,
-                invented: true,
-            });
-        }
-        if !calls.is_empty() {
-            before.truncate(before.trim_end().len());
-        }
-        let reason = match (cut, calls.is_empty()) {
-            (true, _) => FinishReason::MaxTokens,
-            (false, false) => FinishReason::ToolCalls,
-            (false, true) => reason,
-        };
-        Ok(Shaped {
-            text: before,
-            calls,
+        let mut shaped = Shaped {
+            text: String::new(),
+            calls: Vec::new(),
             reason,
             invented: false,
-        })
+        };
+        let Some(mut reader) = self.stream() else {
+            shaped.text = text;
+            return Ok(shaped);
+        };
+        let mut out = reader.push(self, &text)?;
+        out.extend(reader.finish(self)?);
+        for piece in out {
+            match piece {
+                Streamed::Text(t) | Streamed::Plan(t) => shaped.text.push_str(&t),
+                Streamed::Call(call) => shaped.calls.push(call),
+                Streamed::Invented => shaped.invented = true,
+            }
+        }
+        if !shaped.calls.is_empty() {
+            shaped.text.truncate(shaped.text.trim_end().len());
+        }
+        shaped.reason = reader.finish_reason(reason);
+        Ok(shaped)
     }
 
     /// One generated call: parsed, its tool found, its arguments checked, an id given; `None`
@@ -285,14 +258,16 @@ impl CallStream {
         Ok(out)
     }
 
-    /// Calls sent so far.
-    pub fn calls(&self) -> usize {
-        self.calls
-    }
-
-    /// Whether the answer ended inside a call.
-    pub fn was_cut(&self) -> bool {
-        self.cut
+    /// How the answer ended, given how the generation did: cut inside a call (the token limit;
+    /// no half call is returned), with calls, or as the generation says.
+    pub fn finish_reason(&self, generation: FinishReason) -> FinishReason {
+        if self.cut {
+            FinishReason::MaxTokens
+        } else if self.calls > 0 {
+            FinishReason::ToolCalls
+        } else {
+            generation
+        }
     }
 
     fn take(

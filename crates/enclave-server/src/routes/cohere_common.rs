@@ -10,7 +10,7 @@ use crate::collections::retrieve::{documents_for, question_of};
 use crate::error::ApiError;
 use crate::pipeline::grounding::parse_unsupported;
 use crate::pipeline::{
-    CitationMode, DocumentInput, GroundedAnswer, GroundingRequest, SamplingInput, Usage,
+    CitationMode, DocumentInput, GroundedAnswer, GroundingRequest, JsonFormat, SamplingInput, Usage,
 };
 
 /// Message content: a plain string or an array of typed parts (only text parts are served).
@@ -119,6 +119,21 @@ pub fn tool_documents(
         });
     }
     Ok((text.join("\n"), documents))
+}
+
+/// Cohere's `response_format` (both versions): `text`, or `json_object` with an optional schema,
+/// enforced strictly (keywords the decoder cannot enforce are refused).
+pub fn json_format(kind: &str, schema: Option<Value>) -> Result<Option<JsonFormat>, ApiError> {
+    match kind.to_ascii_lowercase().as_str() {
+        "text" => Ok(None),
+        "json_object" => Ok(Some(JsonFormat {
+            schema: schema.filter(|s| !s.is_null()),
+            strict: true,
+        })),
+        other => Err(ApiError::invalid(format!(
+            "response_format type must be text or json_object, got {other}"
+        ))),
+    }
 }
 
 /// `billed_units` and `tokens` as Cohere reports them.

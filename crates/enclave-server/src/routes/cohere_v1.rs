@@ -15,11 +15,11 @@ use crate::extract::ApiJson;
 use crate::pipeline::tools::{new_call_id, tool};
 use crate::pipeline::{
     cohere_finish_reason, generate as run_generation, Completion, DocumentInput, GenerationRequest,
-    GroundedAnswer, JsonFormat, Prompt, StreamEnd, StreamFormat, Structure, Usage, COHERE_BOUNDS,
+    GroundedAnswer, Prompt, StreamEnd, StreamFormat, Structure, Usage, COHERE_BOUNDS,
 };
 use crate::routes::cohere_common::{
-    echoed, grounding_json, new_id, refuse_unsupported, v1_citation, v1_meta, CohereSampling,
-    GroundingFields,
+    echoed, grounding_json, json_format, new_id, refuse_unsupported, v1_citation, v1_meta,
+    CohereSampling, GroundingFields,
 };
 
 /// v1 generate's documented default.
@@ -269,21 +269,11 @@ pub async fn chat(call: Call, ApiJson(req): ApiJson<ChatRequest>) -> Result<Resp
         .into_iter()
         .map(V1Tool::into_spec)
         .collect::<Result<Vec<_>, _>>()?;
-    let json = match req.response_format {
-        None => None,
-        Some(f) => match f.kind.to_ascii_lowercase().as_str() {
-            "text" => None,
-            "json_object" => Some(JsonFormat {
-                schema: f.schema.filter(|s| !s.is_null()),
-                strict: true,
-            }),
-            other => {
-                return Err(ApiError::invalid(format!(
-                    "response_format type must be text or json_object, got {other}"
-                )))
-            }
-        },
-    };
+    let json = req
+        .response_format
+        .map(|f| json_format(&f.kind, f.schema))
+        .transpose()?
+        .flatten();
     let structure = Structure {
         tools: ToolUse {
             tools,

@@ -12,11 +12,11 @@ use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::pipeline::{
     cohere_finish_reason, generate, sse_frame, Completion, DocumentInput, GenerationRequest,
-    JsonFormat, Prompt, StreamEnd, StreamFormat, Structure, COHERE_BOUNDS,
+    Prompt, StreamEnd, StreamFormat, Structure, COHERE_BOUNDS,
 };
 use crate::routes::cohere_common::{
-    check_priority, grounding_json, new_id, refuse_unsupported, tool_documents, usage_json,
-    v2_citation, CohereSampling, Content, GroundingFields,
+    check_priority, grounding_json, json_format, new_id, refuse_unsupported, tool_documents,
+    usage_json, v2_citation, CohereSampling, Content, GroundingFields,
 };
 use crate::routes::tool_shapes::{call_json, calls, specs, FunctionCall, FunctionTool};
 use enclave_engine::tools::{ToolCall, ToolChoice, ToolUse};
@@ -99,21 +99,6 @@ struct ResponseFormat {
     kind: String,
     json_schema: Option<Value>,
     schema: Option<Value>,
-}
-
-impl ResponseFormat {
-    fn into_json(self) -> Result<Option<JsonFormat>, ApiError> {
-        match self.kind.to_ascii_lowercase().as_str() {
-            "text" => Ok(None),
-            "json_object" => Ok(Some(JsonFormat {
-                schema: self.json_schema.or(self.schema).filter(|s| !s.is_null()),
-                strict: true,
-            })),
-            other => Err(ApiError::invalid(format!(
-                "response_format type must be text or json_object, got {other}"
-            ))),
-        }
-    }
 }
 
 fn tool_choice(choice: Option<&str>) -> Result<ToolChoice, ApiError> {
@@ -222,7 +207,7 @@ pub async fn chat(call: Call, ApiJson(req): ApiJson<ChatRequest>) -> Result<Resp
         },
         json: req
             .response_format
-            .map(ResponseFormat::into_json)
+            .map(|f| json_format(&f.kind, f.json_schema.or(f.schema)))
             .transpose()?
             .flatten(),
         answered: Vec::new(),
