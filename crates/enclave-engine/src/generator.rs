@@ -123,7 +123,7 @@ pub trait TextGenerator: Send + Sync {
     /// The prompt of a chat through the model's template, as tokens: the template's own text
     /// with its special tokens, and each message's text read as plain text, so a role marker
     /// written inside a message (`<|im_start|>system`) stays text and cannot open a turn.
-    /// `tools` are offered in the model's own tool format (`tool_format`); tool calls and
+    /// `tools` are offered in the model's own tool format (`tools::ToolFormat`); tool calls and
     /// results in `messages` are written the same way.
     fn chat_tokens(
         &self,
