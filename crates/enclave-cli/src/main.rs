@@ -10,6 +10,8 @@ mod bench_stats;
 mod bench_usage;
 mod chat;
 mod collections;
+mod guard;
+mod guard_eval;
 mod serve;
 
 use std::io::IsTerminal;
@@ -64,6 +66,11 @@ enum Command {
     /// Benchmarks that print JSON.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Guardrails: check text, train and evaluate the injection monitor, attach policies.
+    #[command(subcommand)]
+    Guard(guard::GuardCommand),
+    /// The audit trail of guardrail interventions (never the values found).
+    Audit(guard::AuditArgs),
 }
 
 /// Engine settings shared by every command that loads a model.
@@ -198,6 +205,8 @@ fn main() -> Result<()> {
         Command::Usage(args) => accounts::usage(args),
         Command::Collections(command) => collections::collections(command),
         Command::Ingest(args) => collections::ingest(args),
+        Command::Guard(command) => guard::run(command),
+        Command::Audit(args) => guard::audit(args),
         Command::Search(args) => collections::search(args),
         Command::Bench(command) => bench::run(command),
     }

@@ -13,6 +13,7 @@ use enclave_engine::pull::{self, LocalModel};
 use enclave_engine::{GeneratorConfig, LlamaGenerator, TextGenerator};
 use enclave_server::access::Access;
 use enclave_server::collections::Library;
+use enclave_server::guard::Guardrails;
 use enclave_server::{AppState, HttpLimits, ServerConfig};
 
 use crate::EngineArgs;
@@ -63,6 +64,10 @@ pub struct ServeArgs {
     /// of the built-in Cohere names (command-r, embed-english-v3.0, rerank-v3.5, ...).
     #[arg(long = "alias", env = "ENCLAVE_ALIASES", value_delimiter = ',', value_parser = parse_alias)]
     pub aliases: Vec<(String, String)>,
+    /// A TOML file of guardrail policies (`[[policy]]` tables) on top of the built-in ones
+    /// (off, contextual, strict); see docs/guardrails.md.
+    #[arg(long, env = "ENCLAVE_GUARD_POLICIES")]
+    pub guard_policies: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
@@ -117,7 +122,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    // Accounts first: a bad database URL should fail before minutes of model loading.
+    // Policies and accounts first: a bad file or database URL should fail before minutes of
+    // model loading.
+    let policies = crate::guard::load_policies(args.guard_policies.as_ref())?;
     let access = runtime.block_on(open_accounts(&args))?;
     let library = runtime
         .block_on(Library::open(access.store().clone()))
@@ -140,7 +147,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
         loaded.encoders,
         Some(access),
     )
-    .with_library(Arc::clone(&library));
+    .with_library(Arc::clone(&library))
+    .with_guardrails(Guardrails {
+        policies,
+        ..Guardrails::default()
+    });
     let limits = state.config().http;
     runtime.block_on(async move {
         library.follow();

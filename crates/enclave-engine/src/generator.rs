@@ -42,6 +42,9 @@ pub enum FinishReason {
     /// The answer is tool calls (set by callers that read calls out of the output; the
     /// scheduler itself ends such an answer with `Complete`).
     ToolCalls,
+    /// A guardrail policy stopped the answer (set by the server's output checks; never by the
+    /// scheduler).
+    Blocked,
 }
 
 /// What a running generation sends back.

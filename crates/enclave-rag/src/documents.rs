@@ -110,6 +110,42 @@ impl SourceDocument {
         }
     }
 
+    /// Replaces parts of the passage the model reads (byte ranges of `passage.text`, in order,
+    /// not overlapping) with other text, keeping each field's range in step; the fields
+    /// echoed to the caller are left as they were.
+    pub fn replace_in_passage(&mut self, parts: &[(usize, usize, String)]) {
+        let old = std::mem::take(&mut self.passage.text);
+        let mut text = String::with_capacity(old.len());
+        let mut at = 0;
+        // (code point where a replacement starts in the old text, change in code points)
+        let mut shifts: Vec<(usize, isize)> = Vec::new();
+        for (start, end, with) in parts {
+            if *start < at
+                || *end > old.len()
+                || !old.is_char_boundary(*start)
+                || !old.is_char_boundary(*end)
+            {
+                continue;
+            }
+            text.push_str(&old[at..*start]);
+            text.push_str(with);
+            let cp_start = old[..*start].chars().count();
+            let removed = old[*start..*end].chars().count() as isize;
+            shifts.push((cp_start, with.chars().count() as isize - removed));
+            at = *end;
+        }
+        text.push_str(&old[at..]);
+        let moved = |cp: usize| {
+            let delta: isize = shifts.iter().filter(|(s, _)| *s < cp).map(|(_, d)| d).sum();
+            cp.saturating_add_signed(delta)
+        };
+        for range in &mut self.ranges {
+            range.1 = moved(range.1);
+            range.2 = moved(range.2);
+        }
+        self.passage.text = text;
+    }
+
     /// The field a cited span lies in (the one it overlaps most: a span may begin at the
     /// field's `name: ` prefix), with offsets into its value.
     pub fn locate(&self, span: &CitedSpan) -> Option<FieldSpan> {

@@ -174,6 +174,8 @@ impl<S: Send + Sync> FromRequestParts<S> for MaybeCaller {
 pub struct Call {
     pub state: AppState,
     pub caller: MaybeCaller,
+    /// The id the call is billed and audited under (`req_…`).
+    pub request_id: String,
 }
 
 impl FromRequestParts<AppState> for Call {
@@ -187,6 +189,7 @@ impl FromRequestParts<AppState> for Call {
         Ok(Self {
             state: state.clone(),
             caller,
+            request_id: format!("req_{}", uuid::Uuid::new_v4().simple()),
         })
     }
 }

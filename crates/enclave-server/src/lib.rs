@@ -19,6 +19,7 @@ pub mod capability;
 pub mod collections;
 pub mod error;
 pub mod extract;
+pub mod guard;
 pub mod http;
 pub mod pipeline;
 pub mod routes;
@@ -39,7 +40,7 @@ pub use state::{AppState, ServerConfig};
 /// it (extraction, auth, handler, panic, wrong method) answers in that family's shape.
 pub fn router(state: AppState) -> Router {
     use routes::{admin, classify, cohere_v1, cohere_v2, embed, models, openai, ops, rerank};
-    use routes::{collections, summarize, tokens};
+    use routes::{collections, guard, guard_admin, summarize, tokens};
     let cohere = Router::new()
         .route("/v2/chat", post(cohere_v2::chat))
         .route("/v1/chat", post(cohere_v1::chat))
@@ -52,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/rerank", post(rerank::rerank_v2))
         .route("/v1/rerank", post(rerank::rerank_v1))
         .route("/v1/summarize", post(summarize::summarize_route))
+        .route("/v1/guard/check", post(guard::check))
         .route(
             "/v1/collections",
             post(collections::create).get(collections::list),
@@ -80,11 +82,19 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/usage", get(admin::usage))
         .route("/admin/usage/verify", get(admin::verify))
         .route("/admin/usage/events", get(admin::events))
-        .route("/admin/prices", get(admin::prices).post(admin::add_prices));
+        .route("/admin/prices", get(admin::prices).post(admin::add_prices))
+        .route("/admin/guard/policies", get(guard_admin::policies))
+        .route(
+            "/admin/tenants/{tenant}/guard",
+            put(guard_admin::set_tenant_guard),
+        )
+        .route("/admin/keys/{id}/guard", put(guard_admin::set_key_guard))
+        .route("/admin/audit", get(guard_admin::audit));
     let openai = Router::new()
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
-        .route("/v1/embeddings", post(openai::embeddings));
+        .route("/v1/embeddings", post(openai::embeddings))
+        .route("/v1/moderations", post(guard::moderations));
     let shared = Router::new()
         .route("/v1/models", get(models::list))
         .route("/v1/models/{model}", get(models::get));

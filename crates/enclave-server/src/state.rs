@@ -13,6 +13,7 @@ use enclave_store::ModelType;
 use crate::access::Access;
 use crate::collections::Library;
 use crate::error::ApiError;
+use crate::guard::Guardrails;
 use crate::http::HttpLimits;
 
 /// Settings of a running server.
@@ -95,6 +96,8 @@ struct Inner {
     aliases: BTreeMap<String, String>,
     /// Document collections; `None` without accounts.
     library: Option<Arc<Library>>,
+    /// Policies and the injection monitor's head.
+    guardrails: Arc<Guardrails>,
 }
 
 impl AppState {
@@ -112,6 +115,7 @@ impl AppState {
                 encoders,
                 access,
                 library: None,
+                guardrails: Arc::new(Guardrails::default()),
             }),
         };
         let aliases = state.alias_table();
@@ -193,6 +197,19 @@ impl AppState {
             None => tracing::error!("collections must be attached before the state is shared"),
         }
         self
+    }
+
+    /// The same state with these guardrails (set once, at start).
+    pub fn with_guardrails(mut self, guardrails: Guardrails) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.guardrails = Arc::new(guardrails),
+            None => tracing::error!("guardrails must be attached before the state is shared"),
+        }
+        self
+    }
+
+    pub fn guardrails(&self) -> &Guardrails {
+        &self.inner.guardrails
     }
 
     pub fn library(&self) -> Option<&Arc<Library>> {

@@ -1,4 +1,4 @@
-//! Enclave's persistent state behind one interface, [`Store`]: tenants and API keys, budgets,
+//! Enclave's persistent state behind one interface, [`Store`]: tenants and API keys, budgets, guardrail attachments and the audit trail,
 //! the price book, the hash-chained usage ledger with its daily roll-ups, and shared rate
 //! windows. The same portable SQL runs on SQLite (the embedded default, a WAL file under
 //! `ENCLAVE_HOME`) and on PostgreSQL (many nodes sharing one database).
@@ -8,6 +8,7 @@
 pub mod accounts;
 pub mod budgets;
 pub mod collections;
+pub mod guard;
 pub mod idempotency;
 pub mod ledger;
 pub mod money;
@@ -25,6 +26,7 @@ pub use budgets::{BudgetExceeded, BudgetSpec, Period, Reservation};
 pub use collections::{
     Change, ChangeOp, ChunkRow, CollectionRecord, DocumentRecord, ForgetReceipt,
 };
+pub use guard::{Attachment, AuditEvent, AuditQuery};
 pub use idempotency::{Claim, StoredResponse};
 pub use ledger::{NewEvent, RecordedEvent, VerifyReport};
 pub use money::{Capability, ModelType, Pico, UnitPrices, Units};

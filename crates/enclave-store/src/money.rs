@@ -31,10 +31,13 @@ pub enum Capability {
     Summarize,
     /// Collection searches and ingestion's retrieval side (search units).
     Search,
+    /// Guardrail checks (`/v1/guard/check`, `/v1/moderations`): one classification per
+    /// 1,000 characters started.
+    Guard,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 7] = [
+    pub const ALL: [Capability; 8] = [
         Self::Chat,
         Self::Generate,
         Self::Embed,
@@ -42,6 +45,7 @@ impl Capability {
         Self::Classify,
         Self::Summarize,
         Self::Search,
+        Self::Guard,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -53,6 +57,7 @@ impl Capability {
             Self::Classify => "classify",
             Self::Summarize => "summarize",
             Self::Search => "search",
+            Self::Guard => "guard",
         }
     }
 

@@ -98,6 +98,7 @@ fn default_rows() -> Vec<PriceRow> {
     add(Capability::Rerank, "search_units", 2_000 * PER_MILLION); // $2.00 / 1K
     add(Capability::Classify, "classifications", 200 * PER_MILLION); // $0.20 / 1K
     add(Capability::Search, "search_units", 500 * PER_MILLION); // $0.50 / 1K
+    add(Capability::Guard, "classifications", 100 * PER_MILLION); // $0.10 / 1K
     rows
 }
 

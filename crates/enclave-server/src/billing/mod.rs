@@ -84,7 +84,7 @@ impl Bill {
         let max_cost = prices
             .cost(&max)
             .map_err(|_| ApiError::bad_request("this call is too large to price"))?;
-        let request_id = format!("req_{}", uuid::Uuid::new_v4().simple());
+        let request_id = call.request_id.clone();
         let claim = match sent_key {
             None => None,
             Some(sent) => {

@@ -23,6 +23,7 @@ use enclave_store::{Capability, Units};
 use crate::auth::Call;
 use crate::billing::{Admission, Bill};
 use crate::error::ApiError;
+use crate::guard::{self, OutputGuard, SafetyMode};
 pub use grounding::{CitationMode, DocumentInput, GroundedAnswer, GroundingRequest};
 pub use sampling::{Bounds, SamplingInput, COHERE_BOUNDS, OPENAI_BOUNDS};
 pub use streaming::{sse_frame, StreamEnd, StreamFormat};
@@ -97,6 +98,11 @@ pub struct GenerationRequest {
     pub grounding: Option<GroundingRequest>,
     /// Tools the model may call, or the JSON shape of the answer (chat only).
     pub structure: Structure,
+    /// Cohere's `safety_mode` (the default where the family has none); `Some` when the caller
+    /// named one, which then also puts its safety instruction into the prompt.
+    pub safety: Option<SafetyMode>,
+    /// The route, as the audit trail names it (`/v2/chat`).
+    pub route: &'static str,
 }
 
 /// Token counts of one call: `billed_input` counts only the caller's text (no template tokens).
@@ -153,6 +159,7 @@ pub async fn generate<F: StreamFormat>(
         return Err(ApiError::invalid("tools and response_format need a chat"));
     }
     request.structure.check()?;
+    let output_guard = guard_input(call, &mut request).await?;
     if let Some(grounding) = &request.grounding {
         request.prompt = match request.prompt {
             Prompt::Chat(messages) => Prompt::Chat(grounding.ground(messages)),
@@ -160,6 +167,14 @@ pub async fn generate<F: StreamFormat>(
                 return Err(ApiError::invalid("documents can only ground a chat"));
             }
         };
+    }
+    let safety_words = request.safety.and_then(|mode| {
+        guard::SafetyMode::instruction(
+            mode.forced(!request.structure.is_free() || request.grounding.is_some()),
+        )
+    });
+    if let (Some(words), Prompt::Chat(messages)) = (safety_words, &mut request.prompt) {
+        guard::add_instruction(messages, words);
     }
     let generator = match &request.prompt {
         Prompt::Chat(_) => state.chat_model(request.model.as_deref())?,
@@ -208,6 +223,10 @@ pub async fn generate<F: StreamFormat>(
             .len() as u32;
         billed_input = billed_input.saturating_sub(rules);
     }
+    if let Some(words) = safety_words {
+        // So is the safety instruction.
+        billed_input = billed_input.saturating_sub(generator.tokenize(words, false).len() as u32);
+    }
     let prompt_tokens = prompt.len() as u32;
     let mut params = sampling.fit(prompt_tokens, context)?;
     let retry = fallback.zip(retry_prompt).map(|(c, retry_prompt)| Retry {
@@ -237,6 +256,7 @@ pub async fn generate<F: StreamFormat>(
             checking,
             structure: request.structure,
             retry,
+            guard: output_guard,
         };
         return Ok(streaming::respond(
             generation, usage, format, bill, longest, outgoing,
@@ -257,13 +277,58 @@ pub async fn generate<F: StreamFormat>(
     done.text = shaped.text;
     done.reason = shaped.reason;
     done.tool_calls = shaped.calls;
+    let mut output_guard = output_guard;
+    if let Some(guard) = &mut output_guard {
+        guard_whole(guard, &mut done);
+    }
     if let Some(checking) = checking.filter(|_| done.tool_calls.is_empty()) {
         let (checking, text) = checking.whole(std::mem::take(&mut done.text)).await?;
         done.text = text;
         done.grounding = Some(Arc::new(checking.answer()));
     }
     let settled = bill.settle(billed(&done.usage)).await?;
+    if let Some(guard) = &mut output_guard {
+        guard.record().await;
+    }
     Ok(settled.json(&format.whole(&done)).await)
+}
+
+/// The input checks of the caller's policy (before the engine sees anything; redacting the
+/// prompt and documents in place), and the output side of the policy for the answer.
+async fn guard_input(
+    call: &Call,
+    request: &mut GenerationRequest,
+) -> Result<Option<OutputGuard>, ApiError> {
+    let mode = request
+        .safety
+        .unwrap_or_default()
+        .forced(!request.structure.is_free() || request.grounding.is_some());
+    let effective = guard::effective(call, mode).await?;
+    let checked = guard::check_input(
+        call,
+        &effective,
+        request.route,
+        &mut request.prompt,
+        &mut request.grounding,
+    )
+    .await?;
+    Ok(OutputGuard::new(effective, checked, call.state.clone()))
+}
+
+/// A whole answer through the output checks: calls the policy stops are withdrawn, and text
+/// is cut before a blocked value (redacted values replaced); either ends it as `Blocked`.
+fn guard_whole(guard: &mut OutputGuard, done: &mut Completion) {
+    if let Some(stopped) = done.tool_calls.iter().find_map(|c| guard.call(c).err()) {
+        tracing::info!("{}", stopped.0);
+        done.tool_calls.clear();
+        done.reason = FinishReason::Blocked;
+    }
+    let (text, blocked) = guard.whole(&done.text);
+    done.text = text;
+    if let Some(blocked) = blocked {
+        tracing::info!("{}", blocked.0);
+        done.reason = FinishReason::Blocked;
+    }
 }
 
 /// The prompt's tokens and how many of them are the caller's own text (tool definitions and
@@ -390,6 +455,16 @@ pub fn cohere_finish_reason(reason: FinishReason) -> &'static str {
         FinishReason::StopSequence => "STOP_SEQUENCE",
         FinishReason::MaxTokens => "MAX_TOKENS",
         FinishReason::ToolCalls => "TOOL_CALL",
+        // v2's documented reasons have no content-filter value; v1 uses `ERROR_TOXIC`.
+        FinishReason::Blocked => "ERROR",
+    }
+}
+
+/// Cohere v1's finish reason names (`ERROR_TOXIC` for an answer a policy stopped).
+pub fn cohere_v1_finish_reason(reason: FinishReason) -> &'static str {
+    match reason {
+        FinishReason::Blocked => "ERROR_TOXIC",
+        other => cohere_finish_reason(other),
     }
 }
 
@@ -399,5 +474,6 @@ pub fn openai_finish_reason(reason: FinishReason) -> &'static str {
         FinishReason::Complete | FinishReason::StopSequence => "stop",
         FinishReason::MaxTokens => "length",
         FinishReason::ToolCalls => "tool_calls",
+        FinishReason::Blocked => "content_filter",
     }
 }

@@ -20,6 +20,7 @@ use super::grounding::{Checking, GroundedAnswer};
 use super::tools::{check_streamed_json, CallStream, Streamed, Structure};
 use super::{billed, Completion, Retry, Usage};
 use crate::billing::{Bill, REQUEST_ID};
+use crate::guard::output::{Blocked, OutputGuard};
 
 /// How a stream ended.
 #[derive(Debug, Clone)]
@@ -104,6 +105,10 @@ struct Sending<F> {
     retry: Option<Retry>,
     /// The generation was just replaced by its text-only retry.
     restarted: bool,
+    /// The caller's policy on the answer's text and calls.
+    guard: Option<OutputGuard>,
+    /// Set when the policy stopped the answer: it ends as `Blocked` after what was sent.
+    blocked: Option<Blocked>,
 }
 
 impl<F: StreamFormat> Sending<F> {
@@ -124,6 +129,29 @@ impl<F: StreamFormat> Sending<F> {
     async fn finish(&mut self, reason: FinishReason, completion: u32, cached: u32) -> String {
         self.usage.completion_tokens = completion;
         self.usage.cached_tokens = cached;
+        // Text the guard still holds goes out (checked) before the end, unless it blocks.
+        let mut reason = reason;
+        let mut held = String::new();
+        if let Some(guard) = self
+            .guard
+            .as_mut()
+            .filter(|_| reason != FinishReason::Blocked)
+        {
+            match guard.finish() {
+                Ok(text) if !text.is_empty() => match self.checked_text(text).await {
+                    Ok(frames) => held = frames,
+                    Err(message) => return self.fail(message),
+                },
+                Ok(_) => {}
+                Err(blocked) => {
+                    tracing::info!("{}", blocked.0);
+                    reason = FinishReason::Blocked;
+                }
+            }
+        }
+        if let Some(guard) = self.guard.as_mut() {
+            guard.record().await;
+        }
         if reason == FinishReason::Complete {
             if let Err(e) = check_streamed_json(&self.structure, &self.json) {
                 return self.fail(e.message);
@@ -142,6 +170,7 @@ impl<F: StreamFormat> Sending<F> {
             },
             None => (String::new(), None),
         };
+        let rest = held + &rest;
         let finished = StreamEnd::Finished {
             reason,
             usage: self.usage,
@@ -226,6 +255,12 @@ impl<F: StreamFormat> Sending<F> {
                 Streamed::Text(text) => frames.push_str(&self.answer_text(text).await?),
                 Streamed::Plan(text) => frames.push_str(&self.format.plan(&text)),
                 Streamed::Call(call) => {
+                    if let Some(Err(blocked)) = self.guard.as_mut().map(|g| g.call(&call)) {
+                        // The call is never sent as one to execute; the answer ends here.
+                        tracing::info!("{}", blocked.0);
+                        self.blocked = Some(blocked);
+                        break;
+                    }
                     frames.push_str(&self.format.tool_call(self.tool_calls, &call));
                     self.tool_calls += 1;
                 }
@@ -246,7 +281,25 @@ impl<F: StreamFormat> Sending<F> {
         Ok(frames)
     }
 
+    /// Answer text through the policy's hold-back scanner, then on as checked text.
     async fn answer_text(&mut self, text: String) -> Result<String, String> {
+        let text = match self.guard.as_mut().map(|g| g.push(&text)) {
+            None => text,
+            Some(Ok(text)) => text,
+            Some(Err(blocked)) => {
+                tracing::info!("{}", blocked.0);
+                self.blocked = Some(blocked);
+                return Ok(String::new());
+            }
+        };
+        if text.is_empty() {
+            return Ok(text);
+        }
+        self.checked_text(text).await
+    }
+
+    /// Text the policy let through, as is or through the grounded answer's check.
+    async fn checked_text(&mut self, text: String) -> Result<String, String> {
         let Some(checking) = self.checking.take() else {
             return Ok(self.format.text(&text));
         };
@@ -268,6 +321,7 @@ pub struct Outgoing {
     pub checking: Option<Box<Checking>>,
     pub structure: Structure,
     pub retry: Option<Retry>,
+    pub guard: Option<OutputGuard>,
 }
 
 /// Turns a running generation into a streamed HTTP response. Dropping the response body (the
@@ -301,6 +355,8 @@ pub fn respond<F: StreamFormat>(
         json: String::new(),
         retry: outgoing.retry,
         restarted: false,
+        guard: outgoing.guard,
+        blocked: None,
     };
     let body = Body::from_stream(frames(sending));
     let mut response = (
@@ -337,6 +393,11 @@ fn frames<F: StreamFormat>(sending: Sending<F>) -> impl Stream<Item = Result<Byt
                         };
                         // A retry started here reads on in the loop like any generation.
                         s.restarted = false;
+                        if s.blocked.is_some() {
+                            // Dropping the generation (with the stream) stops the engine.
+                            let end = s.finish(FinishReason::Blocked, generated, 0).await;
+                            break chunk + &end;
+                        }
                         s.sent(&chunk, generated);
                         // Text held back for checking sends nothing yet.
                         if chunk.is_empty() {
@@ -361,6 +422,11 @@ fn frames<F: StreamFormat>(sending: Sending<F>) -> impl Stream<Item = Result<Byt
                             }
                             return Some((Ok(Bytes::from(held)), (s, Phase::Streaming)));
                         }
+                        let reason = if s.blocked.take().is_some() {
+                            FinishReason::Blocked
+                        } else {
+                            reason
+                        };
                         break held + &s.finish(reason, completion_tokens, cached_tokens).await;
                     }
                     Ok(Some(GenEvent::Error(message))) => {

@@ -32,7 +32,7 @@ fn require_platform_admin(admin: &AdminCaller) -> Result<(), ApiError> {
     }
 }
 
-fn store(state: &AppState) -> Result<&enclave_store::Store, ApiError> {
+pub(crate) fn store(state: &AppState) -> Result<&enclave_store::Store, ApiError> {
     state
         .access()
         .map(|a| a.store())
@@ -42,7 +42,7 @@ fn store(state: &AppState) -> Result<&enclave_store::Store, ApiError> {
 /// The tenant a request names (by id or name), or the caller's own when it names none. A
 /// tenant admin naming any other tenant gets the same 404 as for a tenant that does not exist,
 /// so tenants cannot be discovered by probing.
-async fn visible_tenant(
+pub(crate) async fn visible_tenant(
     store: &enclave_store::Store,
     admin: &AdminCaller,
     requested: Option<&str>,
@@ -54,7 +54,7 @@ async fn visible_tenant(
 }
 
 /// The tenant `name` (id or name) as this caller may see it; see [`visible_tenant`].
-async fn named_tenant(
+pub(crate) async fn named_tenant(
     store: &enclave_store::Store,
     admin: &AdminCaller,
     name: &str,

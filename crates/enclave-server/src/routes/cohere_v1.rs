@@ -12,10 +12,12 @@ use serde_json::{json, Map, Value};
 use crate::auth::Call;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
+use crate::guard::SafetyMode;
 use crate::pipeline::tools::{new_call_id, tool};
 use crate::pipeline::{
-    cohere_finish_reason, generate as run_generation, Completion, DocumentInput, GenerationRequest,
-    GroundedAnswer, Prompt, StreamEnd, StreamFormat, Structure, Usage, COHERE_BOUNDS,
+    cohere_v1_finish_reason, generate as run_generation, Completion, DocumentInput,
+    GenerationRequest, GroundedAnswer, Prompt, StreamEnd, StreamFormat, Structure, Usage,
+    COHERE_BOUNDS,
 };
 use crate::routes::cohere_common::{
     echoed, grounding_json, json_format, new_id, refuse_unsupported, v1_citation, v1_meta,
@@ -40,6 +42,7 @@ pub struct ChatRequest {
     response_format: Option<ResponseFormat>,
     documents: Option<Vec<Value>>,
     citation_quality: Option<String>,
+    safety_mode: Option<String>,
     /// Extension: `flag` (default) or `decline` claims the documents do not support.
     on_unsupported: Option<String>,
     /// Extension: collections (names or ids) whose best chunks ground the answer.
@@ -284,6 +287,11 @@ pub async fn chat(call: Call, ApiJson(req): ApiJson<ChatRequest>) -> Result<Resp
         json,
         answered: Vec::new(),
     };
+    let safety = req
+        .safety_mode
+        .as_deref()
+        .map(|m| SafetyMode::parse(Some(m)))
+        .transpose()?;
     let grounding = GroundingFields {
         documents: documents(req.documents.unwrap_or_default())?,
         collections: req.collections,
@@ -302,6 +310,8 @@ pub async fn chat(call: Call, ApiJson(req): ApiJson<ChatRequest>) -> Result<Resp
         stream: req.stream == Some(true),
         grounding,
         structure,
+        safety,
+        route: "/v1/chat",
     };
     let format = ChatStream {
         reply: ChatReply {
@@ -401,7 +411,11 @@ fn stream_end(
             reason,
             usage,
             grounding,
-        } => (cohere_finish_reason(*reason), *usage, grounding.as_deref()),
+        } => (
+            cohere_v1_finish_reason(*reason),
+            *usage,
+            grounding.as_deref(),
+        ),
         StreamEnd::Failed(_) => ("ERROR", Usage::default(), None),
     };
     ndjson(json!({
@@ -430,7 +444,7 @@ impl StreamFormat for ChatStream {
         self.reply.body(
             &done.text,
             &done.tool_calls,
-            cohere_finish_reason(done.reason),
+            cohere_v1_finish_reason(done.reason),
             &done.usage,
             done.grounding.as_deref(),
         )
@@ -534,6 +548,8 @@ pub async fn generate(
         stream: req.stream == Some(true),
         grounding: None,
         structure: Structure::default(),
+        safety: None,
+        route: "/v1/generate",
     };
     run_generation(&call, request, format).await
 }
@@ -558,7 +574,11 @@ impl GenerateStream {
 
 impl StreamFormat for GenerateStream {
     fn whole(&self, done: &Completion) -> Value {
-        self.body(&done.text, cohere_finish_reason(done.reason), &done.usage)
+        self.body(
+            &done.text,
+            cohere_v1_finish_reason(done.reason),
+            &done.usage,
+        )
     }
 
     fn content_type(&self) -> &'static str {

@@ -10,6 +10,7 @@ use serde_json::{json, Map, Value};
 use crate::auth::Call;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
+use crate::guard::SafetyMode;
 use crate::pipeline::{
     cohere_finish_reason, generate, sse_frame, Completion, DocumentInput, GenerationRequest,
     Prompt, StreamEnd, StreamFormat, Structure, COHERE_BOUNDS,
@@ -184,13 +185,11 @@ fn to_messages(messages: Vec<Message>) -> Result<(Vec<ChatMessage>, Vec<Document
 
 pub async fn chat(call: Call, ApiJson(req): ApiJson<ChatRequest>) -> Result<Response, ApiError> {
     refuse_unsupported(&[("logprobs", req.logprobs == Some(true))])?;
-    if let Some(mode) = req.safety_mode.as_deref() {
-        if !["CONTEXTUAL", "STRICT", "OFF"].contains(&mode) {
-            return Err(ApiError::invalid(format!(
-                "safety_mode must be CONTEXTUAL, STRICT or OFF, got {mode}"
-            )));
-        }
-    }
+    let safety = req
+        .safety_mode
+        .as_deref()
+        .map(|m| SafetyMode::parse(Some(m)))
+        .transpose()?;
     check_priority(req.priority)?;
     // `thinking` is accepted and has no effect: the served models do not reason in a separate block.
     let _ = req.thinking;
@@ -236,6 +235,8 @@ pub async fn chat(call: Call, ApiJson(req): ApiJson<ChatRequest>) -> Result<Resp
         stream: req.stream == Some(true),
         grounding,
         structure,
+        safety,
+        route: "/v2/chat",
     };
     let format = V2Stream {
         id: new_id(),

@@ -5,6 +5,8 @@ pub mod cohere_v1;
 pub mod cohere_v2;
 pub mod collections;
 pub mod embed;
+pub mod guard;
+pub mod guard_admin;
 pub mod models;
 pub mod openai;
 pub mod ops;

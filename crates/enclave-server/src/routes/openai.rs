@@ -227,6 +227,12 @@ impl OpenAiSampling {
             stream: self.stream == Some(true),
             grounding: None,
             structure,
+            safety: None,
+            route: if capability == Capability::Chat {
+                "/v1/chat/completions"
+            } else {
+                "/v1/completions"
+            },
         };
         Ok((request, format))
     }

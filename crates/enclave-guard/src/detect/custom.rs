@@ -1,0 +1,82 @@
+//! A policy's own detectors: named regular expressions and term lists.
+
+use regex::{Regex, RegexBuilder};
+
+use crate::finding::{Finding, Kind};
+
+#[derive(Debug, thiserror::Error)]
+#[error("pattern '{name}' is not a valid regular expression: {reason}")]
+pub struct CustomError {
+    pub name: String,
+    pub reason: String,
+}
+
+/// Largest compiled pattern a policy may carry (bounds memory and matching time).
+const MAX_PATTERN_BYTES: usize = 1 << 20;
+
+#[derive(Debug, Clone)]
+pub enum CustomDetector {
+    Pattern {
+        name: String,
+        regex: Regex,
+    },
+    /// Whole-word, case-insensitive terms (one alternation, matched in linear time).
+    Terms {
+        name: String,
+        regex: Regex,
+    },
+}
+
+impl CustomDetector {
+    pub fn pattern(name: &str, pattern: &str) -> Result<Self, CustomError> {
+        let regex = RegexBuilder::new(pattern)
+            .size_limit(MAX_PATTERN_BYTES)
+            .build()
+            .map_err(|e| CustomError {
+                name: name.to_string(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self::Pattern {
+            name: name.to_string(),
+            regex,
+        })
+    }
+
+    pub fn terms(name: &str, terms: &[String]) -> Result<Self, CustomError> {
+        let alternation = terms
+            .iter()
+            .filter(|t| !t.trim().is_empty())
+            .map(|t| regex::escape(t.trim()))
+            .collect::<Vec<_>>()
+            .join("|");
+        let regex = RegexBuilder::new(&format!(r"(?i)\b(?:{alternation})\b"))
+            .size_limit(MAX_PATTERN_BYTES)
+            .build()
+            .map_err(|e| CustomError {
+                name: name.to_string(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self::Terms {
+            name: name.to_string(),
+            regex,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Pattern { name, .. } | Self::Terms { name, .. } => name,
+        }
+    }
+
+    pub fn scan(&self, text: &str, found: &mut Vec<Finding>) {
+        let (regex, kind, detector) = match self {
+            Self::Pattern { name, regex } => (regex, Kind::Pattern, format!("pattern:{name}")),
+            Self::Terms { name, regex } => (regex, Kind::Term, format!("terms:{name}")),
+        };
+        for m in regex.find_iter(text) {
+            if m.start() < m.end() {
+                found.push(Finding::new(detector.clone(), kind, m.start(), m.end()));
+            }
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! Checks a streamed answer before any of it is sent. Text is released only once nothing in
+//! it can still turn out to be part of a value a rule acts on: a window of recent text is held
+//! back, and so is any unbroken run of characters touching the end (an address or token still
+//! being written), an opened PEM block, a value that reaches the end, and a partly written
+//! placeholder. A blocked value therefore never has a character sent.
+
+use std::sync::Arc;
+
+use crate::policy::{Action, Decided, Direction, Policy};
+use crate::redact::{output_placeholder, Vault};
+
+/// Bytes always held back: longer than any grouped value with separators (an IBAN of 34
+/// characters in groups of four, a card wrapped over a line).
+const WINDOW: usize = 64;
+/// Released text kept as context for the next scan (`password:` before its value).
+const CONTEXT: usize = 64;
+/// An unbroken run is held at most this long; beyond it, the window alone applies.
+const LONGEST_RUN: usize = 8192;
+
+/// What one piece of the answer lets through.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Text that may be sent (possibly empty), with the policy's decisions on what it held;
+    /// offsets count code points from the start of the answer.
+    Text(String, Vec<Decided>),
+    /// A rule blocks the answer; nothing of the value was released. Offsets as above.
+    Blocked(Decided),
+}
+
+pub struct OutputScanner {
+    policy: Arc<Policy>,
+    /// Placeholders of the input's redacted values, put back in the released text.
+    vault: Option<Arc<Vault>>,
+    pending: String,
+    context: String,
+    /// Code points of the model's text released so far.
+    released_chars: usize,
+}
+
+impl OutputScanner {
+    pub fn new(policy: Arc<Policy>, vault: Option<Arc<Vault>>) -> Self {
+        Self {
+            policy,
+            vault: vault.filter(|v| !v.is_empty()),
+            pending: String::new(),
+            context: String::new(),
+            released_chars: 0,
+        }
+    }
+
+    pub fn push(&mut self, piece: &str) -> Step {
+        self.pending.push_str(piece);
+        self.step(false)
+    }
+
+    /// The rest of the answer, at its end.
+    pub fn finish(&mut self) -> Step {
+        self.step(true)
+    }
+
+    fn step(&mut self, last: bool) -> Step {
+        let scanned = format!("{}{}", self.context, self.pending);
+        let offset = self.context.len();
+        let decided: Vec<Decided> = self
+            .policy
+            .scan(&scanned, Direction::Output)
+            .into_iter()
+            .filter(|d| d.finding.end > offset)
+            .map(|mut d| {
+                d.finding.start = d.finding.start.saturating_sub(offset);
+                d.finding.end -= offset;
+                d
+            })
+            .collect();
+        if let Some(block) = decided.iter().find(|d| d.action == Action::Block) {
+            let mut block = block.clone();
+            self.to_chars(&mut block);
+            return Step::Blocked(block);
+        }
+        let mut safe = if last {
+            self.pending.len()
+        } else {
+            self.hold_from(&decided)
+        };
+        // A value that straddles the boundary is held whole.
+        for d in &decided {
+            if d.finding.start < safe && d.finding.end > safe {
+                safe = d.finding.start;
+            }
+        }
+        while !self.pending.is_char_boundary(safe) {
+            safe -= 1;
+        }
+        let mut out = String::with_capacity(safe);
+        let mut at = 0;
+        let mut kept = Vec::new();
+        for d in decided.into_iter().filter(|d| d.finding.end <= safe) {
+            if d.action == Action::Redact && d.finding.start >= at {
+                out.push_str(&self.pending[at..d.finding.start]);
+                out.push_str(&output_placeholder(d.finding.kind));
+                at = d.finding.end;
+            }
+            let mut d = d;
+            self.to_chars(&mut d);
+            kept.push(d);
+        }
+        out.push_str(&self.pending[at..safe]);
+        let released: String = self.pending.drain(..safe).collect();
+        self.released_chars += released.chars().count();
+        self.context.push_str(&released);
+        if self.context.len() > CONTEXT {
+            let mut cut = self.context.len() - CONTEXT;
+            while !self.context.is_char_boundary(cut) {
+                cut += 1;
+            }
+            self.context.drain(..cut);
+        }
+        let out = match &self.vault {
+            Some(vault) => vault.restore(&out),
+            None => out,
+        };
+        Step::Text(out, kept)
+    }
+
+    /// Where held-back text starts in `pending`.
+    fn hold_from(&self, decided: &[Decided]) -> usize {
+        let text = &self.pending;
+        let mut safe = text.len().saturating_sub(WINDOW);
+        // The unbroken run at the end may still be a value being written.
+        let run_start = text.rfind(char::is_whitespace).map_or(0, |i| {
+            i + text[i..].chars().next().map_or(1, char::len_utf8)
+        });
+        if text.len() - run_start <= LONGEST_RUN {
+            safe = safe.min(run_start);
+        }
+        // An opened private key block is held until it closes.
+        if let Some(begin) = text.rfind("-----BEGIN") {
+            if !text[begin..].contains("-----END") || !text[begin..].trim_end().ends_with("-----") {
+                safe = safe.min(begin);
+            }
+        }
+        // A value reaching the end may go on.
+        for d in decided {
+            if d.finding.end >= text.len() {
+                safe = safe.min(d.finding.start);
+            }
+        }
+        // A placeholder being written (`[CARD_`) is held until it closes.
+        if let Some(vault) = &self.vault {
+            let reach = vault.longest_placeholder();
+            if let Some(open) = text.rfind('[') {
+                if !text[open..].contains(']') && text.len() - open <= reach {
+                    safe = safe.min(open);
+                }
+            }
+        }
+        safe
+    }
+
+    /// Byte offsets within `pending` → code points from the start of the answer.
+    fn to_chars(&self, d: &mut Decided) {
+        let start = crate::finding::char_offsets(&self.pending, d.finding.start);
+        let end = crate::finding::char_offsets(&self.pending, d.finding.end);
+        d.finding.start = self.released_chars + start;
+        d.finding.end = self.released_chars + end;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Policies;
+
+    fn run(policy: &str, pieces: &[&str]) -> (String, Option<Decided>) {
+        let policy = Policies::builtin().get(policy).expect("policy");
+        let mut scanner = OutputScanner::new(policy, None);
+        let mut out = String::new();
+        for piece in pieces {
+            match scanner.push(piece) {
+                Step::Text(t, _) => out.push_str(&t),
+                Step::Blocked(d) => return (out, Some(d)),
+            }
+        }
+        match scanner.finish() {
+            Step::Text(t, _) => out.push_str(&t),
+            Step::Blocked(d) => return (out, Some(d)),
+        }
+        (out, None)
+    }
+
+    #[test]
+    fn redacts_a_value_split_over_pieces() {
+        let pieces = [
+            "Write to ",
+            "jo",
+            "hn.",
+            "smith@",
+            "exam",
+            "ple.com",
+            " today. ",
+            "Bye.",
+        ];
+        let (out, blocked) = run("strict", &pieces);
+        assert!(blocked.is_none());
+        assert_eq!(out, "Write to [EMAIL] today. Bye.");
+    }
+
+    #[test]
+    fn blocks_before_any_character_of_the_value() {
+        let mut pieces = vec!["Here is the key: ", "AKIA"];
+        pieces.extend(["IOSF", "ODNN", "7EXA", "MPLE", " done"]);
+        let (out, blocked) = run("strict", &pieces);
+        assert!(blocked.is_some());
+        assert!(!out.contains("AKIA"), "{out}");
+    }
+
+    #[test]
+    fn plain_text_passes_unchanged() {
+        let text = "The quarterly report shows revenue grew 12% to 4.2 million across 3 regions.";
+        let pieces: Vec<String> = text.split_inclusive(' ').map(str::to_string).collect();
+        let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
+        assert_eq!(run("strict", &refs), (text.to_string(), None));
+    }
+}
