@@ -46,14 +46,22 @@ pub struct CheckArgs {
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
-    #[arg(long, default_value = "eval/guard/injection_train.jsonl")]
-    pub data: PathBuf,
+    /// Labelled JSONL files (`text`, `label`: injection or benign); repeat or comma-separate.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "eval/guard/injection_train.jsonl,eval/guard/injection_train_more_a.jsonl,eval/guard/injection_train_more_b.jsonl"
+    )]
+    pub data: Vec<PathBuf>,
     #[arg(long, default_value = "crates/enclave-guard/data/injection_head.json")]
     pub out: PathBuf,
-    #[arg(long, default_value_t = 400)]
+    #[arg(long, default_value_t = 1000)]
     pub epochs: usize,
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = 1e-4)]
     pub l2: f32,
+    /// Highest cross-validated false-positive rate on benign look-alikes the threshold allows.
+    #[arg(long, default_value_t = 0.04)]
+    pub max_lookalike_fp: f32,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
@@ -225,7 +233,10 @@ pub fn read_jsonl(path: &std::path::Path) -> Result<Vec<Value>> {
 }
 
 fn train(args: TrainArgs) -> Result<()> {
-    let records = read_jsonl(&args.data)?;
+    let mut records = Vec::new();
+    for path in &args.data {
+        records.extend(read_jsonl(path)?);
+    }
     let encoder = load_embedder(&args.engine)?;
     let texts: Vec<&str> = records.iter().filter_map(|r| r["text"].as_str()).collect();
     let labels: Vec<bool> = records.iter().map(|r| r["label"] == "injection").collect();
@@ -248,19 +259,37 @@ fn train(args: TrainArgs) -> Result<()> {
             cv_scores[i] = head.score(x);
         }
     }
-    let cv_f1 = enclave_guard::injection::f1_at(
-        &cv_scores,
-        &ys,
-        enclave_guard::policy::DEFAULT_INJECTION_THRESHOLD,
-    );
-    let head = InjectionHead::train(&encoder.info().name, &xs, &ys, args.epochs, args.l2);
+    // The operating threshold: the lowest whose cross-validated false-positive rate on benign
+    // look-alikes stays within the target, so the monitor is precise on the texts that matter.
+    let lookalike: Vec<bool> = records
+        .iter()
+        .map(|r| r["kind"] == "benign_lookalike")
+        .collect();
+    let fp_rate = |t: f32| {
+        let flagged = cv_scores
+            .iter()
+            .zip(&lookalike)
+            .filter(|(s, l)| **l && **s >= t)
+            .count();
+        flagged as f32 / lookalike.iter().filter(|l| **l).count().max(1) as f32
+    };
+    let threshold = (30..=95)
+        .map(|step| step as f32 / 100.0)
+        .find(|t| fp_rate(*t) <= args.max_lookalike_fp)
+        .unwrap_or(0.95);
+    let cv_f1 = enclave_guard::injection::f1_at(&cv_scores, &ys, threshold);
+    let mut head = InjectionHead::train(&encoder.info().name, &xs, &ys, args.epochs, args.l2);
+    head.threshold = threshold;
     std::fs::write(&args.out, serde_json::to_string(&head)? + "\n")
         .with_context(|| format!("writing {}", args.out.display()))?;
     let train_scores = injection_scores(encoder.as_ref(), &head, &texts)?;
     let f1 = enclave_guard::injection::f1_at(&train_scores, &labels, head.threshold);
     println!(
         "{}",
-        json!({ "examples": texts.len(), "windows": xs.len(), "threshold": head.threshold, "train_f1": f1, "cv_f1_at_0.5": cv_f1, "out": args.out })
+        json!({
+            "examples": texts.len(), "windows": xs.len(), "threshold": head.threshold, "train_f1": f1,
+            "cv_f1": cv_f1, "cv_lookalike_fp_rate": fp_rate(threshold), "out": args.out,
+        })
     );
     Ok(())
 }

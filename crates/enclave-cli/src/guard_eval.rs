@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 
 use anyhow::Result;
-use enclave_guard::policy::DEFAULT_INJECTION_THRESHOLD;
 use enclave_guard::{char_offsets, Detectors, InjectionHead, Kind};
 use serde_json::{json, Value};
 
@@ -164,7 +163,7 @@ fn injection(args: &EvalArgs) -> Result<Value> {
         .map(|r| r["text"].as_str().unwrap_or_default())
         .collect();
     let scores = injection_scores(encoder.as_ref(), &head, &texts)?;
-    let threshold = DEFAULT_INJECTION_THRESHOLD;
+    let threshold = head.threshold;
     let mut all = Counts::default();
     let mut per_kind: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     let (mut lookalikes, mut lookalikes_flagged) = (0usize, 0usize);

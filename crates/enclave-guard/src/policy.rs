@@ -219,7 +219,7 @@ impl Policies {
         let mut by_name = BTreeMap::new();
         by_name.insert(OFF.to_string(), Arc::new(Policy::empty(OFF)));
         let mut contextual = Policy::empty(CONTEXTUAL);
-        contextual.injection = Some((DEFAULT_INJECTION_THRESHOLD, Action::Flag));
+        contextual.injection = Some((default_injection_threshold(), Action::Flag));
         contextual.rules.push(Rule {
             kinds: vec![Kind::Secret],
             custom: None,
@@ -228,7 +228,7 @@ impl Policies {
         });
         by_name.insert(CONTEXTUAL.to_string(), Arc::new(contextual));
         let mut strict = Policy::empty(STRICT);
-        strict.injection = Some((DEFAULT_INJECTION_THRESHOLD, Action::Block));
+        strict.injection = Some((default_injection_threshold(), Action::Block));
         strict.rules.push(Rule {
             kinds: Kind::PII
                 .iter()
@@ -280,8 +280,11 @@ impl Policies {
     }
 }
 
-/// The threshold the built-ins use, chosen on the training split (docs/guardrails.md).
-pub const DEFAULT_INJECTION_THRESHOLD: f32 = 0.5;
+/// The threshold the built-ins use: the shipped head's operating point, chosen by
+/// cross-validation on the training split (docs/guardrails.md); 0.5 without a head.
+pub fn default_injection_threshold() -> f32 {
+    crate::InjectionHead::shipped().map_or(0.5, |h| h.threshold)
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

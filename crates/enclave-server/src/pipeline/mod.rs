@@ -103,6 +103,8 @@ pub struct GenerationRequest {
     pub safety: Option<SafetyMode>,
     /// The route, as the audit trail names it (`/v2/chat`).
     pub route: &'static str,
+    /// Return the prompt as the model read it (whole answers only).
+    pub return_prompt: bool,
 }
 
 /// Token counts of one call: `billed_input` counts only the caller's text (no template tokens).
@@ -143,6 +145,9 @@ pub struct Completion {
     pub grounding: Option<Arc<GroundedAnswer>>,
     /// Calls the model made (`text` is then the plan it wrote before them).
     pub tool_calls: Vec<ToolCall>,
+    /// The prompt as the model read it, when the caller asked for it (Cohere v1
+    /// `return_prompt`): after redaction, so it shows what the model saw.
+    pub prompt: Option<String>,
 }
 
 /// Runs one generation request and renders it in `format`.
@@ -228,6 +233,12 @@ pub async fn generate<F: StreamFormat>(
         billed_input = billed_input.saturating_sub(generator.tokenize(words, false).len() as u32);
     }
     let prompt_tokens = prompt.len() as u32;
+    let prompt_text = if request.return_prompt && !request.stream {
+        let ids: Vec<i64> = prompt.iter().map(|&t| i64::from(t)).collect();
+        Some(generator.detokenize(&ids).map_err(ApiError::from)?)
+    } else {
+        None
+    };
     let mut params = sampling.fit(prompt_tokens, context)?;
     let retry = fallback.zip(retry_prompt).map(|(c, retry_prompt)| Retry {
         generator: Arc::clone(&generator),
@@ -277,6 +288,7 @@ pub async fn generate<F: StreamFormat>(
     done.text = shaped.text;
     done.reason = shaped.reason;
     done.tool_calls = shaped.calls;
+    done.prompt = prompt_text;
     let mut output_guard = output_guard;
     if let Some(guard) = &mut output_guard {
         guard_whole(guard, &mut done);
@@ -438,6 +450,7 @@ pub async fn collect(
                     usage,
                     grounding: None,
                     tool_calls: Vec::new(),
+                    prompt: None,
                 });
             }
             GenEvent::Error(message) => {

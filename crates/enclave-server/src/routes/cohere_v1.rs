@@ -43,6 +43,8 @@ pub struct ChatRequest {
     documents: Option<Vec<Value>>,
     citation_quality: Option<String>,
     safety_mode: Option<String>,
+    /// The prompt as the model read it comes back in the response's `prompt`.
+    return_prompt: Option<bool>,
     /// Extension: `flag` (default) or `decline` claims the documents do not support.
     on_unsupported: Option<String>,
     /// Extension: collections (names or ids) whose best chunks ground the answer.
@@ -312,6 +314,7 @@ pub async fn chat(call: Call, ApiJson(req): ApiJson<ChatRequest>) -> Result<Resp
         structure,
         safety,
         route: "/v1/chat",
+        return_prompt: req.return_prompt == Some(true),
     };
     let format = ChatStream {
         reply: ChatReply {
@@ -441,13 +444,17 @@ struct ChatStream {
 
 impl StreamFormat for ChatStream {
     fn whole(&self, done: &Completion) -> Value {
-        self.reply.body(
+        let mut body = self.reply.body(
             &done.text,
             &done.tool_calls,
             cohere_v1_finish_reason(done.reason),
             &done.usage,
             done.grounding.as_deref(),
-        )
+        );
+        if let (Some(prompt), Some(obj)) = (&done.prompt, body.as_object_mut()) {
+            obj.insert("prompt".into(), Value::String(prompt.clone()));
+        }
+        body
     }
 
     fn content_type(&self) -> &'static str {
@@ -550,6 +557,7 @@ pub async fn generate(
         structure: Structure::default(),
         safety: None,
         route: "/v1/generate",
+        return_prompt: false,
     };
     run_generation(&call, request, format).await
 }

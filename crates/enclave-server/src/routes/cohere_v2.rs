@@ -237,6 +237,7 @@ pub async fn chat(call: Call, ApiJson(req): ApiJson<ChatRequest>) -> Result<Resp
         structure,
         safety,
         route: "/v2/chat",
+        return_prompt: false,
     };
     let format = V2Stream {
         id: new_id(),

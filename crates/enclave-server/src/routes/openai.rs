@@ -233,6 +233,7 @@ impl OpenAiSampling {
             } else {
                 "/v1/completions"
             },
+            return_prompt: false,
         };
         Ok((request, format))
     }
