@@ -28,6 +28,9 @@ pub enum BenchCommand {
     Rag(crate::bench_rag::RagBenchArgs),
     /// Constrained decoding: grammar build time and tokens/s under llguidance and GBNF.
     Constrained(crate::bench_constrained::ConstrainedArgs),
+    /// Guardrails on vs off: deterministic checks per KB, the injection monitor per request,
+    /// streaming throughput.
+    Guard(crate::bench_guard::GuardBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -122,6 +125,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
             BenchCommand::Usage(args) => crate::bench_usage::usage(args).await,
             BenchCommand::Rag(args) => crate::bench_rag::rag(args).await,
             BenchCommand::Constrained(args) => crate::bench_constrained::constrained(args).await,
+            BenchCommand::Guard(args) => crate::bench_guard::guard(args).await,
         }
     })?;
     println!("{}", serde_json::to_string_pretty(&report)?);

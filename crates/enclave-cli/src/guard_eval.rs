@@ -59,13 +59,17 @@ pub fn cpu() -> String {
 }
 
 pub fn evaluate(args: &EvalArgs) -> Result<Value> {
-    let pii = pii(args)?;
-    let injection = injection(args)?;
-    Ok(json!({ "cpu": cpu(), "pii": pii, "injection": injection }))
+    let mut report = json!({ "cpu": cpu(), "pii": pii(args, "pii.jsonl")? });
+    // The held-out set was written apart from the detectors and never used to change them.
+    if args.dir.join("pii_heldout.jsonl").exists() {
+        report["pii_heldout"] = pii(args, "pii_heldout.jsonl")?;
+    }
+    report["injection"] = injection(args)?;
+    Ok(report)
 }
 
-fn pii(args: &EvalArgs) -> Result<Value> {
-    let records = read_jsonl(&args.dir.join("pii.jsonl"))?;
+fn pii(args: &EvalArgs, file: &str) -> Result<Value> {
+    let records = read_jsonl(&args.dir.join(file))?;
     let mut per_type: BTreeMap<&'static str, Counts> = BTreeMap::new();
     let mut exact = 0usize;
     let (mut negatives, mut negatives_flagged) = (0usize, 0usize);

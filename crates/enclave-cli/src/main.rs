@@ -4,6 +4,7 @@
 mod accounts;
 mod bench;
 mod bench_constrained;
+mod bench_guard;
 mod bench_overhead;
 mod bench_rag;
 mod bench_stats;

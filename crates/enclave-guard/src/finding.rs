@@ -51,20 +51,10 @@ impl Kind {
     }
 
     pub fn parse(name: &str) -> Option<Kind> {
-        let all = [
-            Kind::Email,
-            Kind::Phone,
-            Kind::Card,
-            Kind::Iban,
-            Kind::UsSsn,
-            Kind::Ip,
-            Kind::Secret,
-            Kind::Pattern,
-            Kind::Term,
-            Kind::Size,
-            Kind::Injection,
-        ];
-        all.into_iter()
+        let others = [Kind::Pattern, Kind::Term, Kind::Size, Kind::Injection];
+        Kind::PII
+            .into_iter()
+            .chain(others)
             .find(|k| k.as_str().eq_ignore_ascii_case(name))
     }
 }

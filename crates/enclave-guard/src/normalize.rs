@@ -87,12 +87,12 @@ pub fn normalize(text: &str) -> String {
     let mut hidden = String::new();
     let visible: String = text
         .chars()
-        .filter_map(|c| match tag_ascii(c) {
+        .filter(|c| match tag_ascii(*c) {
             Some(a) => {
                 hidden.push(a);
-                None
+                false
             }
-            None => Some(c),
+            None => true,
         })
         .filter(|c| !invisible(*c))
         .collect();
@@ -100,7 +100,7 @@ pub fn normalize(text: &str) -> String {
     let words = rewrite_words(&folded);
     let mut out = join_spaced_letters(&words);
     if !hidden.is_empty() {
-        out.push_str("\n");
+        out.push('\n');
         out.push_str(&hidden);
     }
     for decoded in decoded_segments(&folded) {
@@ -187,7 +187,7 @@ fn decoded_segments(text: &str) -> Vec<String> {
     }
     for m in HEX.find_iter(text).take(16) {
         let digits: String = m.as_str().chars().filter(char::is_ascii_hexdigit).collect();
-        if digits.len() % 2 == 0 {
+        if digits.len().is_multiple_of(2) {
             if let Ok(bytes) = hex_bytes(&digits) {
                 if let Some(text) = readable(bytes) {
                     out.push(text);

@@ -215,6 +215,27 @@ mod tests {
     }
 
     #[test]
+    fn restores_a_placeholder_split_over_pieces() {
+        let mut vault = Vault::default();
+        let text = "card 4242 4242 4242 4242";
+        let finding = crate::Finding::new("card", crate::Kind::Card, 5, text.len());
+        vault.redact(text, &[&finding]);
+        let policy = Policies::builtin().get("off").expect("policy");
+        let mut scanner = OutputScanner::new(policy, Some(Arc::new(vault)));
+        let mut out = String::new();
+        for piece in ["Your card ", "[CA", "RD_", "1] is saved", "."] {
+            if let Step::Text(t, _) = scanner.push(piece) {
+                assert!(!t.contains('['), "a partial placeholder left: {t}");
+                out.push_str(&t);
+            }
+        }
+        if let Step::Text(t, _) = scanner.finish() {
+            out.push_str(&t);
+        }
+        assert_eq!(out, "Your card 4242 4242 4242 4242 is saved.");
+    }
+
+    #[test]
     fn plain_text_passes_unchanged() {
         let text = "The quarterly report shows revenue grew 12% to 4.2 million across 3 regions.";
         let pieces: Vec<String> = text.split_inclusive(' ').map(str::to_string).collect();

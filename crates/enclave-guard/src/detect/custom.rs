@@ -27,15 +27,20 @@ pub enum CustomDetector {
     },
 }
 
+/// Compiles a policy's pattern within the size bound, naming it in the error.
+fn compile(name: &str, pattern: &str) -> Result<Regex, CustomError> {
+    RegexBuilder::new(pattern)
+        .size_limit(MAX_PATTERN_BYTES)
+        .build()
+        .map_err(|e| CustomError {
+            name: name.to_string(),
+            reason: e.to_string(),
+        })
+}
+
 impl CustomDetector {
     pub fn pattern(name: &str, pattern: &str) -> Result<Self, CustomError> {
-        let regex = RegexBuilder::new(pattern)
-            .size_limit(MAX_PATTERN_BYTES)
-            .build()
-            .map_err(|e| CustomError {
-                name: name.to_string(),
-                reason: e.to_string(),
-            })?;
+        let regex = compile(name, pattern)?;
         Ok(Self::Pattern {
             name: name.to_string(),
             regex,
@@ -49,13 +54,7 @@ impl CustomDetector {
             .map(|t| regex::escape(t.trim()))
             .collect::<Vec<_>>()
             .join("|");
-        let regex = RegexBuilder::new(&format!(r"(?i)\b(?:{alternation})\b"))
-            .size_limit(MAX_PATTERN_BYTES)
-            .build()
-            .map_err(|e| CustomError {
-                name: name.to_string(),
-                reason: e.to_string(),
-            })?;
+        let regex = compile(name, &format!(r"(?i)\b(?:{alternation})\b"))?;
         Ok(Self::Terms {
             name: name.to_string(),
             regex,

@@ -68,7 +68,7 @@ fn luhn(digits: &[u8]) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// Whether the number starts like a card of a real issuer with that length.
@@ -257,8 +257,8 @@ pub(crate) fn ssns(text: &str, found: &mut Vec<Finding>) {
 
 /// A number that is one part of a longer dashed code (`978-123-45-6789`) is not an SSN.
 fn dashed_on(text: &str, start: usize, end: usize) -> bool {
-    let before = text[..start].as_bytes();
-    let after = text[end..].as_bytes();
+    let before = &text.as_bytes()[..start];
+    let after = &text.as_bytes()[end..];
     let digit_joined = |b: &[u8]| b.len() >= 2 && b[0] == b'-' && b[1].is_ascii_digit();
     digit_joined(after)
         || (before.len() >= 2

@@ -107,7 +107,7 @@ pub(crate) fn find(text: &str, found: &mut Vec<Finding>) {
 fn random_looking(value: &str) -> bool {
     // Paths and addresses (`/v1/users`, `api.example.com/v1`) are not credentials.
     let path_like = value.starts_with('/')
-        || value.contains("//")
+        || value.contains("://")
         || (value.contains('/') && value.contains('.'));
     if value.len() < 16 || path_like {
         return false;
