@@ -10,13 +10,14 @@ from conftest import enclave_bin
 def test_guardrail_figures_hold_their_floors():
     out = subprocess.run([enclave_bin(), "guard", "eval"], capture_output=True, text=True, timeout=600, check=True)
     report = json.loads(out.stdout)
-    pii = report["pii"]
-    for kind in ("EMAIL", "PHONE", "CARD", "IBAN", "US_SSN", "IP", "SECRET"):
-        figures = pii["per_type"][kind]
-        assert figures["recall"] >= 0.99, (kind, figures)
-        assert figures["precision"] >= 0.97, (kind, figures)
-    assert pii["hard_negative_lines"] >= 100
-    assert pii["hard_negative_fp_rate"] <= 0.02, pii
+    for name in ("pii", "pii_heldout"):
+        pii = report[name]
+        for kind in ("EMAIL", "PHONE", "CARD", "IBAN", "US_SSN", "IP", "SECRET"):
+            figures = pii["per_type"][kind]
+            assert figures["recall"] >= 0.99, (name, kind, figures)
+            assert figures["precision"] >= 0.97, (name, kind, figures)
+        assert pii["hard_negative_lines"] >= 90
+        assert pii["hard_negative_fp_rate"] <= 0.02, (name, pii)
     injection = report["injection"]
     assert injection["n"] >= 250
     # Measured 0.84 F1 with 3.8% of look-alikes flagged (docs/guardrails.md); the issue's

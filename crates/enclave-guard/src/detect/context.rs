@@ -43,6 +43,7 @@ pub(crate) const VERSION_WORDS: &[&str] = &[
     "版本",
     "構建",
     "构建",
+    "빌드",
     "버전",
 ];
 

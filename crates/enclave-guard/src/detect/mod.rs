@@ -26,8 +26,10 @@ impl Detectors {
     /// Every built-in finding in `text`, by start; where two overlap the longer is kept.
     pub fn scan(&self, text: &str) -> Vec<Finding> {
         let mut found = Vec::new();
-        contact::emails(text, &mut found);
+        // Secrets first: a password inside a URL (`postgres://app:PASSWORD@db`) is a secret, not
+        // the local part of an address.
         secrets::find(text, &mut found);
+        contact::emails(text, &mut found);
         financial::cards(text, &mut found);
         financial::ibans(text, &mut found);
         financial::ssns(text, &mut found);

@@ -72,7 +72,7 @@ static NAMED: LazyLock<Regex> = LazyLock::new(|| {
         r#"hasło|haslo|heslo|lösenord|пароль|パスワード|密码|口令|密碼|토큰|비밀번호|كلمة المرور|şifre|mật khẩu)"#,
         // A few words may come between the name and the value ("the password for the test
         // server is …"), then a separator.
-        r#"[^\n]{0,48}?(?:\s*(?:[:=：]|=>|:=|\b(?:is|are|lautet|ist|est|es|è|é|era|wynosi|je|är|er|on|was)\b|は|是|为|為)\s*)+"#,
+        r#"[^\n]{0,48}?(?:\s*(?:[:=：]|=>|:=|\b(?:is|are|lautet|ist|est|es|è|é|era|wynosi|je|är|er|on|was)\b|は|是|为|為|는|은)\s*)+"#,
         r#"(?:bearer\s+)?["'`「『]?"#,
         r#"([A-Za-z0-9+/=_\-.~!@#$%^&*]{16,})"#
     ))
@@ -86,6 +86,10 @@ pub(crate) fn find(text: &str, found: &mut Vec<Finding>) {
             let Some(m) = c.get(1).or_else(|| c.get(0)) else {
                 continue;
             };
+            // A template's placeholder (`${DB_PASSWORD}`, `<password>`) holds no secret.
+            if m.as_str().starts_with(['$', '<', '{', '%', '*']) {
+                continue;
+            }
             found.push(Finding::new(*name, Kind::Secret, m.start(), m.end()));
         }
     }
