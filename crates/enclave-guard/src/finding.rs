@@ -93,3 +93,24 @@ pub fn char_offsets(text: &str, byte: usize) -> usize {
     let byte = byte.min(text.len());
     text.char_indices().take_while(|(i, _)| *i < byte).count()
 }
+
+/// Many byte offsets of `text` turned into code-point offsets in one pass over the text.
+pub fn char_offsets_all(text: &str, bytes: &[usize]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..bytes.len()).collect();
+    order.sort_by_key(|&i| bytes[i]);
+    let mut out = vec![0; bytes.len()];
+    let mut chars = text.char_indices().enumerate().peekable();
+    let mut count = 0;
+    for i in order {
+        let byte = bytes[i].min(text.len());
+        while let Some((_, (at, _))) = chars.peek() {
+            if *at >= byte {
+                break;
+            }
+            chars.next();
+            count += 1;
+        }
+        out[i] = count;
+    }
+    out
+}

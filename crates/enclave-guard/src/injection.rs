@@ -182,6 +182,11 @@ impl Windows {
         self.parts.len()
     }
 
+    /// Keeps the first `n` windows.
+    pub fn truncate(&mut self, n: usize) {
+        self.parts.truncate(n);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.parts.is_empty()
     }

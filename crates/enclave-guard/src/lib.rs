@@ -17,7 +17,7 @@ pub mod stream;
 pub mod tools;
 
 pub use detect::Detectors;
-pub use finding::{char_offsets, Finding, Kind};
+pub use finding::{char_offsets, char_offsets_all, Finding, Kind};
 pub use injection::{InjectionHead, Scored, TrainingExample, Windows};
 pub use policy::{Action, Direction, Policies, Policy, PolicyError};
 pub use redact::{Redacted, Vault};

@@ -139,7 +139,8 @@ impl Policy {
             .collect();
         let mut out = Vec::new();
         if rules.iter().any(|r| !r.kinds.is_empty()) {
-            for finding in Detectors.scan(text) {
+            // Filtered by the policy's kinds before overlaps are resolved.
+            for finding in Detectors.scan_raw(text) {
                 let action = rules
                     .iter()
                     .filter(|r| r.kinds.contains(&finding.kind))
@@ -160,18 +161,41 @@ impl Policy {
                 }));
             }
         }
+        let mut out = merge_overlaps(out);
+        if out.len() > MAX_FINDINGS {
+            // Past the bound the rest of the text is one finding with the strictest action
+            // found, so nothing the policy acts on slips through uncounted.
+            let action = strictest(&out);
+            let from = out[MAX_FINDINGS].finding.start;
+            out.truncate(MAX_FINDINGS);
+            let mut rest = Finding::new("too_many_values", Kind::Size, from, text.len());
+            rest.score = 1.0;
+            out.push(Decided {
+                finding: rest,
+                action,
+            });
+        }
         if direction == Direction::Input {
             if let Some((max, action)) = self.max_input_chars {
                 let chars = text.chars().count();
                 if chars > max {
-                    let mut finding = Finding::new("size", Kind::Size, 0, text.len());
-                    finding.score = chars as f32;
+                    let finding = Finding::new("size", Kind::Size, 0, text.len());
                     out.push(Decided { finding, action });
                 }
             }
         }
         out.sort_by_key(|d| d.finding.start);
         out
+    }
+
+    /// The longest literal a term list can match, so the stream holds back at least that much.
+    pub fn longest_term(&self) -> usize {
+        self.rules
+            .iter()
+            .filter_map(|r| r.custom.as_ref())
+            .map(CustomDetector::longest_literal)
+            .max()
+            .unwrap_or(0)
     }
 
     /// The monitor's verdict on a score, when the policy runs it.
@@ -183,6 +207,39 @@ impl Policy {
             Decided { finding, action }
         })
     }
+}
+
+/// Most findings one text yields; the rest of the text becomes one finding (bounds the work
+/// and the audit rows an attacker-sized text can cause).
+pub const MAX_FINDINGS: usize = 1000;
+
+/// Overlapping decisions become one over their union, with the strictest action (its finding's
+/// kind named), so a redaction never leaves part of a value behind.
+fn merge_overlaps(mut found: Vec<Decided>) -> Vec<Decided> {
+    found.sort_by_key(|d| (d.finding.start, std::cmp::Reverse(d.finding.end)));
+    let mut merged: Vec<Decided> = Vec::with_capacity(found.len());
+    for d in found {
+        match merged.last_mut() {
+            Some(last) if last.finding.overlaps(&d.finding) => {
+                let end = last.finding.end.max(d.finding.end);
+                let rank = |x: &Decided| {
+                    (
+                        x.action,
+                        x.finding.kind == Kind::Secret,
+                        x.finding.end - x.finding.start,
+                    )
+                };
+                if rank(&d) > rank(last) {
+                    let start = last.finding.start;
+                    *last = d;
+                    last.finding.start = start;
+                }
+                last.finding.end = end;
+            }
+            _ => merged.push(d),
+        }
+    }
+    merged
 }
 
 /// The strictest action of a set of decisions.

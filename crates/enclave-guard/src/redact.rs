@@ -7,7 +7,10 @@ use crate::finding::{Finding, Kind};
 /// Placeholders and the values they stand for, for one request.
 #[derive(Debug, Clone, Default)]
 pub struct Vault {
+    /// (placeholder, value) in the order made.
     entries: Vec<(String, String)>,
+    /// value → its placeholder.
+    by_value: std::collections::HashMap<String, String>,
     counts: std::collections::BTreeMap<Kind, usize>,
 }
 
@@ -24,13 +27,14 @@ impl Vault {
     }
 
     fn placeholder(&mut self, kind: Kind, value: &str) -> String {
-        if let Some((p, _)) = self.entries.iter().find(|(_, v)| v == value) {
+        if let Some(p) = self.by_value.get(value) {
             return p.clone();
         }
         let n = self.counts.entry(kind).or_insert(0);
         *n += 1;
         let placeholder = format!("[{}_{}]", kind.as_str(), n);
         self.entries.push((placeholder.clone(), value.to_string()));
+        self.by_value.insert(value.to_string(), placeholder.clone());
         placeholder
     }
 

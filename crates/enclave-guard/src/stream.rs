@@ -12,8 +12,9 @@ use crate::redact::{output_placeholder, Vault};
 /// Bytes always held back: longer than any grouped value with separators (an IBAN of 34
 /// characters in groups of four, a card wrapped over a line).
 const WINDOW: usize = 64;
-/// Released text kept as context for the next scan (`password:` before its value).
-const CONTEXT: usize = 64;
+/// Released text kept as context for the next scan (`password for the test server is:` before
+/// its value): longer than the credential pattern's longest look-back.
+const CONTEXT: usize = 256;
 /// An unbroken run is held at most this long; beyond it, the window alone applies.
 const LONGEST_RUN: usize = 8192;
 
@@ -35,11 +36,14 @@ pub struct OutputScanner {
     context: String,
     /// Code points of the model's text released so far.
     released_chars: usize,
+    /// Bytes always held back: [`WINDOW`], or the policy's longest term if longer.
+    window: usize,
 }
 
 impl OutputScanner {
     pub fn new(policy: Arc<Policy>, vault: Option<Arc<Vault>>) -> Self {
         Self {
+            window: WINDOW.max(policy.longest_term() + 8),
             policy,
             vault: vault.filter(|v| !v.is_empty()),
             pending: String::new(),
@@ -82,11 +86,12 @@ impl OutputScanner {
         } else {
             self.hold_from(&decided)
         };
-        // A value that straddles the boundary is held whole.
-        for d in &decided {
-            if d.finding.start < safe && d.finding.end > safe {
-                safe = d.finding.start;
-            }
+        // A value that straddles the boundary is held whole (again, until none does).
+        while let Some(d) = decided
+            .iter()
+            .find(|d| d.finding.start < safe && d.finding.end > safe)
+        {
+            safe = d.finding.start;
         }
         while !self.pending.is_char_boundary(safe) {
             safe -= 1;
@@ -125,7 +130,7 @@ impl OutputScanner {
     /// Where held-back text starts in `pending`.
     fn hold_from(&self, decided: &[Decided]) -> usize {
         let text = &self.pending;
-        let mut safe = text.len().saturating_sub(WINDOW);
+        let mut safe = text.len().saturating_sub(self.window);
         // The unbroken run at the end may still be a value being written.
         let run_start = text.rfind(char::is_whitespace).map_or(0, |i| {
             i + text[i..].chars().next().map_or(1, char::len_utf8)
@@ -133,9 +138,9 @@ impl OutputScanner {
         if text.len() - run_start <= LONGEST_RUN {
             safe = safe.min(run_start);
         }
-        // An opened private key block is held until it closes.
+        // An opened key block is held until it closes (up to a bound: a block is a few KB).
         if let Some(begin) = text.rfind("-----BEGIN") {
-            if !text[begin..].contains("-----END") || !text[begin..].trim_end().ends_with("-----") {
+            if !text[begin..].contains("-----END") && text.len() - begin <= LONGEST_RUN {
                 safe = safe.min(begin);
             }
         }
@@ -233,6 +238,68 @@ mod tests {
             out.push_str(&t);
         }
         assert_eq!(out, "Your card 4242 4242 4242 4242 is saved.");
+    }
+
+    /// The stream's output equals the whole answer's for every way of cutting it in two, and a
+    /// few ways of cutting it into many pieces.
+    #[test]
+    fn a_stream_says_what_the_whole_answer_says() {
+        let texts = [
+            "Mail ana.lopez@corp.example.de or call +44 20 7946 0958 today.",
+            "Card 4111 1111\n1111 1111 and IBAN DE89 3704 0044 0532 0130 00; done.",
+            "The password for the staging server is: q8Zr2VbN4mK7xT1pL9sD3fGh ok",
+            "Key AKIAIOSFODNN7EXAMPLE then -----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7\n-----END RSA PRIVATE KEY----- end",
+        ];
+        // What was sent and whether (and for what) it was stopped; a stream may stop a value
+        // earlier in its writing than the whole answer's check does, so spans may differ.
+        let said = |(out, blocked): (String, Option<Decided>)| (out, blocked.map(|d| d.finding.kind));
+        let run = |policy: &str, pieces: &[&str]| said(run(policy, pieces));
+        for text in texts {
+            let whole = run("strict", &[text]);
+            let bytes: Vec<usize> = (1..text.len())
+                .filter(|i| text.is_char_boundary(*i))
+                .collect();
+            for &cut in &bytes {
+                assert_eq!(
+                    run("strict", &[&text[..cut], &text[cut..]]),
+                    whole,
+                    "cut at {cut}"
+                );
+            }
+            for step in [1usize, 3, 7] {
+                let mut pieces = Vec::new();
+                let mut at = 0;
+                while at < text.len() {
+                    let mut end = (at + step).min(text.len());
+                    while !text.is_char_boundary(end) {
+                        end += 1;
+                    }
+                    pieces.push(&text[at..end]);
+                    at = end;
+                }
+                assert_eq!(run("strict", &pieces), whole, "pieces of {step}");
+            }
+        }
+    }
+
+    #[test]
+    fn overlapping_rules_leave_nothing_of_either_value() {
+        let policies = Policies::builtin()
+            .with_toml(
+                "[[policy]]\nname = \"p\"\n[[policy.rule]]\ntypes = [\"CARD\"]\naction = \"redact\"\n\
+                 [[policy.pattern]]\nname = \"emp\"\nregex = \"EMP-[0-9]{4}\"\naction = \"redact\"\n",
+            )
+            .expect("policy");
+        let policy = policies.get("p").expect("policy");
+        let mut scanner = OutputScanner::new(policy, None);
+        let mut out = match scanner.push("id EMP-4111 1111 1111 1111 end") {
+            Step::Text(t, _) => t,
+            Step::Blocked(_) => String::new(),
+        };
+        if let Step::Text(t, _) = scanner.finish() {
+            out.push_str(&t);
+        }
+        assert!(!out.contains("1111"), "{out}");
     }
 
     #[test]

@@ -121,6 +121,9 @@ impl ArgumentRule {
             else {
                 return Some(format!("argument '{name}' must be a number"));
             };
+            if !n.is_finite() {
+                return Some(format!("argument '{name}' must be a finite number"));
+            }
             if self.max.is_some_and(|max| n > max) {
                 return Some(format!("argument '{name}' is above the policy's ceiling"));
             }
@@ -187,5 +190,10 @@ mod tests {
             CallVerdict::Approval(_)
         ));
         assert_eq!(policy.check("search", &json!({})), CallVerdict::Allow);
+        // "NaN" compares false both ways: it must not pass a ceiling.
+        assert!(matches!(
+            policy.check("pay", &json!({"amount": "NaN", "to": {"name": "ACME"}})),
+            CallVerdict::Deny(_)
+        ));
     }
 }

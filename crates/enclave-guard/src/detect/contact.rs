@@ -23,7 +23,7 @@ pub(crate) fn emails(text: &str, found: &mut Vec<Finding>) {
 /// line break between groups.
 static INTERNATIONAL: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r"(?:\+|(?-u:\b)00)[1-9][0-9]{0,2}(?:(?:[ .\-]|[ \t]*\r?\n[ \t]*)?\(?[0-9]{1,5}\)?){1,6}",
+        r"(?:\+|(?-u:\b)00)[1-9][0-9]{0,2}(?:(?:[ .\-]|[ \t]{0,4}\r?\n[ \t]{0,4})?\(?[0-9]{1,5}\)?){1,6}",
     )
     .expect("international phone pattern")
 });
@@ -36,8 +36,10 @@ static NANP: LazyLock<Regex> = LazyLock::new(|| {
 
 /// National numbers with a trunk 0 and separated groups: `020 7946 0958`, `01 42 68 53 00`.
 static TRUNK: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?-u:\b)0[0-9]{1,4}(?:(?:[ .\-/]|[ \t]*\r?\n[ \t]*)[0-9]{2,8}){1,4}(?-u:\b)")
-        .expect("trunk pattern")
+    Regex::new(
+        r"(?-u:\b)0[0-9]{1,4}(?:(?:[ .\-/]|[ \t]{0,4}\r?\n[ \t]{0,4})[0-9]{2,8}){1,4}(?-u:\b)",
+    )
+    .expect("trunk pattern")
 });
 
 /// Grouped national numbers without a trunk 0 (`912 345 678`), taken only where the text

@@ -24,6 +24,8 @@ pub enum CustomDetector {
     Terms {
         name: String,
         regex: Regex,
+        /// Bytes of the longest term.
+        longest: usize,
     },
 }
 
@@ -48,17 +50,36 @@ impl CustomDetector {
     }
 
     pub fn terms(name: &str, terms: &[String]) -> Result<Self, CustomError> {
+        // A word boundary only at an edge that is a word character (`C++`, `$ACME` match too).
+        let edge = |c: Option<char>| match c {
+            Some(c) if c.is_alphanumeric() || c == '_' => r"\b",
+            _ => "",
+        };
         let alternation = terms
             .iter()
-            .filter(|t| !t.trim().is_empty())
-            .map(|t| regex::escape(t.trim()))
+            .map(|t| t.trim())
+            .filter(|t| !t.is_empty())
+            .map(|t| {
+                let (first, last) = (t.chars().next(), t.chars().next_back());
+                format!("{}{}{}", edge(first), regex::escape(t), edge(last))
+            })
             .collect::<Vec<_>>()
             .join("|");
-        let regex = compile(name, &format!(r"(?i)\b(?:{alternation})\b"))?;
+        let longest = terms.iter().map(|t| t.trim().len()).max().unwrap_or(0);
+        let regex = compile(name, &format!(r"(?i)(?:{alternation})"))?;
         Ok(Self::Terms {
             name: name.to_string(),
             regex,
+            longest,
         })
+    }
+
+    /// The longest text a term list matches (0 for patterns, whose length is unbounded).
+    pub fn longest_literal(&self) -> usize {
+        match self {
+            Self::Terms { longest, .. } => *longest,
+            Self::Pattern { .. } => 0,
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -70,7 +91,7 @@ impl CustomDetector {
     pub fn scan(&self, text: &str, found: &mut Vec<Finding>) {
         let (regex, kind, detector) = match self {
             Self::Pattern { name, regex } => (regex, Kind::Pattern, format!("pattern:{name}")),
-            Self::Terms { name, regex } => (regex, Kind::Term, format!("terms:{name}")),
+            Self::Terms { name, regex, .. } => (regex, Kind::Term, format!("terms:{name}")),
         };
         for m in regex.find_iter(text) {
             if m.start() < m.end() {

@@ -16,15 +16,22 @@ use crate::finding::{Finding, Kind};
 
 /// Separators allowed between the digit groups of a card, account or phone number: a space,
 /// dash or dot, or a line break with the spaces around it.
-pub(crate) const GROUP_SEP: &str = r"(?:[ \-]|[ \t]*\r?\n[ \t]*)";
+pub(crate) const GROUP_SEP: &str = r"(?:[ \-]|[ \t]{0,4}\r?\n[ \t]{0,4})";
 
 /// The built-in detectors, compiled once.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Detectors;
 
 impl Detectors {
-    /// Every built-in finding in `text`, by start; where two overlap the longer is kept.
+    /// Every built-in finding in `text`, by start; of overlapping ones, a secret wins over what
+    /// it contains, otherwise the longer.
     pub fn scan(&self, text: &str) -> Vec<Finding> {
+        resolve_overlaps(self.scan_raw(text))
+    }
+
+    /// Every built-in finding, overlapping ones included (a policy filters them by kind before
+    /// it resolves overlaps, so a kind it ignores never hides one it acts on).
+    pub fn scan_raw(&self, text: &str) -> Vec<Finding> {
         let mut found = Vec::new();
         // Secrets first: a password inside a URL (`postgres://app:PASSWORD@db`) is a secret, not
         // the local part of an address.
@@ -35,35 +42,33 @@ impl Detectors {
         financial::ssns(text, &mut found);
         network::ips(text, &mut found);
         contact::phones(text, &mut found);
-        resolve_overlaps(found)
+        found
     }
 
     /// Findings of the given kinds only.
     pub fn scan_kinds(&self, text: &str, kinds: &[Kind]) -> Vec<Finding> {
-        let mut found = self.scan(text);
+        let mut found = self.scan_raw(text);
         found.retain(|f| kinds.contains(&f.kind));
-        found
+        resolve_overlaps(found)
     }
 }
 
-/// Keeps, of overlapping findings, the earlier-found (by detector priority: the order of
-/// `scan`) and then the longer; the result is sorted by start.
-pub(crate) fn resolve_overlaps(found: Vec<Finding>) -> Vec<Finding> {
+/// Of overlapping findings keeps one: a secret over what it contains, otherwise the longer.
+/// Sorted by start and swept once (attacker-sized texts hold many findings).
+pub(crate) fn resolve_overlaps(mut found: Vec<Finding>) -> Vec<Finding> {
+    found.sort_by_key(|f| (f.start, std::cmp::Reverse(f.end)));
     let mut kept: Vec<Finding> = Vec::with_capacity(found.len());
     for f in found {
-        match kept.iter().position(|k| k.overlaps(&f)) {
-            None => kept.push(f),
-            // A secret (found early) wins over what it contains; otherwise the longer.
-            Some(i)
-                if kept[i].kind != Kind::Secret
-                    && f.end - f.start > kept[i].end - kept[i].start =>
-            {
-                kept[i] = f;
+        match kept.last_mut() {
+            Some(last) if last.overlaps(&f) => {
+                let rank = |x: &Finding| (x.kind == Kind::Secret, x.end - x.start);
+                if rank(&f) > rank(last) {
+                    *last = f;
+                }
             }
-            Some(_) => {}
+            _ => kept.push(f),
         }
     }
-    kept.sort_by_key(|f| f.start);
     kept
 }
 

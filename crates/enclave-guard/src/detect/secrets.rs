@@ -13,6 +13,11 @@ const PROVIDER_KEYS: &[(&str, &str)] = &[
         "pem_private_key",
         r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----",
     ),
+    // A key block cut off before its END line (a token limit, or told to leave it off).
+    (
+        "pem_private_key",
+        r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----[A-Za-z0-9+/=\s]{16,}",
+    ),
     (
         "aws_access_key",
         r"\b(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|ANPA)[A-Z0-9]{16}\b",
@@ -72,8 +77,8 @@ static NAMED: LazyLock<Regex> = LazyLock::new(|| {
         r#"hasło|haslo|heslo|lösenord|пароль|パスワード|密码|口令|密碼|토큰|비밀번호|كلمة المرور|şifre|mật khẩu)"#,
         // A few words may come between the name and the value ("the password for the test
         // server is …"), then a separator.
-        r#"[^\n]{0,48}?(?:\s*(?:[:=：]|=>|:=|\b(?:is|are|lautet|ist|est|es|è|é|era|wynosi|je|är|er|on|was)\b|は|是|为|為|는|은)\s*)+"#,
-        r#"(?:bearer\s+)?["'`「『]?"#,
+        r#"[^\n]{0,48}?(?:[ \t]{0,8}\r?\n?[ \t]{0,8}(?:[:=：]|=>|:=|\b(?:is|are|lautet|ist|est|es|è|é|era|wynosi|je|är|er|on|was)\b|は|是|为|為|는|은)[ \t]{0,8}\r?\n?[ \t]{0,8}){1,3}"#,
+        r#"(?:bearer[ \t]{1,8})?["'`「『]?"#,
         r#"([A-Za-z0-9+/=_\-.~!@#$%^&*]{16,})"#
     ))
     .expect("named credential pattern")

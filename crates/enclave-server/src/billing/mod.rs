@@ -57,6 +57,25 @@ pub struct Bill {
     pending: Option<Box<Pending>>,
 }
 
+/// Whether the caller's key may use `capability` on `model` (403 naming what it may not); a
+/// server without accounts checks nothing. Admission runs it; so may a route, earlier, before
+/// work it should not do for a caller that will be refused.
+pub fn check_scopes(call: &Call, capability: Capability, model: &str) -> Result<(), ApiError> {
+    if call.state.access().is_none() {
+        return Ok(());
+    }
+    let Some(Caller(key)) = &call.caller.caller else {
+        return Err(ApiError::unauthorized());
+    };
+    if !key.scopes.allows_capability(capability) {
+        return Err(ApiError::forbidden(format!(
+            "this key may not use {}",
+            capability.as_str()
+        )));
+    }
+    call.caller.require_model(model)
+}
+
 impl Bill {
     /// Admits a call that may consume up to `max` units of `capability` on `model`.
     pub async fn admit(
@@ -72,13 +91,7 @@ impl Bill {
             return Err(ApiError::unauthorized());
         };
         let sent_key = call.caller.idempotency_key()?;
-        if !key.scopes.allows_capability(capability) {
-            return Err(ApiError::forbidden(format!(
-                "this key may not use {}",
-                capability.as_str()
-            )));
-        }
-        call.caller.require_model(model)?;
+        check_scopes(call, capability, model)?;
         let model_type = call.state.model_type(model);
         let (price_version, prices) = access.prices(capability, model, model_type);
         let max_cost = prices

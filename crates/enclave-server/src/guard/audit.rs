@@ -1,12 +1,16 @@
 //! The audit trail of one call: every intervention (block, redaction, flag, denied tool call)
 //! with where it was and what was done — never the value that was found.
 
-use enclave_guard::char_offsets;
+use enclave_guard::char_offsets_all;
 use enclave_guard::policy::{Decided, Direction};
 use enclave_store::{now_ms, AuditEvent};
 
 use crate::auth::Call;
 use crate::state::AppState;
+
+/// Most events one call records (a text of thousands of values is one intervention, not
+/// thousands of rows).
+const MAX_EVENTS: usize = 256;
 
 /// Events gathered while a call runs, recorded together.
 #[derive(Debug, Clone)]
@@ -45,12 +49,19 @@ impl Audit {
         self.events.is_empty()
     }
 
-    /// A decision on `text` (byte offsets, reported as code points).
-    pub fn add(&mut self, direction: Direction, source: &str, decided: &Decided, text: &str) {
-        let mut d = decided.clone();
-        d.finding.start = char_offsets(text, d.finding.start);
-        d.finding.end = char_offsets(text, d.finding.end);
-        self.add_chars(direction, source, &d);
+    /// Decisions on `text` (byte offsets, reported as code points, converted in one pass).
+    pub fn add_all(&mut self, direction: Direction, source: &str, decided: &[Decided], text: &str) {
+        let bytes: Vec<usize> = decided
+            .iter()
+            .flat_map(|d| [d.finding.start, d.finding.end])
+            .collect();
+        let chars = char_offsets_all(text, &bytes);
+        for (d, pair) in decided.iter().zip(chars.chunks(2)) {
+            let mut d = d.clone();
+            d.finding.start = pair[0];
+            d.finding.end = pair[1];
+            self.add_chars(direction, source, &d);
+        }
     }
 
     /// A decision whose offsets are already code points.
@@ -91,7 +102,47 @@ impl Audit {
         (start, end): (usize, usize),
         score: f32,
     ) {
-        self.events.push(AuditEvent {
+        // Bounded per call: past it, one event says how many more there were.
+        if self.events.len() > MAX_EVENTS {
+            return;
+        }
+        if self.events.len() == MAX_EVENTS {
+            let more = format!("{detector}:more_events_not_recorded");
+            self.events.push(self.event(
+                direction,
+                source,
+                &more,
+                kind,
+                action,
+                (start, end),
+                score,
+            ));
+            return;
+        }
+        let event = self.event(
+            direction,
+            source,
+            detector,
+            kind,
+            action,
+            (start, end),
+            score,
+        );
+        self.events.push(event);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn event(
+        &self,
+        direction: Direction,
+        source: &str,
+        detector: &str,
+        kind: &str,
+        action: &str,
+        (start, end): (usize, usize),
+        score: f32,
+    ) -> AuditEvent {
+        AuditEvent {
             id: format!("gev_{}", uuid::Uuid::new_v4().simple()),
             tenant_id: self.tenant_id.clone(),
             key_id: self.key_id.clone(),
@@ -107,7 +158,7 @@ impl Audit {
             end: end as i64,
             score_milli: (score.clamp(0.0, 1.0) * 1000.0).round() as i64,
             created_ms: now_ms(),
-        });
+        }
     }
 
     /// Writes the events (all or none). A failure is logged: the intervention itself already

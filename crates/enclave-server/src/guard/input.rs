@@ -28,6 +28,8 @@ struct Source {
     name: String,
     text: String,
     monitored: bool,
+    /// The document's index among the grounding documents (`None`: a chat turn or prompt).
+    document: Option<usize>,
 }
 
 /// Runs the input checks of `effective`'s policy over the prompt and the documents, redacting
@@ -52,6 +54,7 @@ pub async fn check_input(
                     name: format!("message:{i}"),
                     text: m.content.clone(),
                     monitored: matches!(m.role.as_str(), "user" | "tool"),
+                    document: None,
                 });
             }
         }
@@ -59,16 +62,18 @@ pub async fn check_input(
             name: "prompt".into(),
             text: text.clone(),
             monitored: true,
+            document: None,
         }),
     }
     let documents_from = sources.len();
     if let Some(g) = grounding.as_ref() {
         // Tool results are checked as the tool turns they also are.
-        for d in g.documents.iter().filter(|d| !d.from_tool) {
+        for (index, d) in g.documents.iter().enumerate().filter(|(_, d)| !d.from_tool) {
             sources.push(Source {
                 name: format!("document:{}", d.id),
                 text: d.passage.text.clone(),
                 monitored: true,
+                document: Some(index),
             });
         }
     }
@@ -87,7 +92,10 @@ pub async fn check_input(
             .filter(|i| sources[*i].monitored)
             .collect();
         let texts: Vec<&str> = watched.iter().map(|i| sources[*i].text.as_str()).collect();
-        match score_texts(&call.state, &texts).await? {
+        // A policy that acts on the monitor refuses text past its bound; one that only flags
+        // scores what fits.
+        let acts = policy.injection.is_some_and(|(_, a)| a > Action::Flag);
+        match score_texts(&call.state, &texts, acts).await? {
             Some(scores) => {
                 for (i, scored) in watched.iter().zip(scores) {
                     if let Some(d) = policy.judge_injection(scored.score, scored.start, scored.end)
@@ -110,9 +118,7 @@ pub async fn check_input(
         }
     }
     for (source, found) in sources.iter().zip(&decided) {
-        for d in found {
-            audit.add(Direction::Input, &source.name, d, &source.text);
-        }
+        audit.add_all(Direction::Input, &source.name, found, &source.text);
     }
     let all: Vec<Decided> = decided.iter().flatten().cloned().collect();
     if strictest(&all) == Action::Block {
@@ -165,24 +171,18 @@ pub async fn check_input(
                 Prompt::Chat(messages) => messages[i].content = redacted.text,
                 Prompt::Text(text) => *text = redacted.text,
             }
-        } else if let Some(g) = grounding.as_mut() {
-            let id = sources[i].name.trim_start_matches("document:");
+        } else if let (Some(index), Some(g)) = (sources[i].document, grounding.as_mut()) {
             let documents = Arc::make_mut(&mut g.documents);
-            if let Some(doc) = documents.iter_mut().find(|d| d.id == id) {
-                let mut parts = Vec::new();
-                for f in &redact {
-                    let value = &sources[i].text[f.start..f.end];
-                    let placeholder = vault.redact(
-                        value,
-                        &[&enclave_guard::Finding::new(
-                            f.detector.clone(),
-                            f.kind,
-                            0,
-                            value.len(),
-                        )],
-                    );
-                    parts.push((f.start, f.end, placeholder.text));
-                }
+            if let Some(doc) = documents.get_mut(index) {
+                let parts: Vec<(usize, usize, String)> = redact
+                    .iter()
+                    .map(|f| {
+                        let value = &sources[i].text[f.start..f.end];
+                        let whole =
+                            enclave_guard::Finding::new(f.detector.clone(), f.kind, 0, value.len());
+                        (f.start, f.end, vault.redact(value, &[&whole]).text)
+                    })
+                    .collect();
                 doc.replace_in_passage(&parts);
             }
         }

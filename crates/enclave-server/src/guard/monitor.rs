@@ -23,15 +23,20 @@ pub fn monitor(state: &AppState) -> Option<(&InjectionHead, Arc<dyn TextEncoder>
     Some((head, encoder))
 }
 
-/// Scores each text; `None` when the monitor is not available on this server.
+/// Scores each text; `None` when the monitor is not available on this server. Past
+/// [`MAX_WINDOWS`], `refuse` answers 400; otherwise only the first windows are scored.
 pub async fn score_texts(
     state: &AppState,
     texts: &[&str],
+    refuse: bool,
 ) -> Result<Option<Vec<Scored>>, ApiError> {
     let Some((head, encoder)) = monitor(state) else {
         return Ok(None);
     };
-    let windows = Windows::new(texts);
+    let mut windows = Windows::new(texts);
+    if windows.len() > MAX_WINDOWS && !refuse {
+        windows.truncate(MAX_WINDOWS);
+    }
     if windows.len() > MAX_WINDOWS {
         return Err(ApiError::bad_request(format!(
             "too much text for the injection monitor: at most {MAX_WINDOWS} windows of {} characters",

@@ -64,12 +64,13 @@ impl OutputGuard {
 
     /// A whole answer: what may be returned of it, and why it stopped if it did.
     pub fn whole(&mut self, text: &str) -> (String, Option<Blocked>) {
-        let mut out = String::new();
-        for step in [self.push(text), self.finish()] {
-            match step {
-                Ok(part) => out.push_str(&part),
-                Err(blocked) => return (out, Some(blocked)),
-            }
+        let mut out = match self.push(text) {
+            Ok(part) => part,
+            Err(blocked) => return (String::new(), Some(blocked)),
+        };
+        match self.finish() {
+            Ok(rest) => out.push_str(&rest),
+            Err(blocked) => return (out, Some(blocked)),
         }
         (out, None)
     }
@@ -94,8 +95,10 @@ impl OutputGuard {
         }
     }
 
-    /// Whether `call` may be returned as a call to execute.
-    pub fn call(&mut self, call: &ToolCall) -> Result<(), Blocked> {
+    /// Whether `call` may be returned as a call to execute: the kill switch, the policy's tool
+    /// rules, and its output checks on the arguments (a blocked value stops the call; a
+    /// redacted one is replaced inside the arguments' JSON).
+    pub fn call(&mut self, call: &mut ToolCall) -> Result<(), Blocked> {
         let policy = &self.effective.policy.name;
         if self.effective.tools_off {
             self.audit.add_call(&call.name, "kill_switch", "block");
@@ -103,6 +106,34 @@ impl OutputGuard {
                 "tool calls are switched off for this key or tenant; '{}' was not called",
                 call.name
             )));
+        }
+        let source = format!("tool_call:{}", call.name);
+        let found = self
+            .effective
+            .policy
+            .scan(&call.arguments, Direction::Output);
+        self.audit
+            .add_all(Direction::Output, &source, &found, &call.arguments);
+        if let Some(d) = found.iter().find(|d| d.action == Action::Block) {
+            return Err(Blocked(format!(
+                "guardrail policy '{policy}': the arguments of '{}' carry a {}",
+                call.name,
+                d.finding.kind.as_str()
+            )));
+        }
+        let mut redacted = call.arguments.clone();
+        for d in found.iter().rev().filter(|d| d.action == Action::Redact) {
+            let placeholder = enclave_guard::redact::output_placeholder(d.finding.kind);
+            redacted.replace_range(d.finding.start..d.finding.end, &placeholder);
+        }
+        if redacted != call.arguments {
+            if serde_json::from_str::<serde_json::Value>(&redacted).is_err() {
+                return Err(Blocked(format!(
+                    "guardrail policy '{policy}': the arguments of '{}' could not be redacted",
+                    call.name
+                )));
+            }
+            call.arguments = redacted;
         }
         let arguments = serde_json::from_str(&call.arguments).unwrap_or(serde_json::Value::Null);
         match self.effective.policy.tools.check(&call.name, &arguments) {

@@ -164,6 +164,21 @@ pub async fn generate<F: StreamFormat>(
         return Err(ApiError::invalid("tools and response_format need a chat"));
     }
     request.structure.check()?;
+    let generator = match &request.prompt {
+        Prompt::Chat(_) => state.chat_model(request.model.as_deref())?,
+        Prompt::Text(_) => state.model(request.model.as_deref())?,
+    };
+    let sampling = request.sampling.clone().check(request.bounds)?;
+    let context = generator.info().context_per_sequence;
+    // Sized and scoped before the guard reads it: an oversized prompt, or a key that may not
+    // use this model, costs no checking.
+    let documents: usize = request.grounding.as_ref().map_or(0, |g| {
+        g.documents.iter().map(|d| d.passage.text.len()).sum()
+    });
+    request
+        .prompt
+        .check_size(context, request.structure.bytes() + documents)?;
+    crate::billing::check_scopes(call, request.capability, &generator.info().name)?;
     let output_guard = guard_input(call, &mut request).await?;
     if let Some(grounding) = &request.grounding {
         request.prompt = match request.prompt {
@@ -181,12 +196,6 @@ pub async fn generate<F: StreamFormat>(
     if let (Some(words), Prompt::Chat(messages)) = (safety_words, &mut request.prompt) {
         guard::add_instruction(messages, words);
     }
-    let generator = match &request.prompt {
-        Prompt::Chat(_) => state.chat_model(request.model.as_deref())?,
-        Prompt::Text(_) => state.model(request.model.as_deref())?,
-    };
-    let sampling = request.sampling.check(request.bounds)?;
-    let context = generator.info().context_per_sequence;
     let max_input = request
         .prompt
         .check_size(context, request.structure.bytes())?;
@@ -330,7 +339,7 @@ async fn guard_input(
 /// A whole answer through the output checks: calls the policy stops are withdrawn, and text
 /// is cut before a blocked value (redacted values replaced); either ends it as `Blocked`.
 fn guard_whole(guard: &mut OutputGuard, done: &mut Completion) {
-    if let Some(stopped) = done.tool_calls.iter().find_map(|c| guard.call(c).err()) {
+    if let Some(stopped) = done.tool_calls.iter_mut().find_map(|c| guard.call(c).err()) {
         tracing::info!("{}", stopped.0);
         done.tool_calls.clear();
         done.reason = FinishReason::Blocked;

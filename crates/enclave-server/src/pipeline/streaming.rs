@@ -251,11 +251,26 @@ impl<F: StreamFormat> Sending<F> {
     async fn streamed(&mut self, out: Vec<Streamed>) -> Result<String, String> {
         let mut frames = String::new();
         for piece in out {
+            if self.blocked.is_some() {
+                break;
+            }
             match piece {
                 Streamed::Text(text) => frames.push_str(&self.answer_text(text).await?),
-                Streamed::Plan(text) => frames.push_str(&self.format.plan(&text)),
-                Streamed::Call(call) => {
-                    if let Some(Err(blocked)) = self.guard.as_mut().map(|g| g.call(&call)) {
+                Streamed::Plan(text) => {
+                    // A plan is answer text too: it passes the policy's scanner.
+                    if let Some(text) = self.guarded(&text, false) {
+                        frames.push_str(&self.format.plan(&text));
+                    }
+                }
+                Streamed::Call(mut call) => {
+                    // The plan's held text goes out before the call, checked.
+                    if let Some(rest) = self.guarded("", true) {
+                        frames.push_str(&self.format.plan(&rest));
+                    }
+                    if self.blocked.is_some() {
+                        break;
+                    }
+                    if let Some(Err(blocked)) = self.guard.as_mut().map(|g| g.call(&mut call)) {
                         // The call is never sent as one to execute; the answer ends here.
                         tracing::info!("{}", blocked.0);
                         self.blocked = Some(blocked);
@@ -281,21 +296,33 @@ impl<F: StreamFormat> Sending<F> {
         Ok(frames)
     }
 
-    /// Answer text through the policy's hold-back scanner, then on as checked text.
-    async fn answer_text(&mut self, text: String) -> Result<String, String> {
-        let text = match self.guard.as_mut().map(|g| g.push(&text)) {
-            None => text,
-            Some(Ok(text)) => text,
-            Some(Err(blocked)) => {
+    /// Text through the policy's hold-back scanner (`flush`: everything it holds): what may be
+    /// sent now, `None` when nothing may (held, or blocked — then `blocked` is set).
+    fn guarded(&mut self, text: &str, flush: bool) -> Option<String> {
+        let Some(guard) = self.guard.as_mut() else {
+            return (!text.is_empty()).then(|| text.to_string());
+        };
+        let step = if flush {
+            guard.finish()
+        } else {
+            guard.push(text)
+        };
+        match step {
+            Ok(text) => (!text.is_empty()).then_some(text),
+            Err(blocked) => {
                 tracing::info!("{}", blocked.0);
                 self.blocked = Some(blocked);
-                return Ok(String::new());
+                None
             }
-        };
-        if text.is_empty() {
-            return Ok(text);
         }
-        self.checked_text(text).await
+    }
+
+    /// Answer text through the policy's hold-back scanner, then on as checked text.
+    async fn answer_text(&mut self, text: String) -> Result<String, String> {
+        match self.guarded(&text, false) {
+            Some(text) => self.checked_text(text).await,
+            None => Ok(String::new()),
+        }
     }
 
     /// Text the policy let through, as is or through the grounded answer's check.

@@ -42,12 +42,14 @@ async fn decide(
     let mut decided: Vec<Vec<Decided>> = texts.iter().map(|t| policy.scan(t, direction)).collect();
     if policy.wants_monitor(direction) {
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let scores = score_texts(&call.state, &refs).await?.ok_or_else(|| {
-            ApiError::new(
+        let scores = score_texts(&call.state, &refs, true)
+            .await?
+            .ok_or_else(|| {
+                ApiError::new(
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
                 "the injection monitor is not served here (no embedding model it was trained on)",
             )
-        })?;
+            })?;
         for (found, s) in decided.iter_mut().zip(scores) {
             found.extend(policy.judge_injection(s.score, s.start, s.end));
         }
