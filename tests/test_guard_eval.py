@@ -25,3 +25,21 @@ def test_guardrail_figures_hold_their_floors():
     assert injection["f1"] >= 0.8, injection
     assert injection["benign_lookalike_fp_rate"] <= 0.05, injection
     assert injection["per_kind"]["direct"]["correct"] >= 0.75, injection
+
+
+def test_the_cli_checks_text_from_stdin():
+    text = "Pay with 4111 1111 1111 1111 and write to ana@corp.example.de.\n"
+    out = subprocess.run(
+        [enclave_bin(), "guard", "check", "--policy", "strict", "--direction", "output"],
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    report = json.loads(out.stdout)
+    assert report["action"] == "redact"
+    assert {f["type"]: text[f["start"] : f["end"]] for f in report["findings"]} == {
+        "CARD": "4111 1111 1111 1111",
+        "EMAIL": "ana@corp.example.de",
+    }
