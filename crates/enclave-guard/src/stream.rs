@@ -252,7 +252,8 @@ mod tests {
         ];
         // What was sent and whether (and for what) it was stopped; a stream may stop a value
         // earlier in its writing than the whole answer's check does, so spans may differ.
-        let said = |(out, blocked): (String, Option<Decided>)| (out, blocked.map(|d| d.finding.kind));
+        let said =
+            |(out, blocked): (String, Option<Decided>)| (out, blocked.map(|d| d.finding.kind));
         let run = |policy: &str, pieces: &[&str]| said(run(policy, pieces));
         for text in texts {
             let whole = run("strict", &[text]);
