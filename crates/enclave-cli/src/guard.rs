@@ -50,7 +50,7 @@ pub struct TrainArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "eval/guard/injection_train.jsonl,eval/guard/injection_train_more_a.jsonl,eval/guard/injection_train_more_b.jsonl"
+        default_value = "eval/guard/injection_train.jsonl,eval/guard/injection_train_more_a.jsonl,eval/guard/injection_train_more_b.jsonl,eval/guard/injection_train_more_c.jsonl"
     )]
     pub data: Vec<PathBuf>,
     #[arg(long, default_value = "crates/enclave-guard/data/injection_head.json")]

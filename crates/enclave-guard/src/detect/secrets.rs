@@ -16,7 +16,7 @@ const PROVIDER_KEYS: &[(&str, &str)] = &[
     // A key block cut off before its END line (a token limit, or told to leave it off).
     (
         "pem_private_key",
-        r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----[A-Za-z0-9+/=\s]{16,}",
+        r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----\s*[A-Za-z0-9+/=]{16,}(?:\s*[A-Za-z0-9+/=]{16,})*",
     ),
     (
         "aws_access_key",
