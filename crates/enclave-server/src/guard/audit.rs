@@ -67,7 +67,7 @@ impl Audit {
     /// A decision whose offsets are already code points.
     pub fn add_chars(&mut self, direction: Direction, source: &str, decided: &Decided) {
         let f = &decided.finding;
-        self.push(
+        let event = self.event(
             direction,
             source,
             &f.detector,
@@ -76,58 +76,32 @@ impl Audit {
             (f.start, f.end),
             f.score,
         );
+        self.push(event);
     }
 
     /// A tool call a policy stopped (`action`: `block` or `approval`).
     pub fn add_call(&mut self, tool: &str, detector: &str, action: &str) {
-        self.push(
+        let source = format!("tool_call:{tool}");
+        let event = self.event(
             Direction::Output,
-            &format!("tool_call:{tool}"),
+            &source,
             detector,
             "TOOL_CALL",
             action,
             (0, 0),
             1.0,
         );
+        self.push(event);
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn push(
-        &mut self,
-        direction: Direction,
-        source: &str,
-        detector: &str,
-        kind: &str,
-        action: &str,
-        (start, end): (usize, usize),
-        score: f32,
-    ) {
-        // Bounded per call: past it, one event says how many more there were.
+    /// Bounded per call: past [`MAX_EVENTS`], one event says more were not recorded.
+    fn push(&mut self, mut event: AuditEvent) {
         if self.events.len() > MAX_EVENTS {
             return;
         }
         if self.events.len() == MAX_EVENTS {
-            let more = format!("{detector}:more_events_not_recorded");
-            self.events.push(self.event(
-                direction,
-                source,
-                &more,
-                kind,
-                action,
-                (start, end),
-                score,
-            ));
-            return;
+            event.detector.push_str(":more_events_not_recorded");
         }
-        let event = self.event(
-            direction,
-            source,
-            detector,
-            kind,
-            action,
-            (start, end),
-            score,
-        );
         self.events.push(event);
     }
 
