@@ -11,7 +11,7 @@ use clap::{Args, Subcommand};
 use enclave_engine::catalog::DEFAULT_EMBED_MODEL;
 use enclave_engine::encoder::{TextEncoder, Truncate};
 use enclave_guard::policy::{strictest, Direction};
-use enclave_guard::{char_offsets, InjectionHead, Policies, Windows};
+use enclave_guard::{InjectionHead, Policies, Windows};
 use enclave_store::{Attachment, AuditQuery};
 use serde_json::{json, Value};
 
@@ -199,16 +199,7 @@ fn check(args: CheckArgs) -> Result<()> {
             decided.extend(policy.judge_injection(best.score, best.start, best.end));
         }
     }
-    let findings: Vec<Value> = decided
-        .iter()
-        .map(|d| {
-            json!({
-                "detector": d.finding.detector, "type": d.finding.kind.as_str(),
-                "start": char_offsets(&text, d.finding.start), "end": char_offsets(&text, d.finding.end),
-                "score": d.finding.score, "action": d.action.as_str(),
-            })
-        })
-        .collect();
+    let findings = enclave_guard::policy::findings_json(&text, &decided);
     println!(
         "{}",
         serde_json::to_string_pretty(&json!({

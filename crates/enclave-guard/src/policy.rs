@@ -242,6 +242,30 @@ fn merge_overlaps(mut found: Vec<Decided>) -> Vec<Decided> {
     merged
 }
 
+/// Decisions on `text` as the API and CLI report them: code-point offsets (converted in one
+/// pass), detector, type, score and action.
+pub fn findings_json(text: &str, decided: &[Decided]) -> Vec<serde_json::Value> {
+    let bytes: Vec<usize> = decided
+        .iter()
+        .flat_map(|d| [d.finding.start, d.finding.end])
+        .collect();
+    let chars = crate::finding::char_offsets_all(text, &bytes);
+    decided
+        .iter()
+        .zip(chars.chunks(2))
+        .map(|(d, at)| {
+            serde_json::json!({
+                "detector": d.finding.detector,
+                "type": d.finding.kind.as_str(),
+                "start": at[0],
+                "end": at[1],
+                "score": d.finding.score,
+                "action": d.action.as_str(),
+            })
+        })
+        .collect()
+}
+
 /// The strictest action of a set of decisions.
 pub fn strictest(decided: &[Decided]) -> Action {
     decided

@@ -107,6 +107,16 @@ pub struct GenerationRequest {
     pub return_prompt: bool,
 }
 
+impl GenerationRequest {
+    /// The safety mode the call runs under: the one named (the default without), forced to
+    /// CONTEXTUAL with documents or tools, as on the hosted platform.
+    fn safety_mode(&self) -> SafetyMode {
+        self.safety
+            .unwrap_or_default()
+            .forced(!self.structure.is_free() || self.grounding.is_some())
+    }
+}
+
 /// Token counts of one call: `billed_input` counts only the caller's text (no template tokens).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
@@ -188,11 +198,9 @@ pub async fn generate<F: StreamFormat>(
             }
         };
     }
-    let safety_words = request.safety.and_then(|mode| {
-        guard::SafetyMode::instruction(
-            mode.forced(!request.structure.is_free() || request.grounding.is_some()),
-        )
-    });
+    let safety_words = request
+        .safety
+        .and_then(|_| request.safety_mode().instruction());
     if let (Some(words), Prompt::Chat(messages)) = (safety_words, &mut request.prompt) {
         guard::add_instruction(messages, words);
     }
@@ -320,11 +328,7 @@ async fn guard_input(
     call: &Call,
     request: &mut GenerationRequest,
 ) -> Result<Option<OutputGuard>, ApiError> {
-    let mode = request
-        .safety
-        .unwrap_or_default()
-        .forced(!request.structure.is_free() || request.grounding.is_some());
-    let effective = guard::effective(call, mode).await?;
+    let effective = guard::effective(call, request.safety_mode()).await?;
     let checked = guard::check_input(
         call,
         &effective,

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use axum::response::Response;
-use enclave_guard::policy::{strictest, Decided, Direction, STRICT};
-use enclave_guard::{char_offsets, Policy};
+use enclave_guard::policy::{findings_json, strictest, Decided, Direction, STRICT};
+use enclave_guard::Policy;
 use enclave_store::{Capability, Units};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -76,22 +76,6 @@ fn classifications(texts: &[String]) -> i64 {
         .iter()
         .map(|t| t.chars().count().div_ceil(1000).max(1) as i64)
         .sum()
-}
-
-fn findings_json(text: &str, found: &[Decided]) -> Vec<Value> {
-    found
-        .iter()
-        .map(|d| {
-            json!({
-                "detector": d.finding.detector,
-                "type": d.finding.kind.as_str(),
-                "start": char_offsets(text, d.finding.start),
-                "end": char_offsets(text, d.finding.end),
-                "score": d.finding.score,
-                "action": d.action.as_str(),
-            })
-        })
-        .collect()
 }
 
 pub async fn check(call: Call, ApiJson(req): ApiJson<CheckRequest>) -> Result<Response, ApiError> {
