@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Side-by-side generation benchmark: Enclave and llama.cpp's own llama-server, same GGUF, same
-# threads, same client (`enclave bench generate`), one run. Prints one JSON object with both reports
-# and the ratios. llama-server is built once, outside the repository, from the llama.cpp sources the
-# llama-cpp-sys-2 crate vendors in cargo's registry.
+# threads, same client (`enclave bench generate`), in one run. llama-server is measured as it
+# ships and with each of its n-gram speculation types in LLAMA_SPEC_TYPES; Enclave is compared
+# with the default and with the best type of each run. RUNS runs; the printed JSON holds every
+# report, each run's ratios and their medians. llama-server is built once, outside the
+# repository, from llama.cpp sources.
 #
+#   [WORKLOAD=chat|grounded|shared-docs] [RUNS=3] [LLAMA_SPEC_TYPES=ngram-simple,ngram-mod] \
 #   scripts/bench-vs-llama-server.sh [MODEL] [PROMPT_TOKENS] [GEN_TOKENS] [CONCURRENCY]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +17,12 @@ GEN_TOKENS="${3:-128}"
 CONCURRENCY="${4:-1,4,8}"
 THREADS="${THREADS:-$(nproc)}"
 PARALLEL=8
-CTX_PER_SEQ=$(( PROMPT_TOKENS + GEN_TOKENS + 256 ))
+WORKLOAD="${WORKLOAD:-chat}"
+RUNS="${RUNS:-1}"
+LLAMA_SPEC_TYPES="${LLAMA_SPEC_TYPES-ngram-simple,ngram-mod}"
+# Grounded prompts carry ~1,700 tokens of documents, instructions and question.
+case "$WORKLOAD" in chat) PROMPT_ROOM=$PROMPT_TOKENS ;; *) PROMPT_ROOM=2048 ;; esac
+CTX_PER_SEQ=$(( PROMPT_ROOM + GEN_TOKENS + 256 ))
 export ENCLAVE_HOME="${ENCLAVE_HOME:-$HOME/.enclave}"
 BUILD_DIR="${LLAMA_SERVER_BUILD:-$ENCLAVE_HOME/build/llama-server}"
 
@@ -44,49 +52,98 @@ fi
 
 PORT=$(( 20000 + RANDOM % 20000 ))
 KEY="enclave-bench-key"
-BENCH_DB=$(mktemp -d)
-COMMON=(--model "$MODEL" --prompt-tokens "$PROMPT_TOKENS" --gen-tokens "$GEN_TOKENS" --concurrency "$CONCURRENCY"
-  --api-key "$KEY" --json)
+BENCH_DIR=$(mktemp -d)
+COMMON=(--model "$MODEL" --workload "$WORKLOAD" --prompt-tokens "$PROMPT_TOKENS" --gen-tokens "$GEN_TOKENS"
+  --concurrency "$CONCURRENCY" --api-key "$KEY" --json)
 SERVER_PID=""
-trap '[ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null; rm -rf "$BENCH_DB"' EXIT
+trap '[ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null; rm -rf "$BENCH_DIR"' EXIT
 
-# measure LABEL LOG COMMAND...: starts the server COMMAND on $PORT, waits for /health, runs the
-# shared client against it, stops it, and prints the client's JSON.
+# measure LABEL OUT COMMAND...: starts the server COMMAND on $PORT, waits for /health, runs the
+# shared client against it, stops it, and writes the client's JSON to OUT.
 measure() {
-  local label=$1 log=$2
+  local label=$1 out=$2
   shift 2
-  "$@" >"$log" 2>&1 &
+  "$@" >"$out.log" 2>&1 &
   SERVER_PID=$!
-  for _ in $(seq 1 120); do
+  for _ in $(seq 1 240); do
     curl -sf "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 && break
     sleep 0.5
   done
-  "$ENCLAVE" bench generate "${COMMON[@]}" --url "http://127.0.0.1:$PORT" --label "$label"
+  "$ENCLAVE" bench generate "${COMMON[@]}" --url "http://127.0.0.1:$PORT" --label "$label" >"$out"
   kill "$SERVER_PID" 2>/dev/null || true
   wait "$SERVER_PID" 2>/dev/null || true
   SERVER_PID=""
+  echo "measured $label" >&2
 }
 
-LLAMA_JSON=$(measure llama-server /tmp/llama-server-bench.log \
-  "$SERVER_BIN" -m "$GGUF" --host 127.0.0.1 --port "$PORT" -t "$THREADS" -tb "$THREADS" \
+LLAMA=("$SERVER_BIN" -m "$GGUF" --host 127.0.0.1 --port "$PORT" -t "$THREADS" -tb "$THREADS"
   --parallel "$PARALLEL" -c $(( CTX_PER_SEQ * PARALLEL )) --no-webui)
-# Enclave as its own process too, so both servers are measured the same way: with its key check
-# and metering on (a scratch database), as it serves in production.
-# shellcheck disable=SC2086 # ENCLAVE_SERVE_ENV / ENCLAVE_SERVE_ARGS are word lists on purpose.
-ENCLAVE_JSON=$(measure enclave /tmp/enclave-bench.log \
-  env ${ENCLAVE_SERVE_ENV:-} "$ENCLAVE" serve --port "$PORT" --model "$MODEL" --api-key "$KEY" \
-  --database-url "sqlite://$BENCH_DB/enclave.db" \
-  --parallel "$PARALLEL" --threads "$THREADS" --ctx-size "$CTX_PER_SEQ" ${ENCLAVE_SERVE_ARGS:-})
+IFS=',' read -r -a SPEC_TYPES <<<"$LLAMA_SPEC_TYPES"
+for run in $(seq 1 "$RUNS"); do
+  measure llama-server "$BENCH_DIR/run$run.llama-server.json" "${LLAMA[@]}"
+  for spec in "${SPEC_TYPES[@]}"; do
+    measure "llama-server --spec-type $spec" "$BENCH_DIR/run$run.spec-$spec.json" "${LLAMA[@]}" --spec-type "$spec"
+  done
+  # Enclave as its own process too, so both servers are measured the same way: with its key
+  # check and metering on (a scratch database), as it serves in production.
+  rm -rf "$BENCH_DIR/db" && mkdir -p "$BENCH_DIR/db"
+  # shellcheck disable=SC2086 # ENCLAVE_SERVE_ENV / ENCLAVE_SERVE_ARGS are word lists on purpose.
+  measure enclave "$BENCH_DIR/run$run.enclave.json" \
+    env ${ENCLAVE_SERVE_ENV:-} "$ENCLAVE" serve --port "$PORT" --model "$MODEL" --api-key "$KEY" \
+    --database-url "sqlite://$BENCH_DIR/db/enclave.db" \
+    --parallel "$PARALLEL" --threads "$THREADS" --ctx-size "$CTX_PER_SEQ" ${ENCLAVE_SERVE_ARGS:-}
+done
 
-python3 - "$ENCLAVE_JSON" "$LLAMA_JSON" <<'PY'
-import json, sys
-ours, ref = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-ratios = []
-for a, b in zip(ours["levels"], ref["levels"]):
-    ratio = lambda k: round(a[k] / b[k], 3) if b[k] else None
-    ratios.append({"concurrency": a["concurrency"],
-                   "aggregate_tok_s": ratio("aggregate_tok_s"),
-                   "decode_tok_s_per_stream": ratio("decode_tok_s_per_stream"),
-                   "ttft_ms_p50": ratio("ttft_ms_p50")})
-print(json.dumps({"enclave": ours, "llama_server": ref, "ratio_enclave_over_llama_server": ratios}, indent=2))
+python3 - "$BENCH_DIR" "$RUNS" "$LLAMA_SPEC_TYPES" "$(nproc)" "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)" \
+  "$(grep -o -m1 -w 'avx512f' /proc/cpuinfo || echo avx2-only)" <<'PY'
+import json, statistics, sys
+folder, runs, spec_types, cores, cpu, isa = sys.argv[1], int(sys.argv[2]), [t for t in sys.argv[3].split(",") if t], sys.argv[4], sys.argv[5].strip(), sys.argv[6]
+load = lambda name: json.load(open(f"{folder}/{name}.json"))
+METRICS = ("aggregate_tok_s", "decode_tok_s_per_stream", "ttft_ms_p50")
+
+def ratios(ours, ref):
+    out = []
+    for a, b in zip(ours["levels"], ref["levels"]):
+        out.append({"concurrency": a["concurrency"],
+                    **{k: round(a[k] / b[k], 3) if b[k] else None for k in METRICS}})
+    return out
+
+def score(report):  # mean aggregate tok/s over the levels: how a spec type is ranked
+    return statistics.mean(l["aggregate_tok_s"] for l in report["levels"])
+
+reports, per_run = [], []
+for run in range(1, runs + 1):
+    ours, default = load(f"run{run}.enclave"), load(f"run{run}.llama-server")
+    specs = {t: load(f"run{run}.spec-{t}") for t in spec_types}
+    best = max(specs, key=lambda t: score(specs[t])) if specs else None
+    reports.append({"enclave": ours, "llama_server": default, "llama_server_spec": specs})
+    per_run.append({"best_spec_type": best,
+                    "vs_default": ratios(ours, default),
+                    "vs_best_spec": ratios(ours, specs[best]) if best else None,
+                    "cold_ttft_ms": {"enclave": ours.get("cold_ttft_ms"), "llama_server": default.get("cold_ttft_ms")},
+                    "repeat_ttft_ratio": {"enclave": ours.get("repeat_ttft_ratio"),
+                                          "llama_server": default.get("repeat_ttft_ratio")}})
+
+def median_of(key):
+    if per_run[0][key] is None:
+        return None
+    out = []
+    for i, level in enumerate(per_run[0][key]):
+        row = {"concurrency": level["concurrency"]}
+        for m in METRICS:
+            values = [r[key][i][m] for r in per_run if r[key][i][m] is not None]
+            row[m] = round(statistics.median(values), 3) if values else None
+        out.append(row)
+    return out
+
+print(json.dumps({
+    "workload": reports[0]["enclave"].get("workload"),
+    "model": reports[0]["enclave"]["model"],
+    "machine": {"cores": cores, "cpu": cpu, "isa": isa},
+    "runs": runs,
+    "median_ratio_enclave_over_llama_server": median_of("vs_default"),
+    "median_ratio_enclave_over_llama_server_best_spec": median_of("vs_best_spec"),
+    "per_run": per_run,
+    "reports": reports,
+}, indent=2))
 PY

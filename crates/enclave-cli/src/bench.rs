@@ -5,11 +5,12 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 use futures::StreamExt;
 use serde_json::{json, Value};
 
 use crate::bench_stats::{percentile, round2};
+use crate::bench_workload::{messages, Workload};
 use crate::EngineArgs;
 
 #[derive(Subcommand, Debug)]
@@ -92,6 +93,9 @@ pub struct GenerateArgs {
     pub url: Option<String>,
     #[arg(long, env = "ENCLAVE_API_KEY", default_value = "bench")]
     pub api_key: String,
+    /// What each request asks (chat: a filler prompt of `--prompt-tokens`).
+    #[arg(long, value_enum, default_value = "chat")]
+    pub workload: Workload,
     #[arg(long, default_value_t = 512)]
     pub prompt_tokens: u32,
     #[arg(long, default_value_t = 128)]
@@ -352,7 +356,11 @@ struct Sample {
 async fn generate(mut args: GenerateArgs) -> Result<Value> {
     let mut config = args.engine.config();
     if config.context_per_sequence == 0 {
-        config.context_per_sequence = (args.prompt_tokens + args.gen_tokens + 64).max(1024);
+        let prompt = match args.workload {
+            Workload::Chat => args.prompt_tokens,
+            Workload::Grounded | Workload::SharedDocs => GROUNDED_PROMPT_ROOM,
+        };
+        config.context_per_sequence = (prompt + args.gen_tokens + 64).max(1024);
     }
     let (base, served, _server) = server_for(
         args.url.as_deref(),
@@ -364,20 +372,37 @@ async fn generate(mut args: GenerateArgs) -> Result<Value> {
     .await?;
     args.model = served;
     let client = bench_client()?;
-    let prompt = calibrate_prompt(&client, &base, &args).await?;
+    let filler = match args.workload {
+        Workload::Chat => calibrate_prompt(&client, &base, &args).await?,
+        Workload::Grounded | Workload::SharedDocs => String::new(),
+    };
+    // Shared documents: the first request computes them; later ones should not.
+    let cold = match args.workload {
+        Workload::SharedDocs => {
+            let body = messages(args.workload, "cold", 0, &filler);
+            let sample = one_request(&client, &base, &args, body, args.gen_tokens).await?;
+            Some(round2(sample.ttft.as_secs_f64() * 1000.0))
+        }
+        Workload::Chat | Workload::Grounded => None,
+    };
     let mut levels = Vec::new();
+    let mut sent = 0usize;
     for &concurrency in &args.concurrency {
+        let before = engine_counters(&client, &base, &args).await;
         let started = Instant::now();
+        let first_index = sent;
+        sent += concurrency * args.rounds;
         let workers = (0..concurrency).map(|worker| {
             let client = client.clone();
             let base = base.clone();
-            let prompt = &prompt;
-            let args = &args;
+            let (args, filler) = (&args, &filler);
             async move {
                 let mut samples = Vec::new();
                 for round in 0..args.rounds {
                     let tag = format!("c{concurrency}.w{worker}.r{round}");
-                    let sample = one_request(&client, &base, args, &tag, prompt, args.gen_tokens);
+                    let index = first_index + round * concurrency + worker;
+                    let body = messages(args.workload, &tag, index, filler);
+                    let sample = one_request(&client, &base, args, body, args.gen_tokens);
                     samples.push(sample.await?);
                 }
                 Ok::<_, anyhow::Error>(samples)
@@ -389,22 +414,85 @@ async fn generate(mut args: GenerateArgs) -> Result<Value> {
         for result in results {
             samples.extend(result?);
         }
-        let level = summarize(concurrency, &samples, wall);
+        let mut level = summarize(concurrency, &samples, wall);
+        let after = engine_counters(&client, &base, &args).await;
+        level["engine"] = counter_delta(before.as_ref(), after.as_ref());
         if !args.json {
             eprintln!("{}", level);
         }
         levels.push(level);
     }
+    // A repeated-document request's first token against the first request's (shared-docs).
+    let repeat_ratio = cold.and_then(|cold| {
+        let single = levels.iter().find(|l| l["concurrency"] == json!(1))?;
+        Some(round2(single["ttft_ms_p50"].as_f64()? / cold.max(1e-9)))
+    });
     Ok(json!({
         "benchmark": "generate",
+        "repeat_ttft_ratio": repeat_ratio,
+        "workload": args.workload.to_possible_value().map(|v| v.get_name().to_string()),
         "label": args.label,
         "model": args.model,
         "url": args.url,
         "prompt_tokens_target": args.prompt_tokens,
         "gen_tokens": args.gen_tokens,
         "rounds": args.rounds,
+        "cold_ttft_ms": cold,
         "levels": levels,
     }))
+}
+
+/// Prompt tokens a grounded request may need (three documents, instructions and question).
+const GROUNDED_PROMPT_ROOM: u32 = 2048;
+
+/// The served model's engine counters from `/ready` (None for servers without them).
+async fn engine_counters(
+    client: &reqwest::Client,
+    base: &str,
+    args: &GenerateArgs,
+) -> Option<Value> {
+    let ready: Value = client
+        .get(format!("{base}/ready"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    ready["models"]
+        .as_array()?
+        .iter()
+        .find(|m| m["name"] == json!(args.model))
+        .map(|m| m["engine"].clone())
+        .filter(Value::is_object)
+}
+
+/// What the engine counted during one level: drafted and accepted guesses, reused prompt
+/// tokens, with the rates (null when the server reports no counters).
+fn counter_delta(before: Option<&Value>, after: Option<&Value>) -> Value {
+    let (Some(before), Some(after)) = (before, after) else {
+        return Value::Null;
+    };
+    let delta = |key: &str| {
+        after[key]
+            .as_u64()
+            .unwrap_or(0)
+            .saturating_sub(before[key].as_u64().unwrap_or(0))
+    };
+    let rate = |part: u64, whole: u64| round2(part as f64 / whole.max(1) as f64);
+    let (drafted, accepted) = (delta("drafted_tokens"), delta("accepted_tokens"));
+    let (prompt, reused) = (delta("prompt_tokens"), delta("reused_prompt_tokens"));
+    let (generated, steps) = (delta("generated_tokens"), delta("decode_steps"));
+    json!({
+        "drafted_tokens": drafted,
+        "accepted_tokens": accepted,
+        "acceptance_rate": rate(accepted, drafted),
+        "tokens_per_decode_step": rate(generated, steps),
+        "prompt_tokens": prompt,
+        "reused_prompt_tokens": reused,
+        "prefix_reuse_rate": rate(reused, prompt),
+        "prefix_copies": delta("prefix_copies"),
+    })
 }
 
 /// The server to measure: `url` when given, otherwise an in-process server with the one model
@@ -462,7 +550,8 @@ async fn calibrate_prompt(
     };
     let mut words = args.prompt_tokens as usize;
     for _ in 0..3 {
-        let sample = one_request(client, base, args, "calibration", &text(words), 1).await?;
+        let body = messages(Workload::Chat, "calibration", 0, &text(words));
+        let sample = one_request(client, base, args, body, 1).await?;
         let got = sample.prompt_tokens.max(1) as f64;
         if (got - f64::from(args.prompt_tokens)).abs() <= 2.0 {
             break;
@@ -474,22 +563,17 @@ async fn calibrate_prompt(
     Ok(text(words))
 }
 
-/// One streamed chat request. `tag` opens the system message, so requests differ from their
-/// first tokens on and no server can answer from a cached prefix: both engines compute it all.
+/// One streamed chat request of `messages`, greedy, through end-of-text to `max_tokens`.
 async fn one_request(
     client: &reqwest::Client,
     base: &str,
     args: &GenerateArgs,
-    tag: &str,
-    prompt: &str,
+    messages: Value,
     max_tokens: u32,
 ) -> Result<Sample> {
     let body = json!({
         "model": args.model,
-        "messages": [
-            { "role": "system", "content": format!("Request {tag}. You are a helpful assistant.") },
-            { "role": "user", "content": prompt },
-        ],
+        "messages": messages,
         "max_tokens": max_tokens,
         "temperature": 0.0,
         "stream": true,

@@ -9,6 +9,7 @@ mod bench_overhead;
 mod bench_rag;
 mod bench_stats;
 mod bench_usage;
+mod bench_workload;
 mod chat;
 mod collections;
 mod guard;
@@ -95,6 +96,14 @@ pub struct EngineArgs {
     /// Share one KV buffer across all sequences (default: one per sequence).
     #[arg(long, env = "ENCLAVE_UNIFIED_KV")]
     pub unified_kv: bool,
+    /// Most tokens a sequence guesses from its prompt per step and verifies in the same pass
+    /// (speculative decoding from the prompt); 0 turns it off.
+    #[arg(long, env = "ENCLAVE_DRAFT_MAX", default_value_t = enclave_engine::llama::DEFAULT_DRAFT_MAX)]
+    pub draft_max: u32,
+    /// Compute every prompt from scratch instead of starting from KV cells that hold its
+    /// beginning (a finished request's, or a copy of a busy sequence's).
+    #[arg(long, env = "ENCLAVE_NO_PREFIX_REUSE")]
+    pub no_prefix_reuse: bool,
     /// Encoder models: tokens packed into one forward pass (0 = the engine's best: native 256
     /// per thread, llama.cpp 256).
     #[arg(long, env = "ENCLAVE_MAX_BATCH_TOKENS", default_value_t = 0)]
@@ -121,6 +130,8 @@ impl EngineArgs {
             batch_tokens: self.batch_tokens,
             queue_capacity: self.max_queue,
             unified_kv: self.unified_kv,
+            draft_max: self.draft_max,
+            prefix_reuse: !self.no_prefix_reuse,
         }
     }
 

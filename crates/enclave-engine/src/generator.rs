@@ -152,8 +152,31 @@ pub trait TextGenerator: Send + Sync {
     ) -> Result<ScoreReceiver, GeneratorError>;
     /// Sequences generating now and requests waiting (for `/ready` and metrics).
     fn load(&self) -> (usize, usize);
+    /// Speculation and prefix-reuse counters since the engine started.
+    fn stats(&self) -> EngineStats;
     /// Whether the engine still takes requests (false once its thread has died).
     fn is_running(&self) -> bool;
+}
+
+/// What the engine saved since it started: prompt tokens it did not compute again (their KV
+/// cells were kept or copied from another sequence) and tokens it guessed and verified in
+/// batches (speculative decoding from the prompt).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Prompt tokens of every request admitted.
+    pub prompt_tokens: u64,
+    /// Of those, tokens whose KV cells were already computed.
+    pub reused_prompt_tokens: u64,
+    /// Requests whose prefix was copied from a sequence serving another request.
+    pub prefix_copies: u64,
+    /// Tokens generated (sampled and kept).
+    pub generated_tokens: u64,
+    /// Guessed tokens checked by the model.
+    pub drafted_tokens: u64,
+    /// Of those, tokens the model agreed with (each one a forward pass saved).
+    pub accepted_tokens: u64,
+    /// Forward passes that produced tokens for at least one generating sequence.
+    pub decode_steps: u64,
 }
 
 /// A chat prompt's tokens, and how many of them are the messages' own text (what is billed).

@@ -13,9 +13,11 @@ pub mod llama;
 mod llama_backend;
 mod llama_constraint;
 mod llama_sampler;
+mod prefix_cache;
 pub mod pull;
 pub mod sampling;
 mod scheduler;
+mod speculate;
 pub mod testing;
 pub mod text;
 pub mod tools;
@@ -23,8 +25,8 @@ mod unpack;
 
 pub use catalog::{CatalogEntry, CATALOG};
 pub use generator::{
-    ChatMessage, ChatTokens, FinishReason, GenEvent, GenerationStream, GeneratorError, ModelInfo,
-    ScoreReceiver, Scores, TextGenerator,
+    ChatMessage, ChatTokens, EngineStats, FinishReason, GenEvent, GenerationStream, GeneratorError,
+    ModelInfo, ScoreReceiver, Scores, TextGenerator,
 };
 pub use llama::{GeneratorConfig, LlamaGenerator};
 pub use llama_constraint::gbnf_for_schema;

@@ -14,12 +14,12 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::catalog::ModelKind;
 use crate::generator::{
-    ChatMessage, ChatTokens, GenerationStream, GeneratorError, ModelInfo, ScoreReceiver,
-    TextGenerator,
+    ChatMessage, ChatTokens, EngineStats, GenerationStream, GeneratorError, ModelInfo,
+    ScoreReceiver, TextGenerator,
 };
 use crate::llama_constraint::Grammars;
 use crate::sampling::{Constraint, SamplingParams};
-use crate::scheduler::{self, Job, Reply, SchedulerSetup};
+use crate::scheduler::{self, Counters, Job, Reply, SchedulerSetup};
 use crate::tools::render::{render, Turn};
 use crate::tools::{ToolFormat, ToolSpec};
 
@@ -41,6 +41,13 @@ pub struct GeneratorConfig {
     /// One KV buffer shared by all sequences instead of one per sequence. Per-sequence buffers
     /// keep each sequence's attention to its own tokens, which is faster with many sequences.
     pub unified_kv: bool,
+    /// Most tokens a sequence guesses from its prompt per step, verified in the same forward
+    /// pass (speculative decoding; 0 turns it off). The length adapts to each sequence's
+    /// acceptance up to this.
+    pub draft_max: u32,
+    /// Start prompts from KV cells that already hold their beginning (a finished request's, or
+    /// a copy of a busy sequence's). Needs per-sequence KV buffers.
+    pub prefix_reuse: bool,
 }
 
 impl Default for GeneratorConfig {
@@ -52,6 +59,8 @@ impl Default for GeneratorConfig {
             batch_tokens: 2048,
             queue_capacity: 64,
             unified_kv: false,
+            draft_max: DEFAULT_DRAFT_MAX,
+            prefix_reuse: true,
         }
     }
 }
@@ -67,7 +76,12 @@ pub struct LlamaGenerator {
     info: ModelInfo,
     queue: mpsc::Sender<Job>,
     active: Arc<AtomicUsize>,
+    counters: Arc<Counters>,
 }
+
+/// Guesses per step at most, by default: a quoted passage is often longer, and the length
+/// adapts down per sequence when guesses miss.
+pub const DEFAULT_DRAFT_MAX: u32 = 16;
 
 /// llama.cpp's name for the template used when a GGUF carries none.
 const FALLBACK_TEMPLATE: &str = "chatml";
@@ -129,9 +143,12 @@ impl LlamaGenerator {
         let queue_capacity = config.queue_capacity.max(1);
         let (queue, jobs) = mpsc::channel(queue_capacity);
         let active = Arc::new(AtomicUsize::new(0));
+        let counters = Arc::new(Counters::default());
         let setup = SchedulerSetup {
             model: Arc::clone(&model),
-            reuse_prefixes: !config.unified_kv,
+            reuse_prefixes: config.prefix_reuse && !config.unified_kv,
+            draft_max: config.draft_max as usize,
+            counters: Arc::clone(&counters),
             ctx_params,
             parallel,
             context_per_sequence,
@@ -165,6 +182,7 @@ impl LlamaGenerator {
             },
             queue,
             active,
+            counters,
         })
     }
 }
@@ -314,6 +332,10 @@ impl TextGenerator for LlamaGenerator {
     fn load(&self) -> (usize, usize) {
         let waiting = self.info.queue_capacity - self.queue.capacity();
         (self.active.load(Ordering::Relaxed), waiting)
+    }
+
+    fn stats(&self) -> EngineStats {
+        self.counters.snapshot()
     }
 
     fn is_running(&self) -> bool {

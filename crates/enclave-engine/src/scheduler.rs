@@ -1,9 +1,11 @@
 //! The continuous-batching loop. One thread per model owns the llama.cpp context; every step it
-//! admits waiting requests into free slots, drops sequences whose caller went away (freeing their
-//! KV cells), packs one decode token per generating slot plus prefill chunks of new prompts into a
-//! single batch, runs it, and samples each slot's next token.
+//! admits waiting requests into free slots (starting from any KV cells that already hold the
+//! prompt's beginning, see `prefix_cache`), drops sequences whose caller went away (freeing their
+//! KV cells), packs each generating slot's next token — with tokens guessed from its prompt
+//! after it (see `speculate`) — plus prefill chunks of new prompts into a single batch, runs it,
+//! and samples each slot's next tokens, keeping the guesses the model agrees with.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use llama_cpp_2::context::params::LlamaContextParams;
@@ -14,9 +16,11 @@ use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::generator::{FinishReason, GenEvent, Scores};
+use crate::generator::{EngineStats, FinishReason, GenEvent, Scores};
 use crate::llama_sampler::build_sampler;
+use crate::prefix_cache::{common_prefix, SeqPool, MIN_SHARED_TO_WAIT};
 use crate::sampling::SamplingParams;
+use crate::speculate::{self, DraftLength};
 use crate::text::{StopMatcher, Utf8Assembler};
 
 pub(crate) struct Job {
@@ -69,15 +73,50 @@ impl Reply {
 
 pub(crate) struct SchedulerSetup {
     pub model: Arc<LlamaModel>,
-    /// Keep a finished sequence's KV cells for a later prompt with the same beginning. Only
-    /// with per-sequence KV buffers: in a shared one, idle cells would crowd out live sequences.
+    /// Keep finished sequences' KV cells for later prompts with the same beginning, and copy a
+    /// busy sequence's prefix into a new one. Only with per-sequence KV buffers: in a shared
+    /// one, idle cells would crowd out live sequences.
     pub reuse_prefixes: bool,
+    /// Most tokens a slot guesses per step (0: no speculation).
+    pub draft_max: usize,
     pub ctx_params: LlamaContextParams,
     pub parallel: u32,
     pub context_per_sequence: u32,
     pub batch_tokens: u32,
     pub eog_tokens: Vec<LlamaToken>,
     pub active: Arc<AtomicUsize>,
+    pub counters: Arc<Counters>,
+}
+
+/// The engine's running totals (see [`EngineStats`]), written by the scheduler thread only.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    prompt_tokens: AtomicU64,
+    reused_prompt_tokens: AtomicU64,
+    prefix_copies: AtomicU64,
+    generated_tokens: AtomicU64,
+    drafted_tokens: AtomicU64,
+    accepted_tokens: AtomicU64,
+    decode_steps: AtomicU64,
+}
+
+impl Counters {
+    fn add(counter: &AtomicU64, n: usize) {
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> EngineStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        EngineStats {
+            prompt_tokens: get(&self.prompt_tokens),
+            reused_prompt_tokens: get(&self.reused_prompt_tokens),
+            prefix_copies: get(&self.prefix_copies),
+            generated_tokens: get(&self.generated_tokens),
+            drafted_tokens: get(&self.drafted_tokens),
+            accepted_tokens: get(&self.accepted_tokens),
+            decode_steps: get(&self.decode_steps),
+        }
+    }
 }
 
 struct Slot {
@@ -85,9 +124,10 @@ struct Slot {
     reply: Reply,
     sampler: LlamaSampler,
     prompt: Vec<LlamaToken>,
-    /// Prompt tokens whose KV cells were kept from the previous request on this sequence.
+    /// Prompt tokens whose KV cells were already computed when the request was admitted.
     reused: usize,
-    /// Tokens whose KV cells this sequence holds, in position order.
+    /// Tokens whose KV cells this sequence holds, in position order (guesses not yet verified
+    /// are not here).
     history: Vec<LlamaToken>,
     prefilled: usize,
     n_past: i32,
@@ -95,18 +135,23 @@ struct Slot {
     next_token: Option<LlamaToken>,
     /// Index in the current batch whose logits belong to this slot.
     logits_at: Option<i32>,
+    /// Tokens guessed to follow `next_token`, in the current batch right after it.
+    draft: Vec<LlamaToken>,
+    draft_length: DraftLength,
     generated: u32,
     max_tokens: u32,
     ignore_eos: bool,
     utf8: Utf8Assembler,
     stops: StopMatcher,
+    /// Text produced this step, sent as one event.
+    outbox: String,
 }
 
 impl Slot {
-    fn send_text(&self, text: String) {
-        if !text.is_empty() {
+    fn flush(&mut self) {
+        if !self.outbox.is_empty() {
             self.reply.send(GenEvent::Text {
-                text,
+                text: std::mem::take(&mut self.outbox),
                 generated: self.generated,
             });
         }
@@ -118,12 +163,13 @@ impl Slot {
         if reason != FinishReason::StopSequence {
             let rest = self.utf8.finish();
             let outcome = self.stops.push(&rest);
-            let mut tail = outcome.emit;
+            self.outbox.push_str(&outcome.emit);
             if !outcome.stopped {
-                tail.push_str(&self.stops.finish());
+                let tail = self.stops.finish();
+                self.outbox.push_str(&tail);
             }
-            self.send_text(tail);
         }
+        self.flush();
         self.reply.send(GenEvent::Done {
             reason,
             prompt_tokens: self.prompt.len() as u32,
@@ -162,11 +208,19 @@ pub(crate) fn run(
     let mut pool = SeqPool::new(setup.parallel, setup.reuse_prefixes);
     let mut slots: Vec<Slot> = Vec::with_capacity(setup.parallel as usize);
     let mut batch = LlamaBatch::new(setup.batch_tokens as usize, 1);
+    let counters = Arc::clone(&setup.counters);
 
+    // Jobs held back until a running slot has computed the prefix they share with it.
+    let mut held: Vec<Job> = Vec::new();
     loop {
-        // Admit: block only when there is nothing else to do.
+        // Admit: block only when there is nothing else to do. Held jobs are looked at first.
+        let mut recheck = std::mem::take(&mut held).into_iter();
         while pool.has_free() {
-            let job = if slots.is_empty() {
+            let job = if let Some(job) = recheck.next() {
+                job
+            } else if held.len() >= pool.free_count() {
+                break;
+            } else if slots.is_empty() && held.is_empty() {
                 setup.active.store(0, Ordering::Relaxed);
                 match jobs.blocking_recv() {
                     Some(job) => job,
@@ -181,12 +235,22 @@ pub(crate) fn run(
             if job.reply.is_closed() {
                 continue;
             }
-            let Some((seq_id, reused)) = pool.take(&mut ctx, &job.prompt) else {
+            if setup.reuse_prefixes && shares_a_prefix_being_computed(&job.prompt, &slots, &pool) {
+                held.push(job);
+                continue;
+            }
+            let busy = slots.iter().map(|s| (s.seq_id, s.history.as_slice()));
+            let Some(taken) = pool.take(&mut ctx, &job.prompt, busy) else {
+                held.push(job);
                 break;
             };
+            Counters::add(&counters.prompt_tokens, job.prompt.len());
+            Counters::add(&counters.reused_prompt_tokens, taken.reused);
+            Counters::add(&counters.prefix_copies, usize::from(taken.copied));
             let sampler = build_sampler(&job.params, n_vocab, &setup.eog_tokens, job.constraint);
+            let reused = taken.reused;
             slots.push(Slot {
-                seq_id,
+                seq_id: taken.seq_id,
                 reply: job.reply,
                 sampler,
                 history: job.prompt[..reused].to_vec(),
@@ -196,13 +260,17 @@ pub(crate) fn run(
                 n_past: reused as i32,
                 next_token: None,
                 logits_at: None,
+                draft: Vec::new(),
+                draft_length: DraftLength::new(setup.draft_max),
                 generated: 0,
                 max_tokens: job.params.max_tokens,
                 ignore_eos: job.params.ignore_eos,
                 utf8: Utf8Assembler::default(),
                 stops: StopMatcher::new(job.params.stop),
+                outbox: String::new(),
             });
         }
+        held.extend(recheck);
 
         // Callers that went away free their slot and KV cells now.
         let mut i = 0;
@@ -219,7 +287,7 @@ pub(crate) fn run(
             continue;
         }
 
-        fill_batch(&mut batch, &mut slots, setup.batch_tokens as usize);
+        fill_batch(&mut batch, &mut slots, &setup);
         if batch.n_tokens() == 0 {
             continue;
         }
@@ -232,9 +300,11 @@ pub(crate) fn run(
             continue;
         }
 
+        let mut decoded = false;
         let mut i = 0;
         while i < slots.len() {
-            match sample_step(&ctx, &mut slots[i], &setup) {
+            decoded |= slots[i].logits_at.is_some() && slots[i].prefilled == slots[i].prompt.len();
+            match sample_step(&mut ctx, &mut slots[i], &setup) {
                 None => i += 1,
                 Some(reason) => {
                     let slot = slots.swap_remove(i);
@@ -243,92 +313,49 @@ pub(crate) fn run(
                 }
             }
         }
+        Counters::add(&counters.decode_steps, usize::from(decoded));
     }
 }
 
-/// Free sequence ids, and for each id the tokens its KV cells still hold from its last request.
-struct SeqPool {
-    free: Vec<i32>,
-    cached: Vec<Vec<LlamaToken>>,
-    keep: bool,
+/// Whether `prompt` begins with a long stretch that a running slot is still computing: waiting
+/// for it and then copying its cells costs one prefill of that stretch instead of two.
+fn shares_a_prefix_being_computed(prompt: &[LlamaToken], slots: &[Slot], pool: &SeqPool) -> bool {
+    let already = pool.best_cached(prompt);
+    slots.iter().any(|slot| {
+        let shared = common_prefix(&slot.prompt, prompt);
+        shared >= MIN_SHARED_TO_WAIT && shared > already && slot.prefilled < shared
+    })
 }
 
-impl SeqPool {
-    fn new(parallel: u32, keep: bool) -> Self {
-        Self {
-            free: (0..parallel as i32).rev().collect(),
-            cached: vec![Vec::new(); parallel as usize],
-            keep,
-        }
-    }
-
-    fn has_free(&self) -> bool {
-        !self.free.is_empty()
-    }
-
-    /// Takes the free sequence whose cached tokens share the longest prefix with `prompt`, drops
-    /// its KV cells past that prefix, and returns it with the number of tokens reused.
-    fn take(&mut self, ctx: &mut LlamaContext<'_>, prompt: &[LlamaToken]) -> Option<(i32, usize)> {
-        let common = |seq: i32| {
-            self.cached[seq as usize]
-                .iter()
-                .zip(prompt)
-                .take_while(|(a, b)| a == b)
-                .count()
-        };
-        let (position, seq_id) = self
-            .free
-            .iter()
-            .copied()
-            .enumerate()
-            .max_by_key(|&(_, seq)| common(seq))?;
-        self.free.swap_remove(position);
-        // At least one prompt token must run to produce the logits of the next one.
-        let mut reused = common(seq_id).min(prompt.len().saturating_sub(1));
-        let trimmed = ctx.clear_kv_cache_seq(Some(seq_id as u32), Some(reused as u32), None);
-        if !matches!(trimmed, Ok(true)) {
-            // Some models cannot drop part of a sequence; start it afresh.
-            let _ = ctx.clear_kv_cache_seq(Some(seq_id as u32), None, None);
-            reused = 0;
-        }
-        self.cached[seq_id as usize].clear();
-        Some((seq_id, reused))
-    }
-
-    /// Returns a sequence. With `history` (a request that finished normally) its KV cells are
-    /// kept for a later prompt that starts the same way; otherwise they are freed now.
-    fn give_back(
-        &mut self,
-        ctx: &mut LlamaContext<'_>,
-        seq_id: i32,
-        history: Option<Vec<LlamaToken>>,
-    ) {
-        match history.filter(|_| self.keep) {
-            Some(tokens) => self.cached[seq_id as usize] = tokens,
-            None => {
-                let _ = ctx.clear_kv_cache_seq(Some(seq_id as u32), None, None);
-                self.cached[seq_id as usize].clear();
-            }
-        }
-        self.free.push(seq_id);
-    }
-}
-
-/// One decode token per generating slot first (latency), then prompt chunks in admission order.
-fn fill_batch(batch: &mut LlamaBatch, slots: &mut [Slot], capacity: usize) {
+/// Each generating slot's next token and its guesses first (latency), then prompt chunks in
+/// admission order.
+fn fill_batch(batch: &mut LlamaBatch, slots: &mut [Slot], setup: &SchedulerSetup) {
     batch.clear();
-    // Decode tokens in sequence order: while the set of generating sequences stays the same,
-    // every step has the same shape and llama.cpp can reuse its compute graph.
+    let capacity = setup.batch_tokens as usize;
+    // Decode tokens in sequence order: while the set of generating sequences stays the same
+    // (and nothing is guessed), every step has the same shape and llama.cpp can reuse its
+    // compute graph.
     let mut decode_order: Vec<usize> = (0..slots.len()).collect();
     decode_order.sort_by_key(|&i| slots[i].seq_id);
+    let generating = slots.iter().filter(|s| s.next_token.is_some()).count();
     for i in decode_order {
         let slot = &mut slots[i];
-        if let Some(token) = slot.next_token.take() {
-            // Capacity is at least `parallel`, so every decode token fits.
-            if batch.add(token, slot.n_past, &[slot.seq_id], true).is_ok() {
-                slot.logits_at = Some(batch.n_tokens() - 1);
-                slot.n_past += 1;
-                slot.history.push(token);
+        let Some(token) = slot.next_token.take() else {
+            continue;
+        };
+        // Capacity is at least `parallel`, so every decode token fits.
+        if batch.add(token, slot.n_past, &[slot.seq_id], true).is_err() {
+            continue;
+        }
+        slot.logits_at = Some(batch.n_tokens() - 1);
+        slot.n_past += 1;
+        slot.history.push(token);
+        slot.draft = guesses(slot, token, setup, capacity / generating.max(1));
+        for (offset, &guess) in slot.draft.iter().enumerate() {
+            let position = slot.n_past + offset as i32;
+            if batch.add(guess, position, &[slot.seq_id], true).is_err() {
+                slot.draft.truncate(offset);
+                break;
             }
         }
     }
@@ -358,9 +385,39 @@ fn fill_batch(batch: &mut LlamaBatch, slots: &mut [Slot], capacity: usize) {
     }
 }
 
-/// Samples the slot's next token if this batch produced logits for it; returns why it finished.
+/// Tokens guessed to follow `token` (just added at `n_past - 1`), within the slot's draft length,
+/// its remaining answer and context, and `room` (its share of the batch, with `token`).
+fn guesses(
+    slot: &mut Slot,
+    token: LlamaToken,
+    setup: &SchedulerSetup,
+    room: usize,
+) -> Vec<LlamaToken> {
+    if setup.draft_max == 0 || !matches!(slot.reply, Reply::Stream(_)) {
+        return Vec::new();
+    }
+    let answer_left = slot.max_tokens.saturating_sub(slot.generated + 1) as usize;
+    let context_left =
+        (setup.context_per_sequence as usize).saturating_sub(slot.n_past as usize + 1);
+    let max = slot
+        .draft_length
+        .budget()
+        .min(answer_left)
+        .min(context_left)
+        .min(room.saturating_sub(1));
+    // `history` already ends with `token`; the lookup takes the two apart.
+    let (last, before) = match slot.history.split_last() {
+        Some((&last, before)) if last == token => (last, before),
+        _ => return Vec::new(),
+    };
+    speculate::draft(before, last, max)
+}
+
+/// Samples the slot's next tokens if this batch produced logits for it: the token after the one
+/// it fed, then, while the sampler agrees with each guess, the token after that guess. Returns
+/// why it finished.
 fn sample_step(
-    ctx: &LlamaContext<'_>,
+    ctx: &mut LlamaContext<'_>,
     slot: &mut Slot,
     setup: &SchedulerSetup,
 ) -> Option<FinishReason> {
@@ -381,21 +438,56 @@ fn sample_step(
         }
         return Some(FinishReason::Complete);
     }
-    let token = slot.sampler.sample(ctx, at);
+    let draft = std::mem::take(&mut slot.draft);
+    let mut accepted = 0;
+    let mut finished = None;
+    loop {
+        let token = slot.sampler.sample(ctx, at + accepted as i32);
+        if let Some(reason) = emit(slot, token, setup) {
+            finished = Some(reason);
+            break;
+        }
+        match draft.get(accepted) {
+            // The guess's KV cells (computed in this batch) are the ones the token needs.
+            Some(&guess) if guess == token => {
+                slot.history.push(token);
+                slot.n_past += 1;
+                accepted += 1;
+            }
+            _ => {
+                slot.next_token = Some(token);
+                break;
+            }
+        }
+    }
+    if accepted < draft.len() {
+        // Drop the cells of the guesses that were not taken.
+        let _ = ctx.clear_kv_cache_seq(Some(slot.seq_id as u32), Some(slot.n_past as u32), None);
+    }
+    slot.draft_length.record(draft.len(), accepted);
+    let counters = &setup.counters;
+    Counters::add(&counters.drafted_tokens, draft.len());
+    Counters::add(&counters.accepted_tokens, accepted);
+    slot.flush();
+    finished
+}
+
+/// Takes one sampled token into the answer; returns why the answer ends, if it does.
+fn emit(slot: &mut Slot, token: LlamaToken, setup: &SchedulerSetup) -> Option<FinishReason> {
     if !slot.ignore_eos && setup.model.vocab().is_eog(token) {
         return Some(FinishReason::Complete);
     }
     slot.generated += 1;
+    Counters::add(&setup.counters.generated_tokens, 1);
     let piece = setup.model.vocab().token_to_piece(token, false, None);
     let text = slot.utf8.push(&piece);
     let outcome = slot.stops.push(&text);
-    slot.send_text(outcome.emit);
+    slot.outbox.push_str(&outcome.emit);
     if outcome.stopped {
         return Some(FinishReason::StopSequence);
     }
     if slot.generated >= slot.max_tokens || slot.n_past as u32 + 1 >= setup.context_per_sequence {
         return Some(FinishReason::MaxTokens);
     }
-    slot.next_token = Some(token);
     None
 }

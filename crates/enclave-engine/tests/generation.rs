@@ -251,7 +251,164 @@ fn a_follow_up_turn_reuses_the_conversation_prefix_and_answers_the_same() {
     assert_eq!(reused_text, fresh_text);
 }
 
+/// Waits until the engine holds no request (so the test ends with its thread at rest).
+fn wait_idle(model: &dyn TextGenerator) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while model.load() != (0, 0) {
+        assert!(std::time::Instant::now() < deadline, "{:?}", model.load());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn chat_prompt_messages(model: &dyn TextGenerator, messages: &[ChatMessage]) -> Vec<u32> {
     let rendered = model.render_chat(messages).expect("template");
     model.tokenize(&rendered, true)
+}
+
+/// A passage the answers quote, so guesses from the prompt are often right.
+const PASSAGE: &str = "Enclave keeps every document on the customer's own hardware. Each tenant \
+has its own API keys, budgets and rate limits. Answers cite the documents they come from, and a \
+person can check each citation against the original text. The platform runs on small quantized \
+models, batches requests continuously and refuses work it cannot finish in time.";
+
+/// Requests over PASSAGE that differ after it: each starts copying it from another sentence.
+const ENDINGS: [&str; 4] = [
+    "Enclave keeps every",
+    "Each tenant has",
+    "Answers cite the",
+    "The platform runs",
+];
+
+/// A raw prompt that a small model continues by copying PASSAGE from `ending` on (induction
+/// heads make such copies confident, so the answer does not hang on last-bit differences).
+fn copy_prompt(model: &dyn TextGenerator, ending: &str) -> Vec<u32> {
+    model.tokenize(
+        &format!("Text: {PASSAGE}\n\nThe same text again, word for word: {ending}"),
+        true,
+    )
+}
+
+/// Asks each document to be copied: the first alone until it is generating (so its KV cells
+/// hold the passage while the others arrive), the rest together; returns the answers in order.
+fn copy_round(model: &dyn TextGenerator) -> Vec<String> {
+    let mut first = model
+        .submit(copy_prompt(model, ENDINGS[0]), greedy(80))
+        .expect("submit");
+    let mut opening = String::new();
+    match first.blocking_recv() {
+        Some(GenEvent::Text { text, .. }) => opening = text,
+        Some(GenEvent::Done { .. }) => {}
+        other => panic!("unexpected {other:?}"),
+    }
+    let rest: Vec<_> = ENDINGS[1..]
+        .iter()
+        .map(|e| {
+            model
+                .submit(copy_prompt(model, e), greedy(80))
+                .expect("submit")
+        })
+        .collect();
+    let (tail, _, _) = collect(first);
+    std::iter::once(opening + &tail)
+        .chain(rest.into_iter().map(|s| collect(s).0))
+        .collect()
+}
+
+/// Greedy answers with speculation and prefix reuse on (the default) equal those with both off,
+/// on concurrent sequences that copy their documents (long guesses taken, prefixes copied from a
+/// busy sequence and taken over from idle ones). Copying is decided by wide logit margins:
+/// llama.cpp's CPU kernels change the last bits of logits with the batch's shape (a row alone
+/// and a row among several take different matrix kernels), so near-ties may break differently
+/// under any change of batching, speculation or not; `prefix_copy_gives_the_same_logits`
+/// checks the reused cells themselves.
+#[test]
+fn speculation_and_prefix_reuse_change_no_greedy_answer() {
+    let plain = load_test_model(&GeneratorConfig {
+        draft_max: 0,
+        prefix_reuse: false,
+        ..config(4)
+    })
+    .expect("model");
+    let fast = load_test_model(&config(4)).expect("model");
+    for round in 0..2 {
+        let expected = copy_round(&plain);
+        let got = copy_round(&fast);
+        for ((want, have), ending) in expected.iter().zip(&got).zip(ENDINGS) {
+            assert_eq!(want, have, "round {round}: {ending}");
+            assert!(
+                PASSAGE.contains(want.get(..40).unwrap_or(want)),
+                "not a copy: {want}"
+            );
+        }
+    }
+    let saved = fast.stats();
+    // The answers copy the passage, so most guesses hold and passes are saved.
+    assert!(
+        saved.accepted_tokens * 2 > saved.drafted_tokens && saved.drafted_tokens > 0,
+        "{saved:?}"
+    );
+    assert!(saved.decode_steps * 2 < saved.generated_tokens, "{saved:?}");
+    // The later requests started from the first one's passage (copied while it ran), and the
+    // second round from the first round's cells.
+    assert!(saved.prefix_copies >= 1, "{saved:?}");
+    assert!(
+        saved.reused_prompt_tokens * 2 > saved.prompt_tokens,
+        "{saved:?}"
+    );
+    let none = plain.stats();
+    assert_eq!(
+        (none.drafted_tokens, none.reused_prompt_tokens),
+        (0, 0),
+        "{none:?}"
+    );
+    assert_eq!(none.generated_tokens, saved.generated_tokens);
+}
+
+/// Cells copied out of a busy sequence are the cells that sequence computed: a prompt started
+/// from a copy scores its next token bit for bit as the same prompt started from the same cells
+/// left idle (a corrupt or misplaced copy would not). Against a prompt computed from scratch
+/// both differ in the last bits, as any change of batch shape does on llama.cpp's CPU kernels.
+#[test]
+fn prefix_copy_gives_the_same_logits_as_the_cells_it_copies() {
+    let load = || {
+        load_test_model(&GeneratorConfig {
+            draft_max: 0,
+            ..config(2)
+        })
+        .expect("model")
+    };
+    let score = |model: &dyn TextGenerator| {
+        let candidates = model.tokenize(" The Enclave document copy", false);
+        model
+            .score_next(copy_prompt(model, ENDINGS[0]), candidates)
+            .expect("score")
+            .blocking_recv()
+            .expect("answer")
+            .expect("scores")
+    };
+    // Idle cells taken over: the prompt scored twice, the second time from the first's cells.
+    let idle = load();
+    score(&idle);
+    let taken_over = score(&idle);
+    assert_eq!(idle.stats().prefix_copies, 0);
+    // Copied cells: the same prompt generating on another sequence while it is scored.
+    let busy_model = load();
+    let busy_params = SamplingParams {
+        ignore_eos: true,
+        ..greedy(200)
+    };
+    let mut busy = busy_model
+        .submit(copy_prompt(&busy_model, ENDINGS[0]), busy_params)
+        .expect("submit");
+    assert!(matches!(busy.blocking_recv(), Some(GenEvent::Text { .. })));
+    let copied = score(&busy_model);
+    assert_eq!(
+        busy_model.stats().prefix_copies,
+        1,
+        "{:?}",
+        busy_model.stats()
+    );
+    assert_eq!(copied, taken_over);
+    drop(busy);
+    wait_idle(&busy_model);
 }

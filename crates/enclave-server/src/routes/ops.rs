@@ -15,7 +15,7 @@ pub async fn health() -> Json<Value> {
 
 /// Ready when at least one model is loaded and every model's engine is still running (an
 /// engine whose thread died turns this 503, so a load balancer stops sending traffic);
-/// reports active and waiting requests per model.
+/// reports active and waiting requests per model, and what speculation and prefix reuse saved.
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let encoders = state.encoders().iter().map(|m| {
         let info = m.info();
@@ -39,6 +39,7 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
                 "waiting": waiting,
                 "slots": info.parallel_sequences,
                 "queue_capacity": info.queue_capacity,
+                "engine": engine_stats(&m.stats()),
             })
         })
         .chain(encoders)
@@ -52,6 +53,28 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
         (StatusCode::OK, "ready")
     };
     (status, Json(json!({ "status": label, "models": models })))
+}
+
+/// What speculation and prefix reuse saved since the engine started, with the rates.
+fn engine_stats(stats: &enclave_engine::EngineStats) -> Value {
+    let rate = |part: u64, whole: u64| {
+        if whole == 0 {
+            0.0
+        } else {
+            (part as f64 / whole as f64 * 1e4).round() / 1e4
+        }
+    };
+    json!({
+        "prompt_tokens": stats.prompt_tokens,
+        "reused_prompt_tokens": stats.reused_prompt_tokens,
+        "prefix_reuse_rate": rate(stats.reused_prompt_tokens, stats.prompt_tokens),
+        "prefix_copies": stats.prefix_copies,
+        "generated_tokens": stats.generated_tokens,
+        "drafted_tokens": stats.drafted_tokens,
+        "accepted_tokens": stats.accepted_tokens,
+        "acceptance_rate": rate(stats.accepted_tokens, stats.drafted_tokens),
+        "decode_steps": stats.decode_steps,
+    })
 }
 
 /// `{"valid": bool}`: answers for any key rather than rejecting, which is what the check is

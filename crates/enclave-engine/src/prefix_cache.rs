@@ -1,0 +1,174 @@
+//! Sequence ids and the prompt prefixes their KV cells hold, shared across requests.
+//!
+//! A finished request leaves its KV cells in its sequence; a later prompt that begins the same
+//! way (same system prompt, tool definitions, documents) starts from them instead of computing
+//! them again. The source may be an idle sequence (taken over directly) or one still serving
+//! another request (its buffer is copied: llama.cpp copies a per-sequence KV buffer whole, which
+//! costs far less than recomputing even a few dozen tokens). The memory budget is the idle
+//! sequences' KV buffers; when a request needs a sequence and none holds a useful prefix, the
+//! least recently used one is overwritten.
+//!
+//! Reuse never changes an answer: the KV cells of a token depend only on the tokens before it, so
+//! the cells of an identical prefix are identical whoever computed them, and a prompt reuses only
+//! the prefix it shares token for token. Nothing of another request past that prefix is kept.
+
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::token::LlamaToken;
+
+/// Shortest shared prefix worth taking over an idle sequence that may hold someone else's longer
+/// prefix (shorter ones are a chat template's opening, common to every prompt).
+const MIN_TAKEOVER: usize = 16;
+/// Shortest gain worth a whole-buffer copy from a busy sequence.
+const MIN_COPY_GAIN: usize = 64;
+/// Shortest prefix shared with a prompt still being computed that is worth waiting for (then
+/// copying) rather than computing it a second time alongside.
+pub(crate) const MIN_SHARED_TO_WAIT: usize = MIN_COPY_GAIN;
+
+/// Where a new request's sequence came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Taken {
+    pub seq_id: i32,
+    /// Prompt tokens whose KV cells are already in place.
+    pub reused: usize,
+    /// Whether they were copied from another sequence.
+    pub copied: bool,
+}
+
+pub(crate) struct SeqPool {
+    free: Vec<i32>,
+    /// Per sequence id: the tokens its KV cells hold while it is idle.
+    cached: Vec<Vec<LlamaToken>>,
+    /// Per sequence id: when it was last given back (a logical clock).
+    returned_at: Vec<u64>,
+    clock: u64,
+    reuse: bool,
+}
+
+pub(crate) fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+impl SeqPool {
+    pub(crate) fn new(parallel: u32, reuse: bool) -> Self {
+        Self {
+            free: (0..parallel as i32).rev().collect(),
+            cached: vec![Vec::new(); parallel as usize],
+            returned_at: vec![0; parallel as usize],
+            clock: 0,
+            reuse,
+        }
+    }
+
+    pub(crate) fn has_free(&self) -> bool {
+        !self.free.is_empty()
+    }
+
+    pub(crate) fn free_count(&self) -> usize {
+        self.free.len()
+    }
+
+    /// Longest prefix of `prompt` an idle sequence holds.
+    pub(crate) fn best_cached(&self, prompt: &[LlamaToken]) -> usize {
+        if !self.reuse {
+            return 0;
+        }
+        self.free
+            .iter()
+            .map(|&seq| common_prefix(&self.cached[seq as usize], prompt))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Longest prefix of `prompt` held by a busy sequence (`busy`: id and the tokens its KV
+    /// cells hold), with that sequence.
+    fn best_busy<'a>(
+        prompt: &[LlamaToken],
+        busy: impl Iterator<Item = (i32, &'a [LlamaToken])>,
+    ) -> Option<(i32, usize)> {
+        busy.map(|(seq, held)| (seq, common_prefix(held, prompt)))
+            .max_by_key(|&(_, n)| n)
+    }
+
+    /// A free sequence for `prompt`, with as much of its prefix already computed as any sequence
+    /// holds; cells past the shared prefix are dropped.
+    pub(crate) fn take<'a>(
+        &mut self,
+        ctx: &mut LlamaContext<'_>,
+        prompt: &[LlamaToken],
+        busy: impl Iterator<Item = (i32, &'a [LlamaToken])>,
+    ) -> Option<Taken> {
+        // At least one prompt token must run to produce the logits of the next one.
+        let usable = |n: usize| n.min(prompt.len().saturating_sub(1));
+        let (best_free_at, best_free) = self
+            .free
+            .iter()
+            .enumerate()
+            .map(|(i, &seq)| (i, usable(common_prefix(&self.cached[seq as usize], prompt))))
+            .max_by_key(|&(_, n)| n)?;
+        let busy = if self.reuse {
+            Self::best_busy(prompt, busy).map(|(seq, n)| (seq, usable(n)))
+        } else {
+            None
+        };
+        let copy_from = busy.filter(|&(_, n)| n >= best_free + MIN_COPY_GAIN);
+        let (position, copied) = match copy_from {
+            Some(_) => (self.least_recently_used(), true),
+            None if self.reuse && best_free >= MIN_TAKEOVER => (best_free_at, false),
+            None => (self.least_recently_used(), false),
+        };
+        let seq_id = self.free.swap_remove(position);
+        let mut reused = match copy_from {
+            Some((source, n)) => {
+                // A whole-buffer copy (per-sequence buffers cannot copy part of one), done by
+                // llama.cpp before the next forward pass; the cells past the prefix go below.
+                match ctx.copy_kv_cache_seq(source, seq_id, None, None) {
+                    Ok(()) => n,
+                    Err(_) => 0,
+                }
+            }
+            None if self.reuse => usable(common_prefix(&self.cached[seq_id as usize], prompt)),
+            None => 0,
+        };
+        let trimmed = ctx.clear_kv_cache_seq(Some(seq_id as u32), Some(reused as u32), None);
+        if !matches!(trimmed, Ok(true)) {
+            // Some models cannot drop part of a sequence; start it afresh.
+            let _ = ctx.clear_kv_cache_seq(Some(seq_id as u32), None, None);
+            reused = 0;
+        }
+        self.cached[seq_id as usize].clear();
+        Some(Taken {
+            seq_id,
+            reused,
+            copied: copied && reused > 0,
+        })
+    }
+
+    /// Index in `free` of the sequence given back longest ago.
+    fn least_recently_used(&self) -> usize {
+        self.free
+            .iter()
+            .enumerate()
+            .min_by_key(|&(_, &seq)| self.returned_at[seq as usize])
+            .map_or(0, |(i, _)| i)
+    }
+
+    /// Returns a sequence. With `history` (a request that finished normally) its KV cells are
+    /// kept for a later prompt that starts the same way; otherwise they are freed now.
+    pub(crate) fn give_back(
+        &mut self,
+        ctx: &mut LlamaContext<'_>,
+        seq_id: i32,
+        history: Option<Vec<LlamaToken>>,
+    ) {
+        self.clock += 1;
+        self.returned_at[seq_id as usize] = self.clock;
+        match history.filter(|_| self.reuse) {
+            Some(tokens) => self.cached[seq_id as usize] = tokens,
+            None => {
+                let _ = ctx.clear_kv_cache_seq(Some(seq_id as u32), None, None);
+                self.cached[seq_id as usize].clear();
+            }
+        }
+        self.free.push(seq_id);
+    }
+}

@@ -1,0 +1,104 @@
+"""Speculative decoding from the prompt and prefix reuse across requests, through the real
+server and the official SDKs: greedy answers are the same with both on (the default) and both
+off, for concurrent requests that quote their documents and share (or only partly share) long
+prefixes; `/ready` reports what was saved."""
+
+import concurrent.futures
+
+import httpx
+import openai
+import pytest
+
+from conftest import API_KEY, MODEL, start_server
+
+HANDBOOK = (
+    "Section 1: The finance team must review every open invoice each Monday and send a short "
+    "summary to the regional director. Section 2: The security team must rotate the shared "
+    "access credentials once a quarter, as required by the insurance policy. Section 3: The "
+    "support team must answer each priority ticket within two business days. Section 4: "
+    "Exceptions need written approval from the compliance officer and are recorded in register "
+    "104-27."
+)
+# A second tenant's private document that begins like the handbook and then differs: a request
+# reusing the shared beginning must not be changed by what follows it.
+PRIVATE = HANDBOOK[:300] + " Private note: the vault code is 7731-ALPHA and the payroll key is x9."
+
+# Each request asks for a document to be copied again from one of its sentences on (a raw
+# completion: small models copy confidently, so the answer does not hang on the last bits of
+# logits, which llama.cpp's kernels change with the batch's shape).
+REQUESTS = [
+    (HANDBOOK, "Section 2: The"),
+    (HANDBOOK, "Section 1: The"),
+    (HANDBOOK, "Section 3: The"),
+    (PRIVATE, "Section 1: The"),
+    (HANDBOOK, "Section 2: The security"),
+    (PRIVATE, "Section 2: The"),
+]
+
+
+def ask(client, document, start):
+    response = client.completions.create(
+        model=MODEL,
+        prompt=f"Text: {document}\n\nThe same text again, word for word: {start}",
+        # Within the copied text: past the document's end a small model's margins are thin.
+        max_tokens=32,
+        temperature=0,
+    )
+    return response.choices[0].text, response.usage
+
+
+def answers(base_url):
+    client = openai.OpenAI(api_key=API_KEY, base_url=base_url + "/v1", max_retries=0)
+    # The first request alone until it is done (its cells are then idle and reusable), the
+    # rest at once (later ones copy or wait for the prefix a running one is computing).
+    first = ask(client, *REQUESTS[0])
+    with concurrent.futures.ThreadPoolExecutor(len(REQUESTS)) as pool:
+        rest = list(pool.map(lambda r: ask(client, *r), REQUESTS[1:]))
+    return [first] + rest
+
+
+def engine_counters(base_url):
+    ready = httpx.get(base_url + "/ready", timeout=30).json()
+    return next(m for m in ready["models"] if m["name"] == MODEL)["engine"]
+
+
+@pytest.fixture(scope="module")
+def plain_server():
+    with start_server([MODEL], extra=["--draft-max", "0", "--no-prefix-reuse"]) as (base_url, _):
+        yield base_url
+
+
+@pytest.fixture(scope="module")
+def fast_server():
+    with start_server([MODEL]) as (base_url, _):
+        yield base_url
+
+
+def test_greedy_answers_are_the_same_with_speculation_and_reuse_on_and_off(plain_server, fast_server):
+    expected = answers(plain_server)
+    for round_ in range(2):
+        got = answers(fast_server)
+        for (want, _), (have, usage), (document, start) in zip(expected, got, REQUESTS):
+            assert have == want, f"round {round_}: {start}"
+            if document is HANDBOOK:
+                # Nothing of the other document past the shared beginning.
+                assert "7731" not in have and "x9" not in have, have
+        # The second round starts from the first round's cells.
+        if round_ == 1:
+            assert all(u.prompt_tokens_details.cached_tokens > 50 for _, u in got), [
+                u.prompt_tokens_details.cached_tokens for _, u in got
+            ]
+
+
+def test_ready_reports_what_speculation_and_reuse_saved(plain_server, fast_server):
+    answers(fast_server)
+    saved = engine_counters(fast_server)
+    assert saved["drafted_tokens"] > 0 and saved["accepted_tokens"] > 0, saved
+    assert 0 < saved["acceptance_rate"] <= 1, saved
+    # Quoting answers: fewer forward passes than tokens.
+    assert saved["decode_steps"] < saved["generated_tokens"], saved
+    assert saved["reused_prompt_tokens"] > 0 and 0 < saved["prefix_reuse_rate"] < 1, saved
+    answers(plain_server)
+    none = engine_counters(plain_server)
+    assert none["drafted_tokens"] == 0 and none["reused_prompt_tokens"] == 0, none
+    assert none["generated_tokens"] > 0, none
