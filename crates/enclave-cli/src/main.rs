@@ -93,9 +93,11 @@ pub struct EngineArgs {
     /// Requests that may wait for a free slot before the server answers 429.
     #[arg(long, env = "ENCLAVE_MAX_QUEUE", default_value_t = 64)]
     pub max_queue: usize,
-    /// Share one KV buffer across all sequences (default: one per sequence).
-    #[arg(long, env = "ENCLAVE_UNIFIED_KV")]
-    pub unified_kv: bool,
+    /// KV cache layout: `unified` (one buffer for all sequences: every step is one pass over
+    /// the weights, prefixes are shared between sequences without copying) or `per-sequence`
+    /// (one buffer each).
+    #[arg(long, env = "ENCLAVE_KV_LAYOUT", default_value = "unified", value_parser = ["unified", "per-sequence"])]
+    pub kv_layout: String,
     /// Most tokens a sequence guesses from its prompt per step and verifies in the same pass
     /// (speculative decoding from the prompt); 0 turns it off.
     #[arg(long, env = "ENCLAVE_DRAFT_MAX", default_value_t = enclave_engine::llama::DEFAULT_DRAFT_MAX)]
@@ -129,7 +131,7 @@ impl EngineArgs {
             threads: self.threads,
             batch_tokens: self.batch_tokens,
             queue_capacity: self.max_queue,
-            unified_kv: self.unified_kv,
+            unified_kv: self.kv_layout == "unified",
             draft_max: self.draft_max,
             prefix_reuse: !self.no_prefix_reuse,
         }

@@ -38,8 +38,10 @@ pub struct GeneratorConfig {
     pub batch_tokens: u32,
     /// Requests allowed to wait for a free slot.
     pub queue_capacity: usize,
-    /// One KV buffer shared by all sequences instead of one per sequence. Per-sequence buffers
-    /// keep each sequence's attention to its own tokens, which is faster with many sequences.
+    /// One KV buffer shared by all sequences instead of one per sequence. llama.cpp runs a
+    /// batch over per-sequence buffers in one pass only when its sequences have consecutive ids
+    /// and equal token counts, which speculation and slots freeing out of order break; a
+    /// shared buffer always takes one pass, and shares prefix cells between sequences.
     pub unified_kv: bool,
     /// Most tokens a sequence guesses from its prompt per step, verified in the same forward
     /// pass (speculative decoding; 0 turns it off). The length adapts to each sequence's
@@ -58,7 +60,7 @@ impl Default for GeneratorConfig {
             threads: 0,
             batch_tokens: 2048,
             queue_capacity: 64,
-            unified_kv: false,
+            unified_kv: true,
             draft_max: DEFAULT_DRAFT_MAX,
             prefix_reuse: true,
         }
@@ -146,7 +148,8 @@ impl LlamaGenerator {
         let counters = Arc::new(Counters::default());
         let setup = SchedulerSetup {
             model: Arc::clone(&model),
-            reuse_prefixes: config.prefix_reuse && !config.unified_kv,
+            reuse_prefixes: config.prefix_reuse,
+            unified_kv: config.unified_kv,
             draft_max: config.draft_max as usize,
             counters: Arc::clone(&counters),
             ctx_params,

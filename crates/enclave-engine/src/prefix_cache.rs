@@ -38,10 +38,17 @@ pub(crate) struct SeqPool {
     free: Vec<i32>,
     /// Per sequence id: the tokens its KV cells hold while it is idle.
     cached: Vec<Vec<LlamaToken>>,
+    /// Per sequence id: cells a running request may come to need (0 while idle).
+    reserved: Vec<usize>,
     /// Per sequence id: when it was last given back (a logical clock).
     returned_at: Vec<u64>,
     clock: u64,
     reuse: bool,
+    /// One KV buffer for all sequences (cells can be shared; idle cells take room from live
+    /// ones) rather than one per sequence (cells are copied; each has its own room).
+    unified: bool,
+    /// Cells in the unified buffer.
+    capacity: usize,
 }
 
 pub(crate) fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
@@ -49,13 +56,16 @@ pub(crate) fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
 }
 
 impl SeqPool {
-    pub(crate) fn new(parallel: u32, reuse: bool) -> Self {
+    pub(crate) fn new(parallel: u32, reuse: bool, unified: bool, capacity: usize) -> Self {
         Self {
             free: (0..parallel as i32).rev().collect(),
             cached: vec![Vec::new(); parallel as usize],
+            reserved: vec![0; parallel as usize],
             returned_at: vec![0; parallel as usize],
             clock: 0,
             reuse,
+            unified,
+            capacity,
         }
     }
 
@@ -90,11 +100,13 @@ impl SeqPool {
     }
 
     /// A free sequence for `prompt`, with as much of its prefix already computed as any sequence
-    /// holds; cells past the shared prefix are dropped.
+    /// holds; cells past the shared prefix are dropped. `reserve`: the most cells the request
+    /// can come to hold (prompt, answer and guesses).
     pub(crate) fn take<'a>(
         &mut self,
         ctx: &mut LlamaContext<'_>,
         prompt: &[LlamaToken],
+        reserve: usize,
         busy: impl Iterator<Item = (i32, &'a [LlamaToken])>,
     ) -> Option<Taken> {
         // At least one prompt token must run to produce the logits of the next one.
@@ -105,42 +117,124 @@ impl SeqPool {
             .enumerate()
             .map(|(i, &seq)| (i, usable(common_prefix(&self.cached[seq as usize], prompt))))
             .max_by_key(|&(_, n)| n)?;
+        let best_free = if self.reuse { best_free } else { 0 };
         let busy = if self.reuse {
             Self::best_busy(prompt, busy).map(|(seq, n)| (seq, usable(n)))
         } else {
             None
         };
+        let taken = if self.unified {
+            self.take_shared(ctx, best_free_at, best_free, busy)
+        } else {
+            self.take_own(ctx, best_free_at, best_free, busy)
+        };
+        self.cached[taken.seq_id as usize].clear();
+        self.reserved[taken.seq_id as usize] = reserve;
+        if self.unified {
+            self.make_room(ctx);
+        }
+        Some(taken)
+    }
+
+    /// One buffer per sequence: an idle sequence holding a useful prefix is taken over; a busy
+    /// one's buffer is copied whole (llama.cpp cannot copy part of one) when that gains enough.
+    fn take_own(
+        &mut self,
+        ctx: &mut LlamaContext<'_>,
+        best_free_at: usize,
+        best_free: usize,
+        busy: Option<(i32, usize)>,
+    ) -> Taken {
         let copy_from = busy.filter(|&(_, n)| n >= best_free + MIN_COPY_GAIN);
-        let (position, copied) = match copy_from {
-            Some(_) => (self.least_recently_used(), true),
-            None if self.reuse && best_free >= MIN_TAKEOVER => (best_free_at, false),
-            None => (self.least_recently_used(), false),
+        let position = match copy_from {
+            None if best_free >= MIN_TAKEOVER => best_free_at,
+            _ => self.least_recently_used(),
         };
         let seq_id = self.free.swap_remove(position);
-        let mut reused = match copy_from {
-            Some((source, n)) => {
-                // A whole-buffer copy (per-sequence buffers cannot copy part of one), done by
-                // llama.cpp before the next forward pass; the cells past the prefix go below.
-                match ctx.copy_kv_cache_seq(source, seq_id, None, None) {
-                    Ok(()) => n,
-                    Err(_) => 0,
-                }
-            }
-            None if self.reuse => usable(common_prefix(&self.cached[seq_id as usize], prompt)),
+        let reused = match copy_from {
+            // Done by llama.cpp before the next forward pass; cells past the prefix go below.
+            Some((source, n)) => match ctx.copy_kv_cache_seq(source, seq_id, None, None) {
+                Ok(()) => n,
+                Err(_) => 0,
+            },
+            None if position == best_free_at => best_free,
             None => 0,
         };
-        let trimmed = ctx.clear_kv_cache_seq(Some(seq_id as u32), Some(reused as u32), None);
-        if !matches!(trimmed, Ok(true)) {
-            // Some models cannot drop part of a sequence; start it afresh.
-            let _ = ctx.clear_kv_cache_seq(Some(seq_id as u32), None, None);
-            reused = 0;
+        let reused = Self::trim(ctx, seq_id, reused);
+        Taken {
+            seq_id,
+            reused,
+            copied: copy_from.is_some() && reused > 0,
         }
-        self.cached[seq_id as usize].clear();
-        Some(Taken {
+    }
+
+    /// One shared buffer: the prefix's cells are shared with the sequence that holds them (no
+    /// data moves), so an idle holder keeps its whole prefix for later requests too, and the
+    /// least recently used free sequence is the one given to the request.
+    fn take_shared(
+        &mut self,
+        ctx: &mut LlamaContext<'_>,
+        best_free_at: usize,
+        best_free: usize,
+        busy: Option<(i32, usize)>,
+    ) -> Taken {
+        let source = match busy {
+            Some((seq, n)) if n > best_free => Some((seq, n)),
+            _ if best_free > 0 => Some((self.free[best_free_at], best_free)),
+            _ => None,
+        };
+        // The holder itself is taken only when it is the one to be overwritten anyway.
+        let lru = self.least_recently_used();
+        let seq_id = self.free.swap_remove(lru);
+        let (reused, copied) = match source {
+            Some((seq, n)) if seq == seq_id => (Self::trim(ctx, seq_id, n), false),
+            Some((seq, n)) => {
+                let _ = ctx.clear_kv_cache_seq(Some(seq_id as u32), None, None);
+                let shared = ctx.copy_kv_cache_seq(seq, seq_id, Some(0), Some(n as u32));
+                (if shared.is_ok() { n } else { 0 }, shared.is_ok())
+            }
+            None => (Self::trim(ctx, seq_id, 0), false),
+        };
+        Taken {
             seq_id,
             reused,
             copied: copied && reused > 0,
-        })
+        }
+    }
+
+    /// Drops `seq_id`'s cells from position `keep` on; returns how many it keeps.
+    fn trim(ctx: &mut LlamaContext<'_>, seq_id: i32, keep: usize) -> usize {
+        let trimmed = ctx.clear_kv_cache_seq(Some(seq_id as u32), Some(keep as u32), None);
+        if matches!(trimmed, Ok(true)) {
+            keep
+        } else {
+            // Some models cannot drop part of a sequence; start it afresh.
+            let _ = ctx.clear_kv_cache_seq(Some(seq_id as u32), None, None);
+            0
+        }
+    }
+
+    /// In a shared buffer, frees idle sequences' cells, least recently used first, until the
+    /// running requests' reservations and the idle prefixes fit (counting shared cells once per
+    /// holder, so it errs towards room).
+    fn make_room(&mut self, ctx: &mut LlamaContext<'_>) {
+        loop {
+            let held: usize = self.reserved.iter().sum::<usize>()
+                + self.cached.iter().map(Vec::len).sum::<usize>();
+            if held <= self.capacity {
+                return;
+            }
+            let Some(&victim) = self
+                .free
+                .iter()
+                .filter(|&&seq| !self.cached[seq as usize].is_empty())
+                .min_by_key(|&&seq| self.returned_at[seq as usize])
+            else {
+                return;
+            };
+            let _ = ctx.clear_kv_cache_seq(Some(victim as u32), None, None);
+            self.cached[victim as usize].clear();
+        }
     }
 
     /// Index in `free` of the sequence given back longest ago.
@@ -162,6 +256,7 @@ impl SeqPool {
     ) {
         self.clock += 1;
         self.returned_at[seq_id as usize] = self.clock;
+        self.reserved[seq_id as usize] = 0;
         match history.filter(|_| self.reuse) {
             Some(tokens) => self.cached[seq_id as usize] = tokens,
             None => {

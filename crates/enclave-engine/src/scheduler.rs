@@ -73,10 +73,11 @@ impl Reply {
 
 pub(crate) struct SchedulerSetup {
     pub model: Arc<LlamaModel>,
-    /// Keep finished sequences' KV cells for later prompts with the same beginning, and copy a
-    /// busy sequence's prefix into a new one. Only with per-sequence KV buffers: in a shared
-    /// one, idle cells would crowd out live sequences.
+    /// Keep finished sequences' KV cells for later prompts with the same beginning, and start
+    /// new ones from a busy sequence's prefix.
     pub reuse_prefixes: bool,
+    /// One KV buffer shared by all sequences (else one per sequence).
+    pub unified_kv: bool,
     /// Most tokens a slot guesses per step (0: no speculation).
     pub draft_max: usize,
     pub ctx_params: LlamaContextParams,
@@ -205,7 +206,13 @@ pub(crate) fn run(
     let _ = ready.send(Ok(()));
 
     let n_vocab = setup.model.n_vocab();
-    let mut pool = SeqPool::new(setup.parallel, setup.reuse_prefixes);
+    let capacity = (setup.parallel * setup.context_per_sequence) as usize;
+    let mut pool = SeqPool::new(
+        setup.parallel,
+        setup.reuse_prefixes,
+        setup.unified_kv,
+        capacity,
+    );
     let mut slots: Vec<Slot> = Vec::with_capacity(setup.parallel as usize);
     let mut batch = LlamaBatch::new(setup.batch_tokens as usize, 1);
     let counters = Arc::clone(&setup.counters);
@@ -240,7 +247,8 @@ pub(crate) fn run(
                 continue;
             }
             let busy = slots.iter().map(|s| (s.seq_id, s.history.as_slice()));
-            let Some(taken) = pool.take(&mut ctx, &job.prompt, busy) else {
+            let reserve = job.prompt.len() + job.params.max_tokens as usize + setup.draft_max + 1;
+            let Some(taken) = pool.take(&mut ctx, &job.prompt, reserve, busy) else {
                 held.push(job);
                 break;
             };

@@ -370,45 +370,46 @@ fn speculation_and_prefix_reuse_change_no_greedy_answer() {
 /// both differ in the last bits, as any change of batch shape does on llama.cpp's CPU kernels.
 #[test]
 fn prefix_copy_gives_the_same_logits_as_the_cells_it_copies() {
-    let load = || {
-        load_test_model(&GeneratorConfig {
-            draft_max: 0,
-            ..config(2)
-        })
-        .expect("model")
-    };
-    let score = |model: &dyn TextGenerator| {
-        let candidates = model.tokenize(" The Enclave document copy", false);
-        model
-            .score_next(copy_prompt(model, ENDINGS[0]), candidates)
-            .expect("score")
-            .blocking_recv()
-            .expect("answer")
-            .expect("scores")
-    };
-    // Idle cells taken over: the prompt scored twice, the second time from the first's cells.
-    let idle = load();
-    score(&idle);
-    let taken_over = score(&idle);
-    assert_eq!(idle.stats().prefix_copies, 0);
-    // Copied cells: the same prompt generating on another sequence while it is scored.
-    let busy_model = load();
-    let busy_params = SamplingParams {
-        ignore_eos: true,
-        ..greedy(200)
-    };
-    let mut busy = busy_model
-        .submit(copy_prompt(&busy_model, ENDINGS[0]), busy_params)
-        .expect("submit");
-    assert!(matches!(busy.blocking_recv(), Some(GenEvent::Text { .. })));
-    let copied = score(&busy_model);
-    assert_eq!(
-        busy_model.stats().prefix_copies,
-        1,
-        "{:?}",
-        busy_model.stats()
-    );
-    assert_eq!(copied, taken_over);
-    drop(busy);
-    wait_idle(&busy_model);
+    for unified_kv in [true, false] {
+        let load = || {
+            load_test_model(&GeneratorConfig {
+                draft_max: 0,
+                unified_kv,
+                ..config(2)
+            })
+            .expect("model")
+        };
+        let score = |model: &dyn TextGenerator| {
+            let candidates = model.tokenize(" The Enclave document copy", false);
+            model
+                .score_next(copy_prompt(model, ENDINGS[0]), candidates)
+                .expect("score")
+                .blocking_recv()
+                .expect("answer")
+                .expect("scores")
+        };
+        // Idle cells: the prompt scored twice, the second time from the first's cells.
+        let idle = load();
+        let prompt_len = copy_prompt(&idle, ENDINGS[0]).len() as u64;
+        score(&idle);
+        let from_idle = score(&idle);
+        let stats = idle.stats();
+        assert_eq!(stats.reused_prompt_tokens, prompt_len - 1, "{stats:?}");
+        // Busy cells: the same prompt generating on another sequence while it is scored.
+        let busy_model = load();
+        let busy_params = SamplingParams {
+            ignore_eos: true,
+            ..greedy(200)
+        };
+        let mut busy = busy_model
+            .submit(copy_prompt(&busy_model, ENDINGS[0]), busy_params)
+            .expect("submit");
+        assert!(matches!(busy.blocking_recv(), Some(GenEvent::Text { .. })));
+        let from_busy = score(&busy_model);
+        let stats = busy_model.stats();
+        assert_eq!(stats.prefix_copies, 1, "{stats:?}");
+        assert_eq!(from_busy, from_idle, "unified KV: {unified_kv}");
+        drop(busy);
+        wait_idle(&busy_model);
+    }
 }
