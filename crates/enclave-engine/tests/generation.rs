@@ -413,3 +413,57 @@ fn prefix_copy_gives_the_same_logits_as_the_cells_it_copies() {
         wait_idle(&busy_model);
     }
 }
+
+#[test]
+#[ignore]
+fn xprobe_ttft() {
+    let model = load_test_model(&GeneratorConfig {
+        context_per_sequence: 2504,
+        ..config(8)
+    })
+    .expect("model");
+    let doc: String = (0..27).map(|i| format!("Section {i}: The finance team must review every open invoice each Monday and send a short summary to the regional director, so that late payments do not incur penalties. Exceptions need written approval from the compliance officer and are recorded in register 104-27.\n")).collect();
+    let t0 = std::time::Instant::now();
+    let streams: Vec<_> = (0..4)
+        .map(|i| {
+            let p = chat_prompt_messages(
+                &model,
+                &[
+                    ChatMessage::new("system", format!("Request {i}. {doc}")),
+                    ChatMessage::new("user", "Quote section 1."),
+                ],
+            );
+            eprintln!("prompt {}", p.len());
+            model
+                .submit(
+                    p,
+                    SamplingParams {
+                        ignore_eos: true,
+                        ..greedy(50)
+                    },
+                )
+                .unwrap()
+        })
+        .collect();
+    let handles: Vec<_> = streams
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut s)| {
+            std::thread::spawn(move || {
+                let mut first = None;
+                while let Some(e) = s.blocking_recv() {
+                    if first.is_none() {
+                        first = Some(t0.elapsed());
+                    }
+                    if matches!(e, GenEvent::Done { .. }) {
+                        break;
+                    }
+                }
+                eprintln!("stream {i}: first {:?} done {:?}", first, t0.elapsed());
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+}

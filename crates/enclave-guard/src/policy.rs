@@ -188,6 +188,11 @@ impl Policy {
         out
     }
 
+    /// Whether any rule has its own patterns or terms (whose values may span anything).
+    pub fn has_custom_detectors(&self) -> bool {
+        self.rules.iter().any(|r| r.custom.is_some())
+    }
+
     /// The longest literal a term list can match, so the stream holds back at least that much.
     pub fn longest_term(&self) -> usize {
         self.rules
