@@ -20,7 +20,7 @@ use crate::generator::{EngineStats, FinishReason, GenEvent, Scores};
 use crate::llama_sampler::build_sampler;
 use crate::prefix_cache::{common_prefix, SeqPool, MIN_SHARED_TO_WAIT};
 use crate::sampling::SamplingParams;
-use crate::speculate::{self, DraftLength};
+use crate::speculate::{self, Acceptance, Candidate, CostModel};
 use crate::text::{StopMatcher, Utf8Assembler};
 
 pub(crate) struct Job {
@@ -138,7 +138,7 @@ struct Slot {
     logits_at: Option<i32>,
     /// Tokens guessed to follow `next_token`, in the current batch right after it.
     draft: Vec<LlamaToken>,
-    draft_length: DraftLength,
+    acceptance: Acceptance,
     generated: u32,
     max_tokens: u32,
     ignore_eos: bool,
@@ -217,6 +217,7 @@ pub(crate) fn run(
     let mut batch = LlamaBatch::new(setup.batch_tokens as usize, 1);
     let counters = Arc::clone(&setup.counters);
 
+    let mut cost = CostModel::default();
     // Jobs held back until a running slot has computed the prefix they share with it.
     let mut held: Vec<Job> = Vec::new();
     loop {
@@ -269,7 +270,7 @@ pub(crate) fn run(
                 next_token: None,
                 logits_at: None,
                 draft: Vec::new(),
-                draft_length: DraftLength::new(setup.draft_max),
+                acceptance: Acceptance::default(),
                 generated: 0,
                 max_tokens: job.params.max_tokens,
                 ignore_eos: job.params.ignore_eos,
@@ -295,11 +296,14 @@ pub(crate) fn run(
             continue;
         }
 
-        fill_batch(&mut batch, &mut slots, &setup);
+        fill_batch(&mut batch, &mut slots, &setup, cost.fixed_per_row());
         if batch.n_tokens() == 0 {
             continue;
         }
-        if let Err(err) = ctx.decode(&mut batch) {
+        let started = std::time::Instant::now();
+        let outcome = ctx.decode(&mut batch);
+        cost.observe(batch.n_tokens() as usize, started.elapsed().as_secs_f64());
+        if let Err(err) = outcome {
             // A failed forward pass leaves the KV state of every sequence in it unknown.
             for mut slot in slots.drain(..) {
                 slot.reply.fail(format!("decode failed: {err}"));
@@ -336,17 +340,43 @@ fn shares_a_prefix_being_computed(prompt: &[LlamaToken], slots: &[Slot], pool: &
 }
 
 /// Each generating slot's next token and its guesses first (latency), then prompt chunks in
-/// admission order.
-fn fill_batch(batch: &mut LlamaBatch, slots: &mut [Slot], setup: &SchedulerSetup) {
+/// admission order. `fixed_per_row`: a pass's fixed cost in rows (see `speculate::plan`).
+fn fill_batch(
+    batch: &mut LlamaBatch,
+    slots: &mut [Slot],
+    setup: &SchedulerSetup,
+    fixed_per_row: f64,
+) {
     batch.clear();
     let capacity = setup.batch_tokens as usize;
     // Decode tokens in sequence order: while the set of generating sequences stays the same
     // (and nothing is guessed), every step has the same shape and llama.cpp can reuse its
     // compute graph.
-    let mut decode_order: Vec<usize> = (0..slots.len()).collect();
+    let mut decode_order: Vec<usize> = (0..slots.len())
+        .filter(|&i| slots[i].next_token.is_some())
+        .collect();
     decode_order.sort_by_key(|&i| slots[i].seq_id);
-    let generating = slots.iter().filter(|s| s.next_token.is_some()).count();
-    for i in decode_order {
+    let mut lookups: Vec<Vec<LlamaToken>> = decode_order
+        .iter()
+        .map(|&i| guesses(&slots[i], setup))
+        .collect();
+    if lookups.iter().any(|g| !g.is_empty()) {
+        let prompt_rows: usize = slots.iter().map(|s| s.prompt.len() - s.prefilled).sum();
+        let rows = decode_order.len() + prompt_rows.min(capacity);
+        let candidates: Vec<Candidate<'_>> = decode_order
+            .iter()
+            .zip(&lookups)
+            .map(|(&i, guesses)| Candidate {
+                guesses,
+                acceptance: &slots[i].acceptance,
+            })
+            .collect();
+        let lengths = speculate::plan(&candidates, rows, fixed_per_row);
+        for (guesses, length) in lookups.iter_mut().zip(lengths) {
+            guesses.truncate(length);
+        }
+    }
+    for (&i, guesses) in decode_order.iter().zip(lookups) {
         let slot = &mut slots[i];
         let Some(token) = slot.next_token.take() else {
             continue;
@@ -358,7 +388,7 @@ fn fill_batch(batch: &mut LlamaBatch, slots: &mut [Slot], setup: &SchedulerSetup
         slot.logits_at = Some(batch.n_tokens() - 1);
         slot.n_past += 1;
         slot.history.push(token);
-        slot.draft = guesses(slot, token, setup, capacity / generating.max(1));
+        slot.draft = guesses;
         for (offset, &guess) in slot.draft.iter().enumerate() {
             let position = slot.n_past + offset as i32;
             if batch.add(guess, position, &[slot.seq_id], true).is_err() {
@@ -393,32 +423,21 @@ fn fill_batch(batch: &mut LlamaBatch, slots: &mut [Slot], setup: &SchedulerSetup
     }
 }
 
-/// Tokens guessed to follow `token` (just added at `n_past - 1`), within the slot's draft length,
-/// its remaining answer and context, and `room` (its share of the batch, with `token`).
-fn guesses(
-    slot: &mut Slot,
-    token: LlamaToken,
-    setup: &SchedulerSetup,
-    room: usize,
-) -> Vec<LlamaToken> {
+/// The tokens a generating slot could guess after its next token (looked up in its prompt and
+/// answer), within its remaining answer and context.
+fn guesses(slot: &Slot, setup: &SchedulerSetup) -> Vec<LlamaToken> {
+    let Some(token) = slot.next_token else {
+        return Vec::new();
+    };
     if setup.draft_max == 0 || !matches!(slot.reply, Reply::Stream(_)) {
         return Vec::new();
     }
     let answer_left = slot.max_tokens.saturating_sub(slot.generated + 1) as usize;
+    // The token goes at `n_past`, its guesses after it.
     let context_left =
-        (setup.context_per_sequence as usize).saturating_sub(slot.n_past as usize + 1);
-    let max = slot
-        .draft_length
-        .budget()
-        .min(answer_left)
-        .min(context_left)
-        .min(room.saturating_sub(1));
-    // `history` already ends with `token`; the lookup takes the two apart.
-    let (last, before) = match slot.history.split_last() {
-        Some((&last, before)) if last == token => (last, before),
-        _ => return Vec::new(),
-    };
-    speculate::draft(before, last, max)
+        (setup.context_per_sequence as usize).saturating_sub(slot.n_past as usize + 2);
+    let max = setup.draft_max.min(answer_left).min(context_left);
+    speculate::draft(&slot.history, token, max)
 }
 
 /// Samples the slot's next tokens if this batch produced logits for it: the token after the one
@@ -472,7 +491,7 @@ fn sample_step(
         // Drop the cells of the guesses that were not taken.
         let _ = ctx.clear_kv_cache_seq(Some(slot.seq_id as u32), Some(slot.n_past as u32), None);
     }
-    slot.draft_length.record(draft.len(), accepted);
+    slot.acceptance.record(draft.len(), accepted);
     let counters = &setup.counters;
     Counters::add(&counters.drafted_tokens, draft.len());
     Counters::add(&counters.accepted_tokens, accepted);

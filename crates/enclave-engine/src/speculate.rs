@@ -2,7 +2,8 @@
 //! the sequence's last few tokens earlier in its own prompt or output and proposing what
 //! followed them there. Grounded answers quote their documents, so such guesses are often right;
 //! the scheduler checks a slot's guesses in the same forward pass as its next token and keeps the
-//! agreeing prefix (see `scheduler`).
+//! agreeing prefix (see `scheduler`). How many guesses go into a pass is planned from each
+//! slot's acceptance and what a row costs against a whole pass, timed online (`plan`).
 //!
 //! Lossless: a guess is accepted only when the slot's own sampler, run on the model's logits at
 //! that position, picks exactly the guessed token. Under greedy decoding that is the argmax, so
@@ -42,61 +43,163 @@ pub(crate) fn draft(history: &[LlamaToken], last: LlamaToken, max: usize) -> Vec
     Vec::new()
 }
 
-/// Per-slot draft length that follows the slot's acceptance: doubles while every guess is
-/// taken, shrinks to just past the last agreeing position when one is not, and pauses drafting
-/// for a while after repeated outright misses (so a slot whose text does not quote anything
-/// costs nothing extra).
+/// How often a slot's guesses hold: hits over trials (a guess is tried only if those before it
+/// held), decayed so the estimate follows what the slot is writing now, blended with an even
+/// prior so a new slot starts by trying a few guesses.
 #[derive(Debug, Clone)]
-pub(crate) struct DraftLength {
-    len: usize,
-    max: usize,
-    misses: u32,
-    paused: u32,
+pub(crate) struct Acceptance {
+    hits: f32,
+    trials: f32,
+    /// Steps since the slot last had a guess checked.
+    idle: u32,
 }
 
-const START_LEN: usize = 4;
-const MISSES_BEFORE_PAUSE: u32 = 3;
-const PAUSE_STEPS: u32 = 8;
+const PRIOR_RATE: f32 = 0.6;
+const PRIOR_WEIGHT: f32 = 2.0;
+const DECAY: f32 = 0.85;
+/// A slot whose estimate keeps it from guessing gets one guess checked this often, so a slot
+/// that starts quoting is noticed.
+const PROBE_EVERY: u32 = 16;
 
-impl DraftLength {
-    pub(crate) fn new(max: usize) -> Self {
+impl Default for Acceptance {
+    fn default() -> Self {
         Self {
-            len: START_LEN.min(max),
-            max,
-            misses: 0,
-            paused: 0,
+            hits: 0.0,
+            trials: 0.0,
+            idle: 0,
         }
     }
+}
 
-    /// Tokens this step may draft (0 while paused).
-    pub(crate) fn budget(&mut self) -> usize {
-        if self.paused > 0 {
-            self.paused -= 1;
-            return 0;
-        }
-        self.len
+impl Acceptance {
+    /// The chance that a guess holds, given that those before it did.
+    pub(crate) fn rate(&self) -> f32 {
+        (self.hits + PRIOR_RATE * PRIOR_WEIGHT) / (self.trials + PRIOR_WEIGHT)
     }
 
-    /// Records a verified draft of `drafted` tokens of which the first `accepted` were taken.
+    /// Records a checked draft of `drafted` guesses of which the first `accepted` held.
     pub(crate) fn record(&mut self, drafted: usize, accepted: usize) {
         if drafted == 0 {
+            self.idle = self.idle.saturating_add(1);
             return;
         }
-        if accepted == drafted {
-            self.len = (self.len * 2).min(self.max);
-            self.misses = 0;
-        } else if accepted == 0 {
-            self.len = (self.len / 2).max(1);
-            self.misses += 1;
-            if self.misses >= MISSES_BEFORE_PAUSE {
-                self.misses = 0;
-                self.paused = PAUSE_STEPS;
-            }
-        } else {
-            self.len = (accepted + 1).clamp(1, self.max);
-            self.misses = 0;
+        self.idle = 0;
+        // Decayed per guess tried, so a long run of taken guesses weighs no more than a few
+        // recent misses.
+        let tried = (accepted + 1).min(drafted);
+        let keep = DECAY.powi(tried as i32);
+        self.hits = self.hits * keep + accepted as f32;
+        self.trials = self.trials * keep + tried as f32;
+    }
+
+    fn due_for_probe(&self) -> bool {
+        self.idle >= PROBE_EVERY
+    }
+}
+
+/// What a forward pass costs: a fixed part (reading the weights, launching the graph) and a
+/// part per token row, fitted online from the passes the scheduler times. Only their ratio
+/// matters for planning guesses: how many rows one pass's fixed cost is worth.
+#[derive(Debug, Clone)]
+pub(crate) struct CostModel {
+    // Exponentially weighted sums for a least-squares line `seconds = fixed + per_row * rows`.
+    w: f64,
+    x: f64,
+    y: f64,
+    xx: f64,
+    xy: f64,
+}
+
+/// The ratio assumed until passes of different sizes have been timed (two CPU cores: a pass's
+/// fixed part is worth about one and a half rows).
+const PRIOR_FIXED_PER_ROW: f64 = 1.5;
+const COST_DECAY: f64 = 0.99;
+
+impl Default for CostModel {
+    fn default() -> Self {
+        Self {
+            w: 0.0,
+            x: 0.0,
+            y: 0.0,
+            xx: 0.0,
+            xy: 0.0,
         }
     }
+}
+
+impl CostModel {
+    pub(crate) fn observe(&mut self, rows: usize, seconds: f64) {
+        let rows = rows as f64;
+        self.w = self.w * COST_DECAY + 1.0;
+        self.x = self.x * COST_DECAY + rows;
+        self.y = self.y * COST_DECAY + seconds;
+        self.xx = self.xx * COST_DECAY + rows * rows;
+        self.xy = self.xy * COST_DECAY + rows * seconds;
+    }
+
+    /// A pass's fixed cost in rows.
+    pub(crate) fn fixed_per_row(&self) -> f64 {
+        if self.w < 8.0 {
+            return PRIOR_FIXED_PER_ROW;
+        }
+        let mean_x = self.x / self.w;
+        let mean_y = self.y / self.w;
+        let var = self.xx / self.w - mean_x * mean_x;
+        if var < 1.0 {
+            return PRIOR_FIXED_PER_ROW;
+        }
+        let per_row = (self.xy / self.w - mean_x * mean_y) / var;
+        let fixed = mean_y - per_row * mean_x;
+        if per_row <= 0.0 || fixed <= 0.0 {
+            return PRIOR_FIXED_PER_ROW;
+        }
+        (fixed / per_row).clamp(0.25, 64.0)
+    }
+}
+
+/// One generating slot's candidate guesses for this step and its acceptance.
+pub(crate) struct Candidate<'a> {
+    pub guesses: &'a [LlamaToken],
+    pub acceptance: &'a Acceptance,
+}
+
+/// How many of each candidate's guesses go into this step's pass. A guess is worth its chance
+/// of being kept (the product of its slot's rate over it and the guesses before it); it costs
+/// one row. Guesses are added best first while a guess is worth more than what a row earns on
+/// average in this pass: (tokens + other rows' work) / (the pass's fixed cost in rows + rows).
+/// `rows`: the rows the pass has anyway (one per generating slot plus prompt chunks), each
+/// counted as one unit of work.
+pub(crate) fn plan(candidates: &[Candidate<'_>], rows: usize, fixed_per_row: f64) -> Vec<usize> {
+    let mut lengths = vec![0usize; candidates.len()];
+    // (worth, slot, depth) for every guess; a slot's guesses are taken in order, which their
+    // falling worth guarantees.
+    let mut options: Vec<(f64, usize)> = Vec::new();
+    for (i, c) in candidates.iter().enumerate() {
+        let rate = f64::from(c.acceptance.rate());
+        let mut worth = 1.0;
+        for _ in c.guesses {
+            worth *= rate;
+            options.push((worth, i));
+        }
+    }
+    options.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let mut work = rows as f64;
+    let mut total_rows = rows as f64;
+    for (worth, slot) in options {
+        if worth <= work / (fixed_per_row + total_rows) {
+            break;
+        }
+        lengths[slot] += 1;
+        work += worth;
+        total_rows += 1.0;
+    }
+    // Slots kept from guessing for a while try one guess.
+    for (i, c) in candidates.iter().enumerate() {
+        if lengths[i] == 0 && !c.guesses.is_empty() && c.acceptance.due_for_probe() {
+            lengths[i] = 1;
+        }
+    }
+    lengths
 }
 
 #[cfg(test)]
@@ -137,25 +240,72 @@ mod tests {
     }
 
     #[test]
-    fn draft_length_follows_acceptance() {
-        let mut length = DraftLength::new(16);
-        assert_eq!(length.budget(), 4);
-        length.record(4, 4);
-        assert_eq!(length.budget(), 8);
-        length.record(8, 8);
-        length.record(16, 16);
-        assert_eq!(length.budget(), 16);
-        length.record(16, 5);
-        assert_eq!(length.budget(), 6);
-        for _ in 0..MISSES_BEFORE_PAUSE {
-            length.record(1, 0);
+    fn acceptance_follows_what_the_slot_writes() {
+        let mut a = Acceptance::default();
+        assert!((a.rate() - PRIOR_RATE).abs() < 1e-6);
+        for _ in 0..10 {
+            a.record(8, 8);
         }
-        for _ in 0..PAUSE_STEPS {
-            assert_eq!(length.budget(), 0);
+        assert!(a.rate() > 0.85, "{}", a.rate());
+        for _ in 0..5 {
+            a.record(4, 0);
         }
-        assert_eq!(length.budget(), 1);
-        // Nothing drafted changes nothing.
-        length.record(0, 0);
-        assert_eq!(length.budget(), 1);
+        assert!(a.rate() < 0.6, "{}", a.rate());
+        for _ in 0..25 {
+            a.record(4, 0);
+        }
+        assert!(a.rate() < 0.2, "{}", a.rate());
+    }
+
+    #[test]
+    fn cost_model_fits_fixed_and_per_row_parts() {
+        let mut cost = CostModel::default();
+        assert_eq!(cost.fixed_per_row(), PRIOR_FIXED_PER_ROW);
+        // 6 ms fixed, 2 ms per row.
+        for rows in [1usize, 4, 8, 2, 17, 9, 1, 3, 12, 5] {
+            cost.observe(rows, 0.006 + 0.002 * rows as f64);
+        }
+        assert!(
+            (cost.fixed_per_row() - 3.0).abs() < 0.01,
+            "{}",
+            cost.fixed_per_row()
+        );
+    }
+
+    #[test]
+    fn plan_guesses_more_when_rows_are_cheap_and_guesses_hold() {
+        let guesses = toks(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]);
+        let mut sure = Acceptance::default();
+        for _ in 0..20 {
+            sure.record(8, 8);
+        }
+        let mut unsure = Acceptance::default();
+        for _ in 0..20 {
+            unsure.record(4, 0);
+        }
+        let one = |acceptance: &Acceptance, rows, fixed| {
+            plan(
+                &[Candidate {
+                    guesses: &guesses,
+                    acceptance,
+                }],
+                rows,
+                fixed,
+            )[0]
+        };
+        // A lone slot whose guesses hold: many when a pass's fixed cost dominates (memory-bound),
+        // fewer when rows cost as much (compute-bound), none when guesses fail.
+        let memory_bound = one(&sure, 1, 40.0);
+        let compute_bound = one(&sure, 1, 1.5);
+        assert!(memory_bound >= 12, "{memory_bound}");
+        assert!(
+            (2..memory_bound).contains(&compute_bound),
+            "{compute_bound}"
+        );
+        assert_eq!(one(&unsure, 1, 1.5), 0);
+        // Eight slots share the pass: each guess must beat what eight rows already earn.
+        assert!(one(&sure, 8, 1.5) < compute_bound);
+        // A pass that is mostly a prompt chunk takes no guesses.
+        assert_eq!(one(&sure, 1500, 1.5), 0);
     }
 }

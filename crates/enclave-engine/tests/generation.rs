@@ -282,10 +282,49 @@ const ENDINGS: [&str; 4] = [
 /// A raw prompt that a small model continues by copying PASSAGE from `ending` on (induction
 /// heads make such copies confident, so the answer does not hang on last-bit differences).
 fn copy_prompt(model: &dyn TextGenerator, ending: &str) -> Vec<u32> {
-    model.tokenize(
-        &format!("Text: {PASSAGE}\n\nThe same text again, word for word: {ending}"),
-        true,
-    )
+    model.tokenize(&copy_text(ending), true)
+}
+
+fn copy_text(ending: &str) -> String {
+    format!("Text: {PASSAGE}\n\nThe same text again, word for word: {ending}")
+}
+
+/// `a` and `b`, two greedy answers to `prompt`, are equal, or part where the model's top two
+/// next tokens are within `margin` of each other: llama.cpp's CPU kernels change the last bits
+/// of logits with the shape of the batch a row is computed in (measured on this model: up to
+/// 0.5 between a prompt computed whole and one started from reused cells), so a near-tie can
+/// break either way under any change of batching. A wrong token accepted from a guess would
+/// part where the model prefers one token clearly.
+fn assert_same_or_near_tie(model: &dyn TextGenerator, prompt: &str, a: &str, b: &str) {
+    if a == b {
+        return;
+    }
+    let common = a
+        .char_indices()
+        .zip(b.chars())
+        .find(|((_, x), y)| x != y)
+        .map_or(a.len().min(b.len()), |((i, _), _)| i);
+    // Back to a word boundary, so both continuations start with a whole token.
+    let cut = a[..common].rfind(' ').unwrap_or(0);
+    let first = |rest: &str| model.tokenize(rest, false).first().copied();
+    let (Some(ta), Some(tb)) = (first(&a[cut..]), first(&b[cut..])) else {
+        return;
+    };
+    if ta == tb {
+        return;
+    }
+    let context = model.tokenize(&format!("{prompt}{}", &a[..cut]), true);
+    let scores = model
+        .score_next(context, vec![ta, tb])
+        .expect("score")
+        .blocking_recv()
+        .expect("answer")
+        .expect("scores");
+    let gap = (scores[0] - scores[1]).abs();
+    assert!(
+        gap < 1.0,
+        "answers part where the model is sure (gap {gap}):\n{a}\n{b}"
+    );
 }
 
 /// Asks each document to be copied: the first alone until it is generating (so its KV cells
@@ -315,12 +354,11 @@ fn copy_round(model: &dyn TextGenerator) -> Vec<String> {
 }
 
 /// Greedy answers with speculation and prefix reuse on (the default) equal those with both off,
-/// on concurrent sequences that copy their documents (long guesses taken, prefixes copied from a
-/// busy sequence and taken over from idle ones). Copying is decided by wide logit margins:
-/// llama.cpp's CPU kernels change the last bits of logits with the batch's shape (a row alone
-/// and a row among several take different matrix kernels), so near-ties may break differently
-/// under any change of batching, speculation or not; `prefix_copy_gives_the_same_logits`
-/// checks the reused cells themselves.
+/// on concurrent sequences that copy their documents (long guesses taken, prefixes shared from
+/// a busy sequence and from idle ones), up to near-ties (`assert_same_or_near_tie`; answers run
+/// alone are compared exactly in `speculation_alone_changes_no_greedy_answer`);
+/// `prefix_copy_gives_the_same_logits_as_the_cells_it_copies` checks the reused cells
+/// themselves.
 #[test]
 fn speculation_and_prefix_reuse_change_no_greedy_answer() {
     let plain = load_test_model(&GeneratorConfig {
@@ -330,11 +368,11 @@ fn speculation_and_prefix_reuse_change_no_greedy_answer() {
     })
     .expect("model");
     let fast = load_test_model(&config(4)).expect("model");
-    for round in 0..2 {
+    for _ in 0..2 {
         let expected = copy_round(&plain);
         let got = copy_round(&fast);
         for ((want, have), ending) in expected.iter().zip(&got).zip(ENDINGS) {
-            assert_eq!(want, have, "round {round}: {ending}");
+            assert_same_or_near_tie(&plain, &copy_text(ending), want, have);
             assert!(
                 PASSAGE.contains(want.get(..40).unwrap_or(want)),
                 "not a copy: {want}"
@@ -466,4 +504,33 @@ fn xprobe_ttft() {
     for h in handles {
         h.join().unwrap();
     }
+}
+
+/// Run alone (one request at a time, no prefix reuse), greedy answers are the same token for
+/// token with speculation on and off.
+#[test]
+fn speculation_alone_changes_no_greedy_answer() {
+    let load = |draft_max| {
+        load_test_model(&GeneratorConfig {
+            draft_max,
+            prefix_reuse: false,
+            ..config(1)
+        })
+        .expect("model")
+    };
+    let (plain, fast) = (load(0), load(16));
+    for ending in ENDINGS {
+        let run = |model: &dyn TextGenerator| {
+            collect(
+                model
+                    .submit(copy_prompt(model, ending), greedy(80))
+                    .expect("submit"),
+            )
+            .0
+        };
+        assert_eq!(run(&plain), run(&fast), "{ending}");
+    }
+    let saved = fast.stats();
+    assert!(saved.accepted_tokens > 0, "{saved:?}");
+    assert!(saved.decode_steps < saved.generated_tokens, "{saved:?}");
 }
