@@ -99,6 +99,8 @@ pub(crate) struct Counters {
     drafted_tokens: AtomicU64,
     accepted_tokens: AtomicU64,
     decode_steps: AtomicU64,
+    /// `f64` bits.
+    pass_fixed_cost_rows: AtomicU64,
 }
 
 impl Counters {
@@ -116,6 +118,7 @@ impl Counters {
             drafted_tokens: get(&self.drafted_tokens),
             accepted_tokens: get(&self.accepted_tokens),
             decode_steps: get(&self.decode_steps),
+            pass_fixed_cost_rows: f64::from_bits(get(&self.pass_fixed_cost_rows)),
         }
     }
 }
@@ -296,13 +299,21 @@ pub(crate) fn run(
             continue;
         }
 
-        fill_batch(&mut batch, &mut slots, &setup, cost.fixed_per_row());
+        let prompt_rows = fill_batch(&mut batch, &mut slots, &setup, cost.fixed_per_row());
         if batch.n_tokens() == 0 {
             continue;
         }
         let started = std::time::Instant::now();
         let outcome = ctx.decode(&mut batch);
-        cost.observe(batch.n_tokens() as usize, started.elapsed().as_secs_f64());
+        // Timed on passes without prompt chunks: those are what guesses are weighed against,
+        // and a chunk's rows (attending to long prompts) would skew the per-row cost.
+        if prompt_rows == 0 {
+            cost.observe(batch.n_tokens() as usize, started.elapsed().as_secs_f64());
+            let ratio = cost.fixed_per_row().to_bits();
+            counters
+                .pass_fixed_cost_rows
+                .store(ratio, Ordering::Relaxed);
+        }
         if let Err(err) = outcome {
             // A failed forward pass leaves the KV state of every sequence in it unknown.
             for mut slot in slots.drain(..) {
@@ -340,13 +351,14 @@ fn shares_a_prefix_being_computed(prompt: &[LlamaToken], slots: &[Slot], pool: &
 }
 
 /// Each generating slot's next token and its guesses first (latency), then prompt chunks in
-/// admission order. `fixed_per_row`: a pass's fixed cost in rows (see `speculate::plan`).
+/// admission order; returns the number of prompt rows. `fixed_per_row`: a pass's fixed cost in
+/// rows (see `speculate::plan`).
 fn fill_batch(
     batch: &mut LlamaBatch,
     slots: &mut [Slot],
     setup: &SchedulerSetup,
     fixed_per_row: f64,
-) {
+) -> usize {
     batch.clear();
     let capacity = setup.batch_tokens as usize;
     // Decode tokens in sequence order: while the set of generating sequences stays the same
@@ -397,12 +409,14 @@ fn fill_batch(
             }
         }
     }
+    let mut prompt_rows = 0;
     for slot in slots.iter_mut() {
         let remaining = slot.prompt.len() - slot.prefilled;
         let room = capacity.saturating_sub(batch.n_tokens() as usize);
         if remaining == 0 || room == 0 {
             continue;
         }
+        prompt_rows += remaining.min(room);
         let take = remaining.min(room);
         for offset in 0..take {
             let index = slot.prefilled + offset;
@@ -421,6 +435,7 @@ fn fill_batch(
         }
         slot.prefilled += take;
     }
+    prompt_rows
 }
 
 /// The tokens a generating slot could guess after its next token (looked up in its prompt and

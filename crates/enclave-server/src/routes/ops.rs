@@ -74,6 +74,7 @@ fn engine_stats(stats: &enclave_engine::EngineStats) -> Value {
         "accepted_tokens": stats.accepted_tokens,
         "acceptance_rate": rate(stats.accepted_tokens, stats.drafted_tokens),
         "decode_steps": stats.decode_steps,
+        "pass_fixed_cost_rows": (stats.pass_fixed_cost_rows * 100.0).round() / 100.0,
     })
 }
 
