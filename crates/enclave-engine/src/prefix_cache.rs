@@ -34,6 +34,15 @@ pub(crate) struct Taken {
     pub copied: bool,
 }
 
+/// Where a prompt's prefix is held: the free sequence holding most of it (its index in the free
+/// list, and how many tokens), and the busy sequence holding most of it.
+#[derive(Clone, Copy)]
+struct Holders {
+    best_free_at: usize,
+    best_free: usize,
+    busy: Option<(i32, usize)>,
+}
+
 pub(crate) struct SeqPool {
     free: Vec<i32>,
     /// Per sequence id: the tokens its KV cells hold while it is idle.
@@ -123,10 +132,15 @@ impl SeqPool {
         } else {
             None
         };
+        let holders = Holders {
+            best_free_at,
+            best_free,
+            busy,
+        };
         let taken = if self.unified {
-            self.take_shared(ctx, best_free_at, best_free, busy)
+            self.take_shared(ctx, holders)
         } else {
-            self.take_own(ctx, best_free_at, best_free, busy)
+            self.take_own(ctx, holders)
         };
         self.cached[taken.seq_id as usize].clear();
         self.reserved[taken.seq_id as usize] = reserve;
@@ -138,13 +152,12 @@ impl SeqPool {
 
     /// One buffer per sequence: an idle sequence holding a useful prefix is taken over; a busy
     /// one's buffer is copied whole (llama.cpp cannot copy part of one) when that gains enough.
-    fn take_own(
-        &mut self,
-        ctx: &mut LlamaContext<'_>,
-        best_free_at: usize,
-        best_free: usize,
-        busy: Option<(i32, usize)>,
-    ) -> Taken {
+    fn take_own(&mut self, ctx: &mut LlamaContext<'_>, holders: Holders) -> Taken {
+        let Holders {
+            best_free_at,
+            best_free,
+            busy,
+        } = holders;
         let copy_from = busy.filter(|&(_, n)| n >= best_free + MIN_COPY_GAIN);
         let position = match copy_from {
             None if best_free >= MIN_TAKEOVER => best_free_at,
@@ -171,13 +184,12 @@ impl SeqPool {
     /// One shared buffer: the prefix's cells are shared with the sequence that holds them (no
     /// data moves), so an idle holder keeps its whole prefix for later requests too, and the
     /// least recently used free sequence is the one given to the request.
-    fn take_shared(
-        &mut self,
-        ctx: &mut LlamaContext<'_>,
-        best_free_at: usize,
-        best_free: usize,
-        busy: Option<(i32, usize)>,
-    ) -> Taken {
+    fn take_shared(&mut self, ctx: &mut LlamaContext<'_>, holders: Holders) -> Taken {
+        let Holders {
+            best_free_at,
+            best_free,
+            busy,
+        } = holders;
         let source = match busy {
             Some((seq, n)) if n > best_free => Some((seq, n)),
             _ if best_free > 0 => Some((self.free[best_free_at], best_free)),
