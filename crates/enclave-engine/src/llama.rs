@@ -48,7 +48,7 @@ pub struct GeneratorConfig {
     /// acceptance up to this.
     pub draft_max: u32,
     /// Start prompts from KV cells that already hold their beginning (a finished request's, or
-    /// a copy of a busy sequence's). Needs per-sequence KV buffers.
+    /// a busy sequence's, shared or copied; see `prefix_cache`).
     pub prefix_reuse: bool,
 }
 

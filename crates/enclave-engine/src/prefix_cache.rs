@@ -88,14 +88,20 @@ impl SeqPool {
 
     /// Longest prefix of `prompt` an idle sequence holds.
     pub(crate) fn best_cached(&self, prompt: &[LlamaToken]) -> usize {
-        if !self.reuse {
-            return 0;
+        match self.best_free(prompt) {
+            Some((_, n)) if self.reuse => n,
+            _ => 0,
         }
+    }
+
+    /// The free sequence whose cells hold the longest prefix of `prompt`: its index in `free`
+    /// and the prefix's length (None when no sequence is free).
+    fn best_free(&self, prompt: &[LlamaToken]) -> Option<(usize, usize)> {
         self.free
             .iter()
-            .map(|&seq| common_prefix(&self.cached[seq as usize], prompt))
-            .max()
-            .unwrap_or(0)
+            .enumerate()
+            .map(|(i, &seq)| (i, common_prefix(&self.cached[seq as usize], prompt)))
+            .max_by_key(|&(_, n)| n)
     }
 
     /// Longest prefix of `prompt` held by a busy sequence (`busy`: id and the tokens its KV
@@ -120,13 +126,8 @@ impl SeqPool {
     ) -> Option<Taken> {
         // At least one prompt token must run to produce the logits of the next one.
         let usable = |n: usize| n.min(prompt.len().saturating_sub(1));
-        let (best_free_at, best_free) = self
-            .free
-            .iter()
-            .enumerate()
-            .map(|(i, &seq)| (i, usable(common_prefix(&self.cached[seq as usize], prompt))))
-            .max_by_key(|&(_, n)| n)?;
-        let best_free = if self.reuse { best_free } else { 0 };
+        let (best_free_at, best_free) = self.best_free(prompt)?;
+        let best_free = if self.reuse { usable(best_free) } else { 0 };
         let busy = if self.reuse {
             Self::best_busy(prompt, busy).map(|(seq, n)| (seq, usable(n)))
         } else {
@@ -153,14 +154,11 @@ impl SeqPool {
     /// One buffer per sequence: an idle sequence holding a useful prefix is taken over; a busy
     /// one's buffer is copied whole (llama.cpp cannot copy part of one) when that gains enough.
     fn take_own(&mut self, ctx: &mut LlamaContext<'_>, holders: Holders) -> Taken {
-        let Holders {
-            best_free_at,
-            best_free,
-            busy,
-        } = holders;
-        let copy_from = busy.filter(|&(_, n)| n >= best_free + MIN_COPY_GAIN);
+        let copy_from = holders
+            .busy
+            .filter(|&(_, n)| n >= holders.best_free + MIN_COPY_GAIN);
         let position = match copy_from {
-            None if best_free >= MIN_TAKEOVER => best_free_at,
+            None if holders.best_free >= MIN_TAKEOVER => holders.best_free_at,
             _ => self.least_recently_used(),
         };
         let seq_id = self.free.swap_remove(position);
@@ -170,7 +168,7 @@ impl SeqPool {
                 Ok(()) => n,
                 Err(_) => 0,
             },
-            None if position == best_free_at => best_free,
+            None if position == holders.best_free_at => holders.best_free,
             None => 0,
         };
         let reused = Self::trim(ctx, seq_id, reused);
@@ -185,14 +183,11 @@ impl SeqPool {
     /// data moves), so an idle holder keeps its whole prefix for later requests too, and the
     /// least recently used free sequence is the one given to the request.
     fn take_shared(&mut self, ctx: &mut LlamaContext<'_>, holders: Holders) -> Taken {
-        let Holders {
-            best_free_at,
-            best_free,
-            busy,
-        } = holders;
-        let source = match busy {
-            Some((seq, n)) if n > best_free => Some((seq, n)),
-            _ if best_free > 0 => Some((self.free[best_free_at], best_free)),
+        let source = match holders.busy {
+            Some((seq, n)) if n > holders.best_free => Some((seq, n)),
+            _ if holders.best_free > 0 => {
+                Some((self.free[holders.best_free_at], holders.best_free))
+            }
             _ => None,
         };
         // The holder itself is taken only when it is the one to be overwritten anyway.

@@ -218,7 +218,7 @@ pub(crate) fn run(
     );
     let mut slots: Vec<Slot> = Vec::with_capacity(setup.parallel as usize);
     let mut batch = LlamaBatch::new(setup.batch_tokens as usize, 1);
-    let counters = Arc::clone(&setup.counters);
+    let counters = &setup.counters;
 
     let mut cost = CostModel::default();
     // Jobs held back until a running slot has computed the prefix they share with it.
@@ -416,8 +416,8 @@ fn fill_batch(
         if remaining == 0 || room == 0 {
             continue;
         }
-        prompt_rows += remaining.min(room);
         let take = remaining.min(room);
+        prompt_rows += take;
         for offset in 0..take {
             let index = slot.prefilled + offset;
             let last = index + 1 == slot.prompt.len();

@@ -52,7 +52,7 @@ pub(crate) fn draft(history: &[LlamaToken], last: LlamaToken, max: usize) -> Vec
 /// How often a slot's guesses hold: hits over trials (a guess is tried only if those before it
 /// held), decayed so the estimate follows what the slot is writing now, blended with an even
 /// prior so a new slot starts by trying a few guesses.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Acceptance {
     hits: f32,
     trials: f32,
@@ -66,16 +66,6 @@ const DECAY: f32 = 0.97;
 /// A slot whose estimate keeps it from guessing gets one guess checked this often, so a slot
 /// that starts quoting is noticed.
 const PROBE_EVERY: u32 = 16;
-
-impl Default for Acceptance {
-    fn default() -> Self {
-        Self {
-            hits: 0.0,
-            trials: 0.0,
-            idle: 0,
-        }
-    }
-}
 
 impl Acceptance {
     /// The chance that a guess holds, given that those before it did.
@@ -106,7 +96,7 @@ impl Acceptance {
 /// What a forward pass costs: a fixed part (reading the weights, launching the graph) and a
 /// part per token row, fitted online from the passes the scheduler times. Only their ratio
 /// matters for planning guesses: how many rows one pass's fixed cost is worth.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct CostModel {
     // Exponentially weighted sums for a least-squares line `seconds = fixed + per_row * rows`.
     w: f64,
@@ -123,18 +113,6 @@ const PRIOR_FIXED_PER_ROW: f64 = 3.0;
 /// Spread of rows (variance) the timed passes need before the fit replaces the prior.
 const MIN_ROW_VARIANCE: f64 = 4.0;
 const COST_DECAY: f64 = 0.99;
-
-impl Default for CostModel {
-    fn default() -> Self {
-        Self {
-            w: 0.0,
-            x: 0.0,
-            y: 0.0,
-            xx: 0.0,
-            xy: 0.0,
-        }
-    }
-}
 
 impl CostModel {
     pub(crate) fn observe(&mut self, rows: usize, seconds: f64) {
