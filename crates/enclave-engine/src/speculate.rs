@@ -50,8 +50,8 @@ pub(crate) fn draft(history: &[LlamaToken], last: LlamaToken, max: usize) -> Vec
 }
 
 /// How often a slot's guesses hold: hits over trials (a guess is tried only if those before it
-/// held), decayed so the estimate follows what the slot is writing now, blended with an even
-/// prior so a new slot starts by trying a few guesses.
+/// held), decayed so the estimate follows what the slot is writing now, blended with a prior of
+/// 0.6 so a new slot starts by trying a few guesses.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Acceptance {
     hits: f32,
