@@ -41,7 +41,11 @@ if [ ! -x "$SERVER_BIN" ]; then
     SDIST_DIR="$ENCLAVE_HOME/build/llama-cpp-src"
     if [ ! -d "$SDIST_DIR/vendor/llama.cpp" ]; then
       mkdir -p "$SDIST_DIR"
-      python3 -m pip download --no-deps --no-binary :all: "llama-cpp-python==${LLAMA_CPP_PYTHON_VERSION:-0.3.36}" -d "$SDIST_DIR" >&2
+      # Without build isolation pip reads the package's metadata with scikit-build-core instead
+      # of first compiling its build tools (ninja, cmake) from source.
+      python3 -m pip install -q scikit-build-core >&2
+      python3 -m pip download --no-deps --no-binary :all: --no-build-isolation \
+        "llama-cpp-python==${LLAMA_CPP_PYTHON_VERSION:-0.3.36}" -d "$SDIST_DIR" >&2
       tar xzf "$SDIST_DIR"/llama_cpp_python-*.tar.gz -C "$SDIST_DIR" --strip-components=1
     fi
     SRC="$SDIST_DIR/vendor/llama.cpp"

@@ -93,10 +93,10 @@ pub struct EngineArgs {
     /// Requests that may wait for a free slot before the server answers 429.
     #[arg(long, env = "ENCLAVE_MAX_QUEUE", default_value_t = 64)]
     pub max_queue: usize,
-    /// KV cache layout: `unified` (one buffer for all sequences: every step is one pass over
-    /// the weights, prefixes are shared between sequences without copying) or `per-sequence`
-    /// (one buffer each).
-    #[arg(long, env = "ENCLAVE_KV_LAYOUT", default_value = "unified", value_parser = ["unified", "per-sequence"])]
+    /// KV cache layout: `per-sequence` (one buffer each: a token's attention reads only its own
+    /// sequence's cells) or `unified` (one buffer for all sequences: prefixes are shared without
+    /// copying, but every token's attention walks every sequence's cells).
+    #[arg(long, env = "ENCLAVE_KV_LAYOUT", default_value = "per-sequence", value_parser = ["unified", "per-sequence"])]
     pub kv_layout: String,
     /// Most tokens a sequence guesses from its prompt per step and verifies in the same pass
     /// (speculative decoding from the prompt); 0 turns it off.

@@ -38,10 +38,11 @@ pub struct GeneratorConfig {
     pub batch_tokens: u32,
     /// Requests allowed to wait for a free slot.
     pub queue_capacity: usize,
-    /// One KV buffer shared by all sequences instead of one per sequence. llama.cpp runs a
-    /// batch over per-sequence buffers in one pass only when its sequences have consecutive ids
-    /// and equal token counts, which speculation and slots freeing out of order break; a
-    /// shared buffer always takes one pass, and shares prefix cells between sequences.
+    /// One KV buffer shared by all sequences instead of one per sequence. A shared buffer runs
+    /// any batch in one pass and shares prefix cells between sequences, but llama.cpp's CPU
+    /// attention walks every cell of the buffer (masked) for every token, so long contexts and
+    /// idle prefixes slow every step; per-sequence buffers read only their own cells, and the
+    /// scheduler keeps their batches to one pass (see `scheduler::fill_batch`).
     pub unified_kv: bool,
     /// Most tokens a sequence guesses from its prompt per step, verified in the same forward
     /// pass (speculative decoding; 0 turns it off). The length adapts to each sequence's
@@ -60,7 +61,7 @@ impl Default for GeneratorConfig {
             threads: 0,
             batch_tokens: 2048,
             queue_capacity: 64,
-            unified_kv: true,
+            unified_kv: false,
             draft_max: DEFAULT_DRAFT_MAX,
             prefix_reuse: true,
         }

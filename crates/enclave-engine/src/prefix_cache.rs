@@ -15,14 +15,12 @@
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::token::LlamaToken;
 
-/// Shortest shared prefix worth taking over an idle sequence that may hold someone else's longer
-/// prefix (shorter ones are a chat template's opening, common to every prompt).
-const MIN_TAKEOVER: usize = 16;
-/// Shortest gain worth a whole-buffer copy from a busy sequence.
-const MIN_COPY_GAIN: usize = 64;
+/// Shortest gain worth a whole-buffer copy between per-sequence buffers (shorter shared runs
+/// are a chat template's opening, common to every prompt).
+const MIN_COPY_GAIN: usize = 16;
 /// Shortest prefix shared with a prompt still being computed that is worth waiting for (then
-/// copying) rather than computing it a second time alongside.
-pub(crate) const MIN_SHARED_TO_WAIT: usize = MIN_COPY_GAIN;
+/// sharing or copying) rather than computing it a second time alongside.
+pub(crate) const MIN_SHARED_TO_WAIT: usize = 64;
 
 /// Where a new request's sequence came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,7 +139,7 @@ impl SeqPool {
         let taken = if self.unified {
             self.take_shared(ctx, holders)
         } else {
-            self.take_own(ctx, holders)
+            self.take_own(ctx, holders, prompt)
         };
         self.cached[taken.seq_id as usize].clear();
         self.reserved[taken.seq_id as usize] = reserve;
@@ -151,31 +149,49 @@ impl SeqPool {
         Some(taken)
     }
 
-    /// One buffer per sequence: an idle sequence holding a useful prefix is taken over; a busy
-    /// one's buffer is copied whole (llama.cpp cannot copy part of one) when that gains enough.
-    fn take_own(&mut self, ctx: &mut LlamaContext<'_>, holders: Holders) -> Taken {
-        let copy_from = holders
-            .busy
-            .filter(|&(_, n)| n >= holders.best_free + MIN_COPY_GAIN);
-        let position = match copy_from {
-            None if holders.best_free >= MIN_TAKEOVER => holders.best_free_at,
-            _ => self.least_recently_used(),
+    /// One buffer per sequence: the request gets the lowest free id (llama.cpp runs a batch over
+    /// per-sequence buffers in one pass only for consecutive ids, so keeping the busy ones packed
+    /// at the bottom keeps steps to one pass). When another sequence, idle or busy, holds a
+    /// longer prefix than that one's own cells, its buffer is copied whole (llama.cpp cannot
+    /// copy part of one; a few milliseconds, less than computing a dozen prompt tokens).
+    fn take_own(
+        &mut self,
+        ctx: &mut LlamaContext<'_>,
+        holders: Holders,
+        prompt: &[LlamaToken],
+    ) -> Taken {
+        let position = self
+            .free
+            .iter()
+            .enumerate()
+            .min_by_key(|&(_, &seq)| seq)
+            .map_or(0, |(i, _)| i);
+        let seq_id = self.free[position];
+        let own = if self.reuse {
+            common_prefix(&self.cached[seq_id as usize], prompt).min(prompt.len().saturating_sub(1))
+        } else {
+            0
         };
-        let seq_id = self.free.swap_remove(position);
-        let reused = match copy_from {
+        let idle = (self.free[holders.best_free_at], holders.best_free);
+        let source = [holders.busy, Some(idle)]
+            .into_iter()
+            .flatten()
+            .filter(|&(seq, n)| seq != seq_id && n >= own + MIN_COPY_GAIN)
+            .max_by_key(|&(_, n)| n);
+        self.free.swap_remove(position);
+        let reused = match source {
             // Done by llama.cpp before the next forward pass; cells past the prefix go below.
             Some((source, n)) => match ctx.copy_kv_cache_seq(source, seq_id, None, None) {
                 Ok(()) => n,
                 Err(_) => 0,
             },
-            None if position == holders.best_free_at => holders.best_free,
-            None => 0,
+            None => own,
         };
         let reused = Self::trim(ctx, seq_id, reused);
         Taken {
             seq_id,
             reused,
-            copied: copy_from.is_some() && reused > 0,
+            copied: source.is_some() && reused > 0,
         }
     }
 

@@ -383,9 +383,23 @@ fn fill_batch(
                 acceptance: &slots[i].acceptance,
             })
             .collect();
-        let lengths = speculate::plan(&candidates, rows, fixed_per_row);
-        for (guesses, length) in lookups.iter_mut().zip(lengths) {
-            guesses.truncate(length);
+        if setup.unified_kv || candidates.len() == 1 {
+            let lengths = speculate::plan(&candidates, rows, fixed_per_row);
+            for (guesses, length) in lookups.iter_mut().zip(lengths) {
+                guesses.truncate(length);
+            }
+        } else {
+            // Per-sequence buffers: llama.cpp runs the batch in one pass only when its sequences
+            // have the same number of tokens, so every slot gets `k` guesses, padded with its
+            // last one (checked like any guess, so padding never changes what is kept).
+            let k = speculate::plan_uniform(&candidates, rows, fixed_per_row);
+            for (guesses, &i) in lookups.iter_mut().zip(&decode_order) {
+                let k = k.min(guess_room(&slots[i], setup));
+                guesses.truncate(k);
+                if let Some(filler) = guesses.last().copied().or(slots[i].next_token) {
+                    guesses.resize(k, filler);
+                }
+            }
         }
     }
     for (&i, guesses) in decode_order.iter().zip(lookups) {
@@ -441,18 +455,23 @@ fn fill_batch(
 /// The tokens a generating slot could guess after its next token (looked up in its prompt and
 /// answer), within its remaining answer and context.
 fn guesses(slot: &Slot, setup: &SchedulerSetup) -> Vec<LlamaToken> {
-    let Some(token) = slot.next_token else {
-        return Vec::new();
-    };
+    match slot.next_token {
+        Some(token) => speculate::draft(&slot.history, token, guess_room(slot, setup)),
+        None => Vec::new(),
+    }
+}
+
+/// How many guesses a generating slot may put after its next token: within `--draft-max`, its
+/// remaining answer and its context; none for a scoring pass.
+fn guess_room(slot: &Slot, setup: &SchedulerSetup) -> usize {
     if setup.draft_max == 0 || !matches!(slot.reply, Reply::Stream(_)) {
-        return Vec::new();
+        return 0;
     }
     let answer_left = slot.max_tokens.saturating_sub(slot.generated + 1) as usize;
     // The token goes at `n_past`, its guesses after it.
     let context_left =
         (setup.context_per_sequence as usize).saturating_sub(slot.n_past as usize + 2);
-    let max = setup.draft_max.min(answer_left).min(context_left);
-    speculate::draft(&slot.history, token, max)
+    setup.draft_max.min(answer_left).min(context_left)
 }
 
 /// Samples the slot's next tokens if this batch produced logits for it: the token after the one

@@ -189,6 +189,38 @@ pub(crate) fn plan(candidates: &[Candidate<'_>], rows: usize, fixed_per_row: f64
     lengths
 }
 
+/// The one number of guesses every candidate gets when a pass must give all its sequences the
+/// same number of tokens (per-sequence KV buffers; see `scheduler::fill_batch`): the `k` that
+/// earns most per unit of pass cost, where a candidate with fewer than `k` guesses is padded
+/// (its padding costs rows and earns nothing). `rows`: the pass's rows before any guess.
+pub(crate) fn plan_uniform(candidates: &[Candidate<'_>], rows: usize, fixed_per_row: f64) -> usize {
+    let longest = candidates
+        .iter()
+        .map(|c| c.guesses.len())
+        .max()
+        .unwrap_or(0);
+    let rates: Vec<f64> = candidates
+        .iter()
+        .map(|c| f64::from(c.acceptance.rate()))
+        .collect();
+    let mut worth: Vec<f64> = vec![1.0; candidates.len()];
+    let mut work = rows as f64;
+    let mut best = (work / (fixed_per_row + rows as f64), 0);
+    for k in 1..=longest {
+        for (i, c) in candidates.iter().enumerate() {
+            if k <= c.guesses.len() {
+                worth[i] *= rates[i];
+                work += worth[i];
+            }
+        }
+        let cost = fixed_per_row + (rows + k * candidates.len()) as f64;
+        if work / cost > best.0 {
+            best = (work / cost, k);
+        }
+    }
+    best.1
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,5 +329,40 @@ mod tests {
         assert!(one(&sure, 8, 1.5) < compute_bound);
         // A pass that is mostly a prompt chunk takes no guesses.
         assert_eq!(one(&sure, 1500, 1.5), 0);
+    }
+
+    #[test]
+    fn uniform_plan_pads_only_while_the_sure_guesses_pay_for_it() {
+        let long = toks(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+        let short = toks(&[1, 2]);
+        let mut sure = Acceptance::default();
+        for _ in 0..20 {
+            sure.record(8, 8);
+        }
+        let mut unsure = Acceptance::default();
+        for _ in 0..20 {
+            unsure.record(4, 0);
+        }
+        let both = |a: (&[LlamaToken], &Acceptance), b: (&[LlamaToken], &Acceptance), fixed| {
+            let candidates = [
+                Candidate {
+                    guesses: a.0,
+                    acceptance: a.1,
+                },
+                Candidate {
+                    guesses: b.0,
+                    acceptance: b.1,
+                },
+            ];
+            plan_uniform(&candidates, 2, fixed)
+        };
+        // Two slots whose guesses hold, memory-bound: long drafts for both.
+        assert!(both((&long, &sure), (&long, &sure), 40.0) >= 8);
+        // Nothing holds: no guesses when rows cost about as much as the pass.
+        assert_eq!(both((&long, &unsure), (&long, &unsure), 2.0), 0);
+        // One slot's two guesses hold and the other slot has none: only as many as pay for the
+        // padding of the other.
+        let k = both((&short, &sure), (&[], &sure), 2.0);
+        assert!(k <= 2, "{k}");
     }
 }
