@@ -2,11 +2,11 @@
 //!
 //! A finished request leaves its KV cells in its sequence; a later prompt that begins the same
 //! way (same system prompt, tool definitions, documents) starts from them instead of computing
-//! them again. The source may be an idle sequence (taken over directly) or one still serving
-//! another request (its buffer is copied: llama.cpp copies a per-sequence KV buffer whole, which
-//! costs far less than recomputing even a few dozen tokens). The memory budget is the idle
-//! sequences' KV buffers; when a request needs a sequence and none holds a useful prefix, the
-//! least recently used one is overwritten.
+//! them again. With one buffer per sequence the new request gets the lowest free sequence and
+//! the buffer of whichever sequence, idle or busy, holds the longest prefix is copied into it
+//! (llama.cpp copies a per-sequence buffer whole, which costs far less than recomputing a dozen
+//! tokens); in one shared buffer the prefix's cells are shared, and idle prefixes are evicted
+//! least recently used when running requests need room.
 //!
 //! Reuse never changes an answer: the KV cells of a token depend only on the tokens before it, so
 //! the cells of an identical prefix are identical whoever computed them, and a prompt reuses only

@@ -218,7 +218,16 @@ pub(crate) fn plan_uniform(candidates: &[Candidate<'_>], rows: usize, fixed_per_
             best = (work / cost, k);
         }
     }
-    best.1
+    // As in `plan`: slots kept from guessing for a while try one guess (all of them, so the
+    // pass keeps its shape), which also times passes of another size for the cost model.
+    let probe = candidates
+        .iter()
+        .any(|c| !c.guesses.is_empty() && c.acceptance.due_for_probe());
+    if best.1 == 0 && probe {
+        1
+    } else {
+        best.1
+    }
 }
 
 #[cfg(test)]
