@@ -303,17 +303,21 @@ mod tests {
         );
     }
 
+    /// A slot whose guesses always held, and one whose guesses never did.
+    fn sure_and_unsure() -> (Acceptance, Acceptance) {
+        let mut sure = Acceptance::default();
+        let mut unsure = Acceptance::default();
+        for _ in 0..20 {
+            sure.record(8, 8);
+            unsure.record(4, 0);
+        }
+        (sure, unsure)
+    }
+
     #[test]
     fn plan_guesses_more_when_rows_are_cheap_and_guesses_hold() {
         let guesses = toks(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]);
-        let mut sure = Acceptance::default();
-        for _ in 0..20 {
-            sure.record(8, 8);
-        }
-        let mut unsure = Acceptance::default();
-        for _ in 0..20 {
-            unsure.record(4, 0);
-        }
+        let (sure, unsure) = sure_and_unsure();
         let one = |acceptance: &Acceptance, rows, fixed| {
             plan(
                 &[Candidate {
@@ -344,14 +348,7 @@ mod tests {
     fn uniform_plan_pads_only_while_the_sure_guesses_pay_for_it() {
         let long = toks(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
         let short = toks(&[1, 2]);
-        let mut sure = Acceptance::default();
-        for _ in 0..20 {
-            sure.record(8, 8);
-        }
-        let mut unsure = Acceptance::default();
-        for _ in 0..20 {
-            unsure.record(4, 0);
-        }
+        let (sure, unsure) = sure_and_unsure();
         let both = |a: (&[LlamaToken], &Acceptance), b: (&[LlamaToken], &Acceptance), fixed| {
             let candidates = [
                 Candidate {
