@@ -139,7 +139,15 @@ impl SeqPool {
         let taken = if self.unified {
             self.take_shared(ctx, holders)
         } else {
-            self.take_own(ctx, holders, prompt)
+            let own = |seq: i32| {
+                if self.reuse {
+                    usable(common_prefix(&self.cached[seq as usize], prompt))
+                } else {
+                    0
+                }
+            };
+            let lowest = self.free.iter().copied().min().map_or(0, own);
+            self.take_own(ctx, holders, lowest)
         };
         self.cached[taken.seq_id as usize].clear();
         self.reserved[taken.seq_id as usize] = reserve;
@@ -154,12 +162,8 @@ impl SeqPool {
     /// at the bottom keeps steps to one pass). When another sequence, idle or busy, holds a
     /// longer prefix than that one's own cells, its buffer is copied whole (llama.cpp cannot
     /// copy part of one; a few milliseconds, less than computing a dozen prompt tokens).
-    fn take_own(
-        &mut self,
-        ctx: &mut LlamaContext<'_>,
-        holders: Holders,
-        prompt: &[LlamaToken],
-    ) -> Taken {
+    /// `own`: the usable prefix the lowest free sequence already holds.
+    fn take_own(&mut self, ctx: &mut LlamaContext<'_>, holders: Holders, own: usize) -> Taken {
         let position = self
             .free
             .iter()
@@ -167,11 +171,6 @@ impl SeqPool {
             .min_by_key(|&(_, &seq)| seq)
             .map_or(0, |(i, _)| i);
         let seq_id = self.free[position];
-        let own = if self.reuse {
-            common_prefix(&self.cached[seq_id as usize], prompt).min(prompt.len().saturating_sub(1))
-        } else {
-            0
-        };
         let idle = (self.free[holders.best_free_at], holders.best_free);
         let source = [holders.busy, Some(idle)]
             .into_iter()
