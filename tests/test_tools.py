@@ -300,12 +300,16 @@ def test_response_format_schemas_always_parse_and_validate(co, oai):
     assert complete >= 14, complete
 
 
-def test_openai_parse_with_a_pydantic_model(oai):
-    from pydantic import BaseModel
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_openai_parse_with_a_pydantic_model(oai, seed):
+    from pydantic import BaseModel, Field
 
+    # Bounded fields, as a ticket schema would have them: the grammar enforces the bounds, so a
+    # sampled answer cannot run on in a title until max_tokens (the SDK refuses to parse a
+    # length-cut answer).
     class Ticket(BaseModel):
-        title: str
-        priority: int
+        title: str = Field(min_length=1, max_length=40)
+        priority: int = Field(ge=1, le=5)
         urgent: bool
 
     res = oai.chat.completions.parse(
@@ -313,10 +317,12 @@ def test_openai_parse_with_a_pydantic_model(oai):
         messages=[{"role": "user", "content": "File a ticket: the printer is broken."}],
         response_format=Ticket,
         temperature=0.7,
-        max_tokens=120,
+        seed=seed,
+        max_tokens=200,
     )
     parsed = res.choices[0].message.parsed
     assert isinstance(parsed, Ticket)
+    assert 1 <= len(parsed.title) <= 40 and 1 <= parsed.priority <= 5, parsed
 
 
 def test_errors_name_what_is_wrong(base_url):

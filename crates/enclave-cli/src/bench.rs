@@ -492,7 +492,7 @@ fn counter_delta(before: Option<&Value>, after: Option<&Value>) -> Value {
         "reused_prompt_tokens": reused,
         "prefix_reuse_rate": rate(reused, prompt),
         "prefix_copies": delta("prefix_copies"),
-        "pass_fixed_cost_rows": after["pass_fixed_cost_rows"],
+        "pass_costs": after["pass_costs"],
     })
 }
 

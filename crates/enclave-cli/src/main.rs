@@ -106,6 +106,10 @@ pub struct EngineArgs {
     /// beginning (a finished request's, or a copy of a busy sequence's).
     #[arg(long, env = "ENCLAVE_NO_PREFIX_REUSE")]
     pub no_prefix_reuse: bool,
+    /// Generative models: llama.cpp's flash attention (`on`) or attention as matrix products
+    /// (`off`, faster decoding on CPUs: a sequence's cells are read once for all its rows).
+    #[arg(long, env = "ENCLAVE_FLASH_ATTN", default_value = "off", value_parser = ["on", "off"])]
+    pub flash_attn: String,
     /// Encoder models: tokens packed into one forward pass (0 = the engine's best: native 256
     /// per thread, llama.cpp 256).
     #[arg(long, env = "ENCLAVE_MAX_BATCH_TOKENS", default_value_t = 0)]
@@ -134,6 +138,7 @@ impl EngineArgs {
             unified_kv: self.kv_layout == "unified",
             draft_max: self.draft_max,
             prefix_reuse: !self.no_prefix_reuse,
+            flash_attention: self.flash_attn == "on",
         }
     }
 

@@ -4,6 +4,7 @@
 use tokio::sync::{mpsc, oneshot};
 
 use crate::catalog::ModelKind;
+use crate::pass_cost::PassTiming;
 use crate::sampling::{Constraint, SamplingParams};
 use crate::tools::{ToolCall, ToolSpec};
 
@@ -161,7 +162,7 @@ pub trait TextGenerator: Send + Sync {
 /// What the engine saved since it started: prompt tokens it did not compute again (their KV
 /// cells were kept or copied from another sequence) and tokens it guessed and verified in
 /// batches (speculative decoding from the prompt).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct EngineStats {
     /// Prompt tokens of every request admitted.
     pub prompt_tokens: u64,
@@ -177,9 +178,9 @@ pub struct EngineStats {
     pub accepted_tokens: u64,
     /// Forward passes that produced tokens for at least one generating sequence.
     pub decode_steps: u64,
-    /// What a pass's fixed part (reading the weights) costs, in token rows, as timed on this
-    /// machine; what guesses are weighed against.
-    pub pass_fixed_cost_rows: f64,
+    /// What forward passes of each size class cost on this machine, smallest first; what
+    /// guesses are weighed against.
+    pub pass_timings: Vec<PassTiming>,
 }
 
 /// A chat prompt's tokens, and how many of them are the messages' own text (what is billed).

@@ -13,6 +13,7 @@ pub mod llama;
 mod llama_backend;
 mod llama_constraint;
 mod llama_sampler;
+mod pass_cost;
 mod prefix_cache;
 pub mod pull;
 pub mod sampling;
@@ -30,4 +31,5 @@ pub use generator::{
 };
 pub use llama::{GeneratorConfig, LlamaGenerator};
 pub use llama_constraint::gbnf_for_schema;
+pub use pass_cost::PassTiming;
 pub use sampling::{Constraint, SamplingParams};

@@ -6,7 +6,7 @@
 //! and samples each slot's next tokens, keeping the guesses the model agrees with.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
@@ -18,9 +18,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::generator::{EngineStats, FinishReason, GenEvent, Scores};
 use crate::llama_sampler::build_sampler;
+use crate::pass_cost::{PassCost, PassTiming};
 use crate::prefix_cache::{common_prefix, SeqPool, MIN_SHARED_TO_WAIT};
 use crate::sampling::SamplingParams;
-use crate::speculate::{self, Acceptance, Candidate, CostModel};
+use crate::speculate::{self, Acceptance, Candidate};
 use crate::text::{StopMatcher, Utf8Assembler};
 
 pub(crate) struct Job {
@@ -99,8 +100,7 @@ pub(crate) struct Counters {
     drafted_tokens: AtomicU64,
     accepted_tokens: AtomicU64,
     decode_steps: AtomicU64,
-    /// `f64` bits.
-    pass_fixed_cost_rows: AtomicU64,
+    pass_timings: Mutex<Vec<PassTiming>>,
 }
 
 impl Counters {
@@ -118,7 +118,17 @@ impl Counters {
             drafted_tokens: get(&self.drafted_tokens),
             accepted_tokens: get(&self.accepted_tokens),
             decode_steps: get(&self.decode_steps),
-            pass_fixed_cost_rows: f64::from_bits(get(&self.pass_fixed_cost_rows)),
+            pass_timings: self
+                .pass_timings
+                .lock()
+                .map(|t| t.clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    fn record_pass_costs(&self, cost: &PassCost) {
+        if let Ok(mut timings) = self.pass_timings.lock() {
+            *timings = cost.timings();
         }
     }
 }
@@ -220,7 +230,7 @@ pub(crate) fn run(
     let mut batch = LlamaBatch::new(setup.batch_tokens as usize, 1);
     let counters = &setup.counters;
 
-    let mut cost = CostModel::default();
+    let mut cost = PassCost::default();
     // Jobs held back until a running slot has computed the prefix they share with it.
     let mut held: Vec<Job> = Vec::new();
     loop {
@@ -299,21 +309,14 @@ pub(crate) fn run(
             continue;
         }
 
-        let prompt_rows = fill_batch(&mut batch, &mut slots, &setup, cost.fixed_per_row());
+        fill_batch(&mut batch, &mut slots, &setup, &cost);
         if batch.n_tokens() == 0 {
             continue;
         }
         let started = std::time::Instant::now();
         let outcome = ctx.decode(&mut batch);
-        // Timed on passes without prompt chunks: those are what guesses are weighed against,
-        // and a chunk's rows (attending to long prompts) would skew the per-row cost.
-        if prompt_rows == 0 {
-            cost.observe(batch.n_tokens() as usize, started.elapsed().as_secs_f64());
-            let ratio = cost.fixed_per_row().to_bits();
-            counters
-                .pass_fixed_cost_rows
-                .store(ratio, Ordering::Relaxed);
-        }
+        cost.observe(batch.n_tokens() as usize, started.elapsed().as_secs_f64());
+        counters.record_pass_costs(&cost);
         if let Err(err) = outcome {
             // A failed forward pass leaves the KV state of every sequence in it unknown.
             for mut slot in slots.drain(..) {
@@ -351,14 +354,8 @@ fn shares_a_prefix_being_computed(prompt: &[LlamaToken], slots: &[Slot], pool: &
 }
 
 /// Each generating slot's next token and its guesses first (latency), then prompt chunks in
-/// admission order; returns the number of prompt rows. `fixed_per_row`: a pass's fixed cost in
-/// rows (see `speculate::plan`).
-fn fill_batch(
-    batch: &mut LlamaBatch,
-    slots: &mut [Slot],
-    setup: &SchedulerSetup,
-    fixed_per_row: f64,
-) -> usize {
+/// admission order. `cost`: what passes of each size cost (see `speculate::plan`).
+fn fill_batch(batch: &mut LlamaBatch, slots: &mut [Slot], setup: &SchedulerSetup, cost: &PassCost) {
     batch.clear();
     let capacity = setup.batch_tokens as usize;
     // Decode tokens in sequence order: while the set of generating sequences stays the same
@@ -384,7 +381,7 @@ fn fill_batch(
             })
             .collect();
         if setup.unified_kv || candidates.len() == 1 {
-            let lengths = speculate::plan(&candidates, rows, fixed_per_row);
+            let lengths = speculate::plan(&candidates, rows, cost);
             for (guesses, length) in lookups.iter_mut().zip(lengths) {
                 guesses.truncate(length);
             }
@@ -392,7 +389,7 @@ fn fill_batch(
             // Per-sequence buffers: llama.cpp runs the batch in one pass only when its sequences
             // have the same number of tokens, so every slot gets `k` guesses, padded with its
             // last one (checked like any guess, so padding never changes what is kept).
-            let k = speculate::plan_uniform(&candidates, rows, fixed_per_row);
+            let k = speculate::plan_uniform(&candidates, rows, cost);
             for (guesses, &i) in lookups.iter_mut().zip(&decode_order) {
                 let k = k.min(guess_room(&slots[i], setup));
                 guesses.truncate(k);
@@ -423,7 +420,6 @@ fn fill_batch(
             }
         }
     }
-    let mut prompt_rows = 0;
     for slot in slots.iter_mut() {
         let remaining = slot.prompt.len() - slot.prefilled;
         let room = capacity.saturating_sub(batch.n_tokens() as usize);
@@ -431,7 +427,6 @@ fn fill_batch(
             continue;
         }
         let take = remaining.min(room);
-        prompt_rows += take;
         for offset in 0..take {
             let index = slot.prefilled + offset;
             let last = index + 1 == slot.prompt.len();
@@ -449,7 +444,6 @@ fn fill_batch(
         }
         slot.prefilled += take;
     }
-    prompt_rows
 }
 
 /// The tokens a generating slot could guess after its next token (looked up in its prompt and

@@ -3,7 +3,7 @@
 //! followed them there. Grounded answers quote their documents, so such guesses are often right;
 //! the scheduler checks a slot's guesses in the same forward pass as its next token and keeps the
 //! agreeing prefix (see `scheduler`). How many guesses go into a pass is planned from each
-//! slot's acceptance and what a row costs against a whole pass, timed online (`plan`).
+//! slot's acceptance and what passes of each size cost, timed online (`plan`, `pass_cost`).
 //!
 //! Lossless: a guess is accepted only when the slot's own sampler, run on the model's logits at
 //! that position, picks exactly the guessed token. Under greedy decoding that is the argmax, so
@@ -12,6 +12,8 @@
 //! is speculative sampling's accept rule with the residual draw being that same draw).
 
 use llama_cpp_2::token::LlamaToken;
+
+use crate::pass_cost::PassCost;
 
 /// Longest and shortest run of tokens looked up; longer runs first (fewer false matches).
 const MAX_NGRAM: usize = 4;
@@ -93,57 +95,6 @@ impl Acceptance {
     }
 }
 
-/// What a forward pass costs: a fixed part (reading the weights, launching the graph) and a
-/// part per token row, fitted online from the passes the scheduler times. Only their ratio
-/// matters for planning guesses: how many rows one pass's fixed cost is worth.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct CostModel {
-    // Exponentially weighted sums for a least-squares line `seconds = fixed + per_row * rows`.
-    w: f64,
-    x: f64,
-    y: f64,
-    xx: f64,
-    xy: f64,
-}
-
-/// The ratio assumed until passes of clearly different sizes have been timed (two CPU cores,
-/// SmolLM2-135M: a one-row pass takes ~8.5 ms and a prompt row ~2-3 ms, so the fixed part is
-/// worth about three rows; larger models and GPUs have larger ratios).
-const PRIOR_FIXED_PER_ROW: f64 = 3.0;
-/// Spread of rows (variance) the timed passes need before the fit replaces the prior.
-const MIN_ROW_VARIANCE: f64 = 4.0;
-const COST_DECAY: f64 = 0.99;
-
-impl CostModel {
-    pub(crate) fn observe(&mut self, rows: usize, seconds: f64) {
-        let rows = rows as f64;
-        self.w = self.w * COST_DECAY + 1.0;
-        self.x = self.x * COST_DECAY + rows;
-        self.y = self.y * COST_DECAY + seconds;
-        self.xx = self.xx * COST_DECAY + rows * rows;
-        self.xy = self.xy * COST_DECAY + rows * seconds;
-    }
-
-    /// A pass's fixed cost in rows.
-    pub(crate) fn fixed_per_row(&self) -> f64 {
-        if self.w < 8.0 {
-            return PRIOR_FIXED_PER_ROW;
-        }
-        let mean_x = self.x / self.w;
-        let mean_y = self.y / self.w;
-        let var = self.xx / self.w - mean_x * mean_x;
-        if var < MIN_ROW_VARIANCE {
-            return PRIOR_FIXED_PER_ROW;
-        }
-        let per_row = (self.xy / self.w - mean_x * mean_y) / var;
-        let fixed = mean_y - per_row * mean_x;
-        if per_row <= 0.0 || fixed <= 0.0 {
-            return PRIOR_FIXED_PER_ROW;
-        }
-        (fixed / per_row).clamp(1.0, 64.0)
-    }
-}
-
 /// One generating slot's candidate guesses for this step and its acceptance.
 pub(crate) struct Candidate<'a> {
     pub guesses: &'a [LlamaToken],
@@ -151,15 +102,13 @@ pub(crate) struct Candidate<'a> {
 }
 
 /// How many of each candidate's guesses go into this step's pass. A guess is worth its chance
-/// of being kept (the product of its slot's rate over it and the guesses before it); it costs
-/// one row. Guesses are added best first while a guess is worth more than what a row earns on
-/// average in this pass: (tokens + other rows' work) / (the pass's fixed cost in rows + rows).
-/// `rows`: the rows the pass has anyway (one per generating slot plus prompt chunks), each
-/// counted as one unit of work.
-pub(crate) fn plan(candidates: &[Candidate<'_>], rows: usize, fixed_per_row: f64) -> Vec<usize> {
-    let mut lengths = vec![0usize; candidates.len()];
-    // (worth, slot, depth) for every guess; a slot's guesses are taken in order, which their
-    // falling worth guarantees.
+/// of being kept (the product of its slot's rate over it and the guesses before it); every row
+/// the pass has anyway counts as one unit of work. Guesses are taken best first, as many as make
+/// the pass's work per unit of its cost (`cost`, timed) highest. `rows`: the rows the pass has
+/// anyway (one per generating slot plus prompt chunks).
+pub(crate) fn plan(candidates: &[Candidate<'_>], rows: usize, cost: &PassCost) -> Vec<usize> {
+    // (worth, slot) for every guess; a slot's guesses come in order, which their falling worth
+    // keeps when sorted.
     let mut options: Vec<(f64, usize)> = Vec::new();
     for (i, c) in candidates.iter().enumerate() {
         let rate = f64::from(c.acceptance.rate());
@@ -171,14 +120,17 @@ pub(crate) fn plan(candidates: &[Candidate<'_>], rows: usize, fixed_per_row: f64
     }
     options.sort_by(|a, b| b.0.total_cmp(&a.0));
     let mut work = rows as f64;
-    let mut total_rows = rows as f64;
-    for (worth, slot) in options {
-        if worth <= work / (fixed_per_row + total_rows) {
-            break;
-        }
-        lengths[slot] += 1;
+    let mut best = (work / cost.cost(rows), 0);
+    for (taken, (worth, _)) in options.iter().enumerate() {
         work += worth;
-        total_rows += 1.0;
+        let rate = work / cost.cost(rows + taken + 1);
+        if rate > best.0 {
+            best = (rate, taken + 1);
+        }
+    }
+    let mut lengths = vec![0usize; candidates.len()];
+    for &(_, slot) in &options[..best.1] {
+        lengths[slot] += 1;
     }
     // Slots kept from guessing for a while try one guess.
     for (i, c) in candidates.iter().enumerate() {
@@ -193,7 +145,7 @@ pub(crate) fn plan(candidates: &[Candidate<'_>], rows: usize, fixed_per_row: f64
 /// same number of tokens (per-sequence KV buffers; see `scheduler::fill_batch`): the `k` that
 /// earns most per unit of pass cost, where a candidate with fewer than `k` guesses is padded
 /// (its padding costs rows and earns nothing). `rows`: the pass's rows before any guess.
-pub(crate) fn plan_uniform(candidates: &[Candidate<'_>], rows: usize, fixed_per_row: f64) -> usize {
+pub(crate) fn plan_uniform(candidates: &[Candidate<'_>], rows: usize, cost: &PassCost) -> usize {
     let longest = candidates
         .iter()
         .map(|c| c.guesses.len())
@@ -205,7 +157,7 @@ pub(crate) fn plan_uniform(candidates: &[Candidate<'_>], rows: usize, fixed_per_
         .collect();
     let mut worth: Vec<f64> = vec![1.0; candidates.len()];
     let mut work = rows as f64;
-    let mut best = (work / (fixed_per_row + rows as f64), 0);
+    let mut best = (work / cost.cost(rows), 0);
     for k in 1..=longest {
         for (i, c) in candidates.iter().enumerate() {
             if k <= c.guesses.len() {
@@ -213,9 +165,9 @@ pub(crate) fn plan_uniform(candidates: &[Candidate<'_>], rows: usize, fixed_per_
                 work += worth[i];
             }
         }
-        let cost = fixed_per_row + (rows + k * candidates.len()) as f64;
-        if work / cost > best.0 {
-            best = (work / cost, k);
+        let rate = work / cost.cost(rows + k * candidates.len());
+        if rate > best.0 {
+            best = (rate, k);
         }
     }
     // As in `plan`: slots kept from guessing for a while try one guess (all of them, so the
@@ -233,6 +185,7 @@ pub(crate) fn plan_uniform(candidates: &[Candidate<'_>], rows: usize, fixed_per_
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pass_cost::tests::timed;
 
     fn toks(ids: &[i32]) -> Vec<LlamaToken> {
         ids.iter().map(|&i| LlamaToken(i)).collect()
@@ -288,19 +241,9 @@ mod tests {
         assert!(a.rate() < 0.2, "{}", a.rate());
     }
 
-    #[test]
-    fn cost_model_fits_fixed_and_per_row_parts() {
-        let mut cost = CostModel::default();
-        assert_eq!(cost.fixed_per_row(), PRIOR_FIXED_PER_ROW);
-        // 6 ms fixed, 2 ms per row.
-        for rows in [1usize, 4, 8, 2, 17, 9, 1, 3, 12, 5] {
-            cost.observe(rows, 0.006 + 0.002 * rows as f64);
-        }
-        assert!(
-            (cost.fixed_per_row() - 3.0).abs() < 0.01,
-            "{}",
-            cost.fixed_per_row()
-        );
+    /// Passes timed at a fixed part worth `fixed_rows` rows plus one unit per row.
+    fn linear(fixed_rows: f64) -> PassCost {
+        timed(move |rows| 0.001 * (fixed_rows + rows))
     }
 
     /// A slot whose guesses always held, and one whose guesses never did.
@@ -325,7 +268,7 @@ mod tests {
                     acceptance,
                 }],
                 rows,
-                fixed,
+                &linear(fixed),
             )[0]
         };
         // A lone slot whose guesses hold: many when a pass's fixed cost dominates (memory-bound),
@@ -360,7 +303,7 @@ mod tests {
                     acceptance: b.1,
                 },
             ];
-            plan_uniform(&candidates, 2, fixed)
+            plan_uniform(&candidates, 2, &linear(fixed))
         };
         // Two slots whose guesses hold, memory-bound: long drafts for both.
         assert!(both((&long, &sure), (&long, &sure), 40.0) >= 8);
@@ -370,5 +313,25 @@ mod tests {
         // padding of the other.
         let k = both((&short, &sure), (&[], &sure), 2.0);
         assert!(k <= 2, "{k}");
+    }
+
+    #[test]
+    fn eight_sure_slots_draft_long_when_large_passes_reuse_the_weights() {
+        let guesses = toks(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]);
+        let (sure, _) = sure_and_unsure();
+        let eight: Vec<Candidate<'_>> = (0..8)
+            .map(|_| Candidate {
+                guesses: &guesses,
+                acceptance: &sure,
+            })
+            .collect();
+        // Up to eight rows a row costs as much as the pass's fixed part; beyond, a quarter.
+        let bend = timed(|r| 0.008 + 0.008 * r.min(8.0) + 0.002 * (r - 8.0).max(0.0));
+        // The same passes of up to eight rows seen as a line: a row is worth the fixed part.
+        let line = linear(1.0);
+        let k_bend = plan_uniform(&eight, 8, &bend);
+        let k_line = plan_uniform(&eight, 8, &line);
+        assert!(k_bend >= 10, "{k_bend}");
+        assert!(k_line <= 4, "{k_line}");
     }
 }

@@ -74,7 +74,12 @@ fn engine_stats(stats: &enclave_engine::EngineStats) -> Value {
         "accepted_tokens": stats.accepted_tokens,
         "acceptance_rate": rate(stats.accepted_tokens, stats.drafted_tokens),
         "decode_steps": stats.decode_steps,
-        "pass_fixed_cost_rows": (stats.pass_fixed_cost_rows * 100.0).round() / 100.0,
+        // What a pass costs by its size: what speculation weighs a longer draft against.
+        "pass_costs": stats.pass_timings.iter().map(|t| json!({
+            "rows": (t.rows * 10.0).round() / 10.0,
+            "ms": (t.seconds * 1e5).round() / 100.0,
+            "ms_per_row": (t.seconds / t.rows.max(1.0) * 1e5).round() / 100.0,
+        })).collect::<Vec<_>>(),
     })
 }
 
