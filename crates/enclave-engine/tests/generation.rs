@@ -295,7 +295,7 @@ fn copy_text(ending: &str) -> String {
 /// 0.5 between a prompt computed whole and one started from reused cells), so a near-tie can
 /// break either way under any change of batching. A wrong token accepted from a guess would
 /// part where the model prefers one token clearly.
-fn assert_same_or_near_tie(model: &dyn TextGenerator, prompt: &str, a: &str, b: &str) {
+fn assert_same_or_near_tie(model: &dyn TextGenerator, prompt: &str, a: &str, b: &str, margin: f32) {
     if a == b {
         return;
     }
@@ -322,7 +322,7 @@ fn assert_same_or_near_tie(model: &dyn TextGenerator, prompt: &str, a: &str, b: 
         .expect("scores");
     let gap = (scores[0] - scores[1]).abs();
     assert!(
-        gap < 1.0,
+        gap < margin,
         "answers part where the model is sure (gap {gap}):\n{a}\n{b}"
     );
 }
@@ -372,9 +372,10 @@ fn speculation_and_prefix_reuse_change_no_greedy_answer() {
         let expected = copy_round(&plain);
         let got = copy_round(&fast);
         for ((want, have), ending) in expected.iter().zip(&got).zip(ENDINGS) {
-            assert_same_or_near_tie(&plain, &copy_text(ending), want, have);
+            assert_same_or_near_tie(&plain, &copy_text(ending), want, have, 1.0);
+            // It copies (SmolLM2 may skip a clause of the passage after a few words).
             assert!(
-                PASSAGE.contains(want.get(..40).unwrap_or(want)),
+                PASSAGE.contains(want.get(..16).unwrap_or(want)),
                 "not a copy: {want}"
             );
         }
@@ -406,6 +407,9 @@ fn speculation_and_prefix_reuse_change_no_greedy_answer() {
 /// from a copy scores its next token bit for bit as the same prompt started from the same cells
 /// left idle (a corrupt or misplaced copy would not). Against a prompt computed from scratch
 /// both differ in the last bits, as any change of batch shape does on llama.cpp's CPU kernels.
+/// The unified buffer is checked with flash attention: attention as matrix products sums over
+/// every cell of the shared buffer (other sequences' with weight zero), so its last bits follow
+/// how many cells the buffer holds, which a busy neighbour changes.
 #[test]
 fn prefix_copy_gives_the_same_logits_as_the_cells_it_copies() {
     for unified_kv in [true, false] {
@@ -413,6 +417,7 @@ fn prefix_copy_gives_the_same_logits_as_the_cells_it_copies() {
             load_test_model(&GeneratorConfig {
                 draft_max: 0,
                 unified_kv,
+                flash_attention: unified_kv,
                 ..config(2)
             })
             .expect("model")
@@ -507,30 +512,42 @@ fn xprobe_ttft() {
 }
 
 /// Run alone (one request at a time, no prefix reuse), greedy answers are the same token for
-/// token with speculation on and off.
+/// token with speculation on and off under flash attention, whose kernel computes each row on
+/// its own (a verifying row gets a lone row's bits). Attention as matrix products (the default)
+/// computes a token's rows together, which changes a row's last bits: there answers may part
+/// only at a near-tie of the model's two best tokens (one parted here at a gap of 0.012); a
+/// wrongly accepted guess would part where the model is sure.
 #[test]
 fn speculation_alone_changes_no_greedy_answer() {
-    let load = |draft_max| {
-        load_test_model(&GeneratorConfig {
-            draft_max,
-            prefix_reuse: false,
-            ..config(1)
-        })
-        .expect("model")
-    };
-    let (plain, fast) = (load(0), load(16));
-    for ending in ENDINGS {
-        let run = |model: &dyn TextGenerator| {
-            collect(
-                model
-                    .submit(copy_prompt(model, ending), greedy(80))
-                    .expect("submit"),
-            )
-            .0
+    for flash_attention in [true, false] {
+        let load = |draft_max| {
+            load_test_model(&GeneratorConfig {
+                draft_max,
+                prefix_reuse: false,
+                flash_attention,
+                ..config(1)
+            })
+            .expect("model")
         };
-        assert_eq!(run(&plain), run(&fast), "{ending}");
+        let (plain, fast) = (load(0), load(16));
+        for ending in ENDINGS {
+            let run = |model: &dyn TextGenerator| {
+                collect(
+                    model
+                        .submit(copy_prompt(model, ending), greedy(80))
+                        .expect("submit"),
+                )
+                .0
+            };
+            let (want, have) = (run(&plain), run(&fast));
+            if flash_attention {
+                assert_eq!(want, have, "{ending}");
+            } else {
+                assert_same_or_near_tie(&plain, &copy_text(ending), &want, &have, 0.1);
+            }
+        }
+        let saved = fast.stats();
+        assert!(saved.accepted_tokens > 0, "{saved:?}");
+        assert!(saved.decode_steps < saved.generated_tokens, "{saved:?}");
     }
-    let saved = fast.stats();
-    assert!(saved.accepted_tokens > 0, "{saved:?}");
-    assert!(saved.decode_steps < saved.generated_tokens, "{saved:?}");
 }
