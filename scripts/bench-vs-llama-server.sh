@@ -55,7 +55,10 @@ if [ ! -x "$SERVER_BIN" ]; then
     SRC="$SDIST_DIR/vendor/llama.cpp"
   fi
   echo "building llama-server from $SRC into $BUILD_DIR (once)" >&2
+  # Without AMX, as Enclave's own llama.cpp is built (scripts/c++-no-amx): its AMX kernel
+  # crashes on the first pass on AMX CPUs.
   cmake -S "$SRC" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DLLAMA_USE_PREBUILT_UI=OFF \
+    -DCMAKE_CXX_COMPILER_LAUNCHER="$PWD/scripts/c++-no-amx" \
     -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF >&2
   cmake --build "$BUILD_DIR" --target llama-server -j "$THREADS" >&2
 fi
