@@ -59,7 +59,7 @@ impl PassCost {
     }
 
     /// The classes timed often enough to use, smallest first.
-    pub(crate) fn timings(&self) -> Vec<PassTiming> {
+    fn timed(&self) -> impl Iterator<Item = PassTiming> + '_ {
         self.classes
             .iter()
             .filter(|c| c.passes >= MIN_PASSES)
@@ -67,33 +67,43 @@ impl PassCost {
                 rows: c.rows / c.passes,
                 seconds: c.seconds / c.passes,
             })
-            .collect()
+    }
+
+    pub(crate) fn timings(&self) -> Vec<PassTiming> {
+        self.timed().collect()
     }
 
     /// What a pass of `rows` rows costs: seconds once two classes are timed, before that in
-    /// units of the prior's shape (only ratios between pass sizes are ever used).
+    /// units of the prior's shape (only ratios between pass sizes are ever used). Called for
+    /// every option a plan weighs, so it walks the classes without collecting them.
     pub(crate) fn cost(&self, rows: usize) -> f64 {
-        let points = self.timings();
         let r = rows as f64;
         let prior = |r: f64| PRIOR_FIXED_ROWS + r;
-        let (first, last) = match (points.first(), points.last()) {
-            (Some(first), Some(last)) if points.len() >= 2 => (*first, *last),
-            (Some(only), _) => return only.seconds * prior(r) / prior(only.rows),
-            _ => return prior(r),
-        };
-        if r <= first.rows {
-            return first.seconds * prior(r) / prior(first.rows);
-        }
-        for pair in points.windows(2) {
-            let (a, b) = (pair[0], pair[1]);
-            if r <= b.rows {
-                return a.seconds + (b.seconds - a.seconds) * (r - a.rows) / (b.rows - a.rows);
+        let (mut before_last, mut last): (Option<PassTiming>, Option<PassTiming>) = (None, None);
+        for point in self.timed() {
+            if r <= point.rows {
+                return match last {
+                    // Below the smallest class: the prior's shape scaled to it.
+                    None => point.seconds * prior(r) / prior(point.rows),
+                    Some(a) => {
+                        a.seconds
+                            + (point.seconds - a.seconds) * (r - a.rows) / (point.rows - a.rows)
+                    }
+                };
             }
+            before_last = last;
+            last = Some(point);
         }
-        let before = points[points.len() - 2];
-        let slope = (last.seconds - before.seconds) / (last.rows - before.rows);
-        let floor = MIN_MARGINAL_SHARE * last.seconds / last.rows;
-        last.seconds + slope.max(floor) * (r - last.rows)
+        match (before_last, last) {
+            // Beyond the largest class: along the last segment, at least a share of its row.
+            (Some(before), Some(last)) => {
+                let slope = (last.seconds - before.seconds) / (last.rows - before.rows);
+                let floor = MIN_MARGINAL_SHARE * last.seconds / last.rows;
+                last.seconds + slope.max(floor) * (r - last.rows)
+            }
+            (None, Some(only)) => only.seconds * prior(r) / prior(only.rows),
+            _ => prior(r),
+        }
     }
 }
 

@@ -139,15 +139,20 @@ impl SeqPool {
         let taken = if self.unified {
             self.take_shared(ctx, holders)
         } else {
-            let own = |seq: i32| {
-                if self.reuse {
-                    usable(common_prefix(&self.cached[seq as usize], prompt))
-                } else {
-                    0
-                }
+            // The lowest free id (see `take_own`), and the usable prefix its own cells hold.
+            let lowest = self
+                .free
+                .iter()
+                .enumerate()
+                .min_by_key(|&(_, &seq)| seq)
+                .map_or(0, |(i, _)| i);
+            let seq = self.free[lowest] as usize;
+            let own = if self.reuse {
+                usable(common_prefix(&self.cached[seq], prompt))
+            } else {
+                0
             };
-            let lowest = self.free.iter().copied().min().map_or(0, own);
-            self.take_own(ctx, holders, lowest)
+            self.take_own(ctx, holders, lowest, own)
         };
         self.cached[taken.seq_id as usize].clear();
         self.reserved[taken.seq_id as usize] = reserve;
@@ -162,14 +167,15 @@ impl SeqPool {
     /// at the bottom keeps steps to one pass). When another sequence, idle or busy, holds a
     /// longer prefix than that one's own cells, its buffer is copied whole (llama.cpp cannot
     /// copy part of one; a few milliseconds, less than computing a dozen prompt tokens).
-    /// `own`: the usable prefix the lowest free sequence already holds.
-    fn take_own(&mut self, ctx: &mut LlamaContext<'_>, holders: Holders, own: usize) -> Taken {
-        let position = self
-            .free
-            .iter()
-            .enumerate()
-            .min_by_key(|&(_, &seq)| seq)
-            .map_or(0, |(i, _)| i);
+    /// `position`: where the lowest free id is in `free`; `own`: the usable prefix that
+    /// sequence already holds.
+    fn take_own(
+        &mut self,
+        ctx: &mut LlamaContext<'_>,
+        holders: Holders,
+        position: usize,
+        own: usize,
+    ) -> Taken {
         let seq_id = self.free[position];
         let idle = (self.free[holders.best_free_at], holders.best_free);
         let source = [holders.busy, Some(idle)]
