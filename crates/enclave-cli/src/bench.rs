@@ -372,6 +372,7 @@ async fn generate(mut args: GenerateArgs) -> Result<Value> {
     .await?;
     args.model = served;
     let client = bench_client()?;
+    wait_for_calibration(&client, &base, &args).await;
     let filler = match args.workload {
         Workload::Chat => calibrate_prompt(&client, &base, &args).await?,
         Workload::Grounded | Workload::SharedDocs => String::new(),
@@ -444,6 +445,20 @@ async fn generate(mut args: GenerateArgs) -> Result<Value> {
 
 /// Prompt tokens a grounded request may need (three documents, instructions and question).
 const GROUNDED_PROMPT_ROOM: u32 = 2048;
+
+/// Waits (up to two minutes) until the engine has timed its pass sizes, so that no measured
+/// request interrupts the calibration; servers that report no such thing are measured at once.
+async fn wait_for_calibration(client: &reqwest::Client, base: &str, args: &GenerateArgs) {
+    for _ in 0..240 {
+        let calibrated = engine_counters(client, base, args)
+            .await
+            .and_then(|engine| engine["calibrated"].as_bool());
+        if calibrated != Some(false) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
 
 /// The served model's engine counters from `/ready` (None for servers without them).
 async fn engine_counters(

@@ -181,6 +181,9 @@ pub struct EngineStats {
     /// What forward passes of each size class cost on this machine, smallest first; what
     /// guesses are weighed against.
     pub pass_timings: Vec<PassTiming>,
+    /// Whether the engine is done timing pass sizes before serving (or was interrupted by a
+    /// request, or had nothing to time): what a benchmark waits for before it measures.
+    pub calibrated: bool,
 }
 
 /// A chat prompt's tokens, and how many of them are the messages' own text (what is billed).

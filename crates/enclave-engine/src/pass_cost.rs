@@ -1,17 +1,22 @@
-//! What a forward pass costs for its number of token rows, timed online on this machine; what
+//! What a forward pass costs for its number of token rows, timed on this machine; what
 //! speculation weighs its guesses against (`speculate::plan`).
 //!
-//! On a CPU the cost is far from linear in rows: a pass of a few rows streams every weight from
-//! memory for each of them, while a pass of many reuses each block of weights from cache across
-//! its rows, so a row in a pass of a hundred can cost a fraction of one in a pass of eight. A
-//! straight line fitted to the small passes decoding makes (stop 22's model) therefore priced long
-//! drafts far above what they cost. The curve keeps the mean time of the passes in each size class
-//! (powers of two) and interpolates between classes; beyond the largest class timed it goes on
-//! along its last segment, which for a curve that bends down overstates the cost: a longer draft
-//! is tried only when the guesses promise to pay even then, and once tried its class is timed.
+//! On a CPU the cost is far from linear in rows, and not even smooth: llama.cpp's repacked
+//! matrix kernels take token rows in tiles (four on x86 for Q4_K), so on two cores a Qwen2.5-1.5B
+//! pass of four rows costs less than one of three, and one of sixteen less than one of fifteen
+//! (65, 96, 109, 95 ms for 1-4 rows; 252 and 201 ms for 15 and 16). A plan that sees those steps
+//! pads a draft to the cheap size; one that averages neighbouring sizes never finds them. So
+//! every size up to `EXACT` rows is its own class (above it, powers of two), each keeping the
+//! decayed mean time of its passes; `calibration_sizes` are timed once when the engine is idle
+//! (see `scheduler`), and passes as served keep every class current. Between timed classes the
+//! cost is interpolated; beyond the largest it goes on along its last segment, which for a curve
+//! that bends down overstates the cost: a longer draft is tried only when the guesses promise to
+//! pay even then, and once tried its class is timed.
 
-/// Size classes: rows in `(2^(c-1), 2^c]`, the last one open-ended.
-const CLASSES: usize = 14;
+/// Sizes up to this many rows are classes of their own.
+const EXACT: usize = 64;
+/// Above `EXACT`: rows in `(2^(c-1), 2^c]`, the last class open-ended.
+const CLASSES: usize = EXACT + 8;
 /// Weight a class's older passes keep per new pass of that class.
 const DECAY: f64 = 0.95;
 /// Weight of passes a class needs before its mean is used (two passes make 1.95).
@@ -37,25 +42,56 @@ pub struct PassTiming {
     pub seconds: f64,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct PassCost {
     classes: [SizeClass; CLASSES],
 }
 
+impl Default for PassCost {
+    fn default() -> Self {
+        Self {
+            classes: [SizeClass::default(); CLASSES],
+        }
+    }
+}
+
 fn class_of(rows: usize) -> usize {
-    let class = (usize::BITS - rows.saturating_sub(1).leading_zeros()) as usize;
-    class.min(CLASSES - 1)
+    if rows <= EXACT {
+        return rows.saturating_sub(1);
+    }
+    // 65..=128 → EXACT, 129..=256 → EXACT + 1, ...
+    let doubling = (usize::BITS - (rows - 1).leading_zeros()) as usize;
+    (EXACT + doubling - 7).min(CLASSES - 1)
+}
+
+/// The pass sizes worth timing before serving, up to `largest` rows: every size to 16 (where
+/// tiling makes neighbours differ most), then every eighth to `EXACT`.
+pub(crate) fn calibration_sizes(largest: usize) -> Vec<usize> {
+    (1..=16)
+        .chain((24..=EXACT).step_by(8))
+        .filter(|&rows| rows <= largest)
+        .collect()
 }
 
 impl PassCost {
     pub(crate) fn observe(&mut self, rows: usize, seconds: f64) {
+        self.observe_weighted(rows, seconds, 1.0);
+    }
+
+    /// A calibration pass: one timing that counts as enough to use its class at once (served
+    /// passes of that size then refine it).
+    pub(crate) fn observe_calibration(&mut self, rows: usize, seconds: f64) {
+        self.observe_weighted(rows, seconds, MIN_PASSES);
+    }
+
+    fn observe_weighted(&mut self, rows: usize, seconds: f64, weight: f64) {
         if rows == 0 || !seconds.is_finite() || seconds <= 0.0 {
             return;
         }
         let class = &mut self.classes[class_of(rows)];
-        class.passes = class.passes * DECAY + 1.0;
-        class.rows = class.rows * DECAY + rows as f64;
-        class.seconds = class.seconds * DECAY + seconds;
+        class.passes = class.passes * DECAY + weight;
+        class.rows = class.rows * DECAY + weight * rows as f64;
+        class.seconds = class.seconds * DECAY + weight * seconds;
     }
 
     /// The classes timed often enough to use, smallest first.
@@ -123,12 +159,41 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn size_classes_are_powers_of_two() {
-        let classes: Vec<usize> = [1, 2, 3, 4, 5, 8, 9, 16, 17, 100_000]
+    fn sizes_are_exact_then_powers_of_two() {
+        let classes: Vec<usize> = [1, 2, 3, 4, 5, 16, 64, 65, 128, 129, 100_000]
             .iter()
             .map(|&r| class_of(r))
             .collect();
-        assert_eq!(classes, vec![0, 1, 2, 2, 3, 3, 4, 4, 5, CLASSES - 1]);
+        assert_eq!(
+            classes,
+            vec![0, 1, 2, 3, 4, 15, 63, 64, 64, 65, CLASSES - 1]
+        );
+        assert_eq!(calibration_sizes(10), (1..=10).collect::<Vec<_>>());
+        assert_eq!(calibration_sizes(40)[16..], [24, 32, 40]);
+    }
+
+    #[test]
+    fn a_tiled_step_is_seen_and_calibration_counts_at_once() {
+        // Two-core Qwen2.5-1.5B Q4_K_M timings (ms): four rows cost less than three, sixteen
+        // less than fifteen.
+        let steps = [
+            (1, 66.0),
+            (2, 96.0),
+            (3, 109.0),
+            (4, 95.0),
+            (15, 252.0),
+            (16, 201.0),
+        ];
+        let mut cost = PassCost::default();
+        for (rows, ms) in steps {
+            cost.observe_calibration(rows, ms / 1000.0);
+        }
+        assert!(cost.cost(4) < cost.cost(3));
+        assert!(cost.cost(16) < cost.cost(15));
+        assert!((cost.cost(16) - 0.201).abs() < 1e-9);
+        // A served pass moves the mean.
+        cost.observe(16, 0.301);
+        assert!(cost.cost(16) > 0.201 && cost.cost(16) < 0.301);
     }
 
     #[test]

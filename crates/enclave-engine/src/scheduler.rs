@@ -5,7 +5,7 @@
 //! after it (see `speculate`) — plus prefill chunks of new prompts into a single batch, runs it,
 //! and samples each slot's next tokens, keeping the guesses the model agrees with.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use llama_cpp_2::context::params::LlamaContextParams;
@@ -21,7 +21,7 @@ use crate::llama_sampler::build_sampler;
 use crate::pass_cost::{PassCost, PassTiming};
 use crate::prefix_cache::{common_prefix, SeqPool, MIN_SHARED_TO_WAIT};
 use crate::sampling::SamplingParams;
-use crate::speculate::{self, Acceptance, Candidate};
+use crate::speculate::{self, Acceptance, Candidate, Draft, MatchOdds};
 use crate::text::{StopMatcher, Utf8Assembler};
 
 pub(crate) struct Job {
@@ -101,6 +101,7 @@ pub(crate) struct Counters {
     accepted_tokens: AtomicU64,
     decode_steps: AtomicU64,
     pass_timings: Mutex<Vec<PassTiming>>,
+    calibrated: AtomicBool,
 }
 
 impl Counters {
@@ -123,6 +124,7 @@ impl Counters {
                 .lock()
                 .map(|t| t.clone())
                 .unwrap_or_default(),
+            calibrated: self.calibrated.load(Ordering::Relaxed),
         }
     }
 
@@ -149,8 +151,13 @@ struct Slot {
     next_token: Option<LlamaToken>,
     /// Index in the current batch whose logits belong to this slot.
     logits_at: Option<i32>,
-    /// Tokens guessed to follow `next_token`, in the current batch right after it.
+    /// Tokens guessed to follow `next_token`, in the current batch right after it (the guesses,
+    /// then any padding: see `fill_batch`).
     draft: Vec<LlamaToken>,
+    /// The chance the odds gave each guess of `draft` (padding is no guess and has none), and
+    /// the match that proposed them.
+    guessed_rates: Vec<f32>,
+    guessed_match: usize,
     acceptance: Acceptance,
     generated: u32,
     max_tokens: u32,
@@ -231,8 +238,13 @@ pub(crate) fn run(
     let counters = &setup.counters;
 
     let mut cost = PassCost::default();
+    let mut odds = MatchOdds::default();
     // Jobs held back until a running slot has computed the prefix they share with it.
     let mut held: Vec<Job> = Vec::new();
+    if setup.draft_max > 0 {
+        held.extend(calibrate(&mut ctx, &setup, &mut jobs, &mut cost));
+    }
+    counters.calibrated.store(true, Ordering::Relaxed);
     loop {
         // Admit: block only when there is nothing else to do. Held jobs are looked at first.
         let mut recheck = std::mem::take(&mut held).into_iter();
@@ -283,6 +295,8 @@ pub(crate) fn run(
                 next_token: None,
                 logits_at: None,
                 draft: Vec::new(),
+                guessed_rates: Vec::new(),
+                guessed_match: 0,
                 acceptance: Acceptance::default(),
                 generated: 0,
                 max_tokens: job.params.max_tokens,
@@ -309,7 +323,7 @@ pub(crate) fn run(
             continue;
         }
 
-        fill_batch(&mut batch, &mut slots, &setup, &cost);
+        fill_batch(&mut batch, &mut slots, &setup, &cost, &odds);
         if batch.n_tokens() == 0 {
             continue;
         }
@@ -330,7 +344,7 @@ pub(crate) fn run(
         let mut i = 0;
         while i < slots.len() {
             decoded |= slots[i].logits_at.is_some() && slots[i].prefilled == slots[i].prompt.len();
-            match sample_step(&mut ctx, &mut slots[i], &setup) {
+            match sample_step(&mut ctx, &mut slots[i], &setup, &mut odds) {
                 None => i += 1,
                 Some(reason) => {
                     let slot = slots.swap_remove(i);
@@ -341,6 +355,52 @@ pub(crate) fn run(
         }
         Counters::add(&counters.decode_steps, usize::from(decoded));
     }
+}
+
+/// Times a pass of each of `pass_cost::calibration_sizes` on an empty sequence before the first
+/// request, so the first plans see where the kernels' tiling makes a size cheap (a size never
+/// timed is priced by interpolation and a cheap step between neighbours would never be tried).
+/// Stops at the first job that arrives and hands it back: a request waits at most one pass.
+fn calibrate(
+    ctx: &mut LlamaContext<'_>,
+    setup: &SchedulerSetup,
+    jobs: &mut mpsc::Receiver<Job>,
+    cost: &mut PassCost,
+) -> Option<Job> {
+    let largest =
+        (setup.batch_tokens as usize).min((setup.context_per_sequence as usize).saturating_sub(1));
+    let mut batch = LlamaBatch::new(largest.max(1), 1);
+    // The first pass also allocates llama.cpp's buffers; it is run and not timed.
+    for (i, rows) in std::iter::once(1)
+        .chain(crate::pass_cost::calibration_sizes(largest))
+        .enumerate()
+    {
+        if let Ok(job) = jobs.try_recv() {
+            return Some(job);
+        }
+        batch.clear();
+        for position in 0..rows {
+            // Every row asks for logits, as a verifying pass's rows do.
+            if batch
+                .add(LlamaToken(0), position as i32, &[0], true)
+                .is_err()
+            {
+                return None;
+            }
+        }
+        let started = std::time::Instant::now();
+        let outcome = ctx.decode(&mut batch);
+        let seconds = started.elapsed().as_secs_f64();
+        let _ = ctx.clear_kv_cache_seq(Some(0), None, None);
+        if outcome.is_err() {
+            return None;
+        }
+        if i > 0 {
+            cost.observe_calibration(rows, seconds);
+        }
+    }
+    setup.counters.record_pass_costs(cost);
+    None
 }
 
 /// Whether `prompt` begins with a long stretch that a running slot is still computing: waiting
@@ -354,8 +414,15 @@ fn shares_a_prefix_being_computed(prompt: &[LlamaToken], slots: &[Slot], pool: &
 }
 
 /// Each generating slot's next token and its guesses first (latency), then prompt chunks in
-/// admission order. `cost`: what passes of each size cost (see `speculate::plan`).
-fn fill_batch(batch: &mut LlamaBatch, slots: &mut [Slot], setup: &SchedulerSetup, cost: &PassCost) {
+/// admission order. `cost`: what passes of each size cost; `odds`: how often guesses hold (see
+/// `speculate::plan`).
+fn fill_batch(
+    batch: &mut LlamaBatch,
+    slots: &mut [Slot],
+    setup: &SchedulerSetup,
+    cost: &PassCost,
+    odds: &MatchOdds,
+) {
     batch.clear();
     let capacity = setup.batch_tokens as usize;
     // Decode tokens in sequence order: while the set of generating sequences stays the same
@@ -365,41 +432,49 @@ fn fill_batch(batch: &mut LlamaBatch, slots: &mut [Slot], setup: &SchedulerSetup
         .filter(|&i| slots[i].next_token.is_some())
         .collect();
     decode_order.sort_by_key(|&i| slots[i].seq_id);
-    let mut lookups: Vec<Vec<LlamaToken>> = decode_order
+    let mut lookups: Vec<Draft> = decode_order
         .iter()
         .map(|&i| guesses(&slots[i], setup))
         .collect();
-    if lookups.iter().any(|g| !g.is_empty()) {
+    let mut rates: Vec<Vec<f32>> = decode_order
+        .iter()
+        .zip(&lookups)
+        .map(|(&i, d)| odds.rates(d.matched, d.guesses.len(), &slots[i].acceptance))
+        .collect();
+    if lookups.iter().any(|d| !d.guesses.is_empty()) {
         let prompt_rows: usize = slots.iter().map(|s| s.prompt.len() - s.prefilled).sum();
         let rows = decode_order.len() + prompt_rows.min(capacity);
         let candidates: Vec<Candidate<'_>> = decode_order
             .iter()
-            .zip(&lookups)
-            .map(|(&i, guesses)| Candidate {
-                guesses,
-                acceptance: &slots[i].acceptance,
+            .zip(lookups.iter().zip(&rates))
+            .map(|(&i, (d, rates))| Candidate {
+                guesses: &d.guesses,
+                rates,
+                probe: slots[i].acceptance.due_for_probe(),
             })
             .collect();
         if setup.unified_kv || candidates.len() == 1 {
             let lengths = speculate::plan(&candidates, rows, cost);
-            for (guesses, length) in lookups.iter_mut().zip(lengths) {
-                guesses.truncate(length);
+            for ((d, length), rates) in lookups.iter_mut().zip(lengths).zip(&mut rates) {
+                d.guesses.truncate(length);
+                rates.truncate(length);
             }
         } else {
             // Per-sequence buffers: llama.cpp runs the batch in one pass only when its sequences
             // have the same number of tokens, so every slot gets `k` guesses, padded with its
             // last one (checked like any guess, so padding never changes what is kept).
             let k = speculate::plan_uniform(&candidates, rows, cost);
-            for (guesses, &i) in lookups.iter_mut().zip(&decode_order) {
+            for ((d, &i), rates) in lookups.iter_mut().zip(&decode_order).zip(&mut rates) {
                 let k = k.min(guess_room(&slots[i], setup));
-                guesses.truncate(k);
-                if let Some(filler) = guesses.last().copied().or(slots[i].next_token) {
-                    guesses.resize(k, filler);
+                d.guesses.truncate(k);
+                rates.truncate(k);
+                if let Some(filler) = d.guesses.last().copied().or(slots[i].next_token) {
+                    d.guesses.resize(k, filler);
                 }
             }
         }
     }
-    for (&i, guesses) in decode_order.iter().zip(lookups) {
+    for ((&i, d), rates) in decode_order.iter().zip(lookups).zip(rates) {
         let slot = &mut slots[i];
         let Some(token) = slot.next_token.take() else {
             continue;
@@ -411,7 +486,9 @@ fn fill_batch(batch: &mut LlamaBatch, slots: &mut [Slot], setup: &SchedulerSetup
         slot.logits_at = Some(batch.n_tokens() - 1);
         slot.n_past += 1;
         slot.history.push(token);
-        slot.draft = guesses;
+        slot.draft = d.guesses;
+        slot.guessed_rates = rates;
+        slot.guessed_match = d.matched;
         for (offset, &guess) in slot.draft.iter().enumerate() {
             let position = slot.n_past + offset as i32;
             if batch.add(guess, position, &[slot.seq_id], true).is_err() {
@@ -448,10 +525,10 @@ fn fill_batch(batch: &mut LlamaBatch, slots: &mut [Slot], setup: &SchedulerSetup
 
 /// The tokens a generating slot could guess after its next token (looked up in its prompt and
 /// answer), within its remaining answer and context.
-fn guesses(slot: &Slot, setup: &SchedulerSetup) -> Vec<LlamaToken> {
+fn guesses(slot: &Slot, setup: &SchedulerSetup) -> Draft {
     match slot.next_token {
         Some(token) => speculate::draft(&slot.history, token, guess_room(slot, setup)),
-        None => Vec::new(),
+        None => Draft::default(),
     }
 }
 
@@ -475,6 +552,7 @@ fn sample_step(
     ctx: &mut LlamaContext<'_>,
     slot: &mut Slot,
     setup: &SchedulerSetup,
+    odds: &mut MatchOdds,
 ) -> Option<FinishReason> {
     let at = slot.logits_at.take()?;
     if let Reply::Score { candidates, tx } = &mut slot.reply {
@@ -519,7 +597,11 @@ fn sample_step(
         // Drop the cells of the guesses that were not taken.
         let _ = ctx.clear_kv_cache_seq(Some(slot.seq_id as u32), Some(slot.n_past as u32), None);
     }
-    slot.acceptance.record(draft.len(), accepted);
+    // What the odds learn from: the guesses alone (padding was never a guess).
+    let mut rates = std::mem::take(&mut slot.guessed_rates);
+    rates.truncate(draft.len());
+    slot.acceptance.record(&rates, accepted);
+    odds.record(slot.guessed_match, rates.len(), accepted.min(rates.len()));
     let counters = &setup.counters;
     Counters::add(&counters.drafted_tokens, draft.len());
     Counters::add(&counters.accepted_tokens, accepted);

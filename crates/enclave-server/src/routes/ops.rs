@@ -74,6 +74,7 @@ fn engine_stats(stats: &enclave_engine::EngineStats) -> Value {
         "accepted_tokens": stats.accepted_tokens,
         "acceptance_rate": rate(stats.accepted_tokens, stats.drafted_tokens),
         "decode_steps": stats.decode_steps,
+        "calibrated": stats.calibrated,
         // What a pass costs by its size: what speculation weighs a longer draft against.
         "pass_costs": stats.pass_timings.iter().map(|t| json!({
             "rows": (t.rows * 10.0).round() / 10.0,
