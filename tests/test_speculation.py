@@ -113,11 +113,11 @@ def test_ready_reports_what_speculation_and_reuse_saved(plain_server, fast_serve
     # Copying answers: fewer forward passes than tokens.
     assert saved["decode_steps"] < saved["generated_tokens"], saved
     assert saved["reused_prompt_tokens"] > 0 and 0 < saved["prefix_reuse_rate"] < 1, saved
-    # The pass costs guesses are weighed against: sizes timed before serving (every size to
-    # sixteen rows, each its own class), then as served, smallest first.
+    # The pass costs guesses are weighed against: sizes timed before serving (until the first
+    # request arrives) and as served, smallest first.
     assert saved["calibrated"] is True, saved
     costs = saved["pass_costs"]
-    assert len(costs) >= 16, costs
+    assert len(costs) >= 2, costs
     assert all(c["rows"] >= 1 and c["ms"] > 0 and c["ms_per_row"] > 0 for c in costs), costs
     assert [c["rows"] for c in costs] == sorted(c["rows"] for c in costs), costs
     one_at_a_time(plain_server)
