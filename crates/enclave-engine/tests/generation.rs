@@ -260,6 +260,48 @@ fn wait_idle(model: &dyn TextGenerator) {
     }
 }
 
+/// Waits until the engine is done timing pass sizes before serving.
+fn wait_calibrated(model: &dyn TextGenerator) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !model.stats().calibrated {
+        assert!(std::time::Instant::now() < deadline, "never calibrated");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Before its first request the engine times a pass of every size to sixteen rows and every
+/// eighth to 64 (what speculation weighs guesses against; a size never timed would be priced
+/// by its neighbours and a cheap tile size never found). With speculation off it times nothing.
+/// A request that arrives while it calibrates is served (calibration stops for it).
+#[test]
+fn the_engine_times_pass_sizes_before_serving_and_stops_for_a_request() {
+    let idle = load_test_model(&config(2)).expect("model");
+    wait_calibrated(&idle);
+    let sizes: Vec<f64> = idle.stats().pass_timings.iter().map(|t| t.rows).collect();
+    for rows in (1..=16).chain([24, 32, 64]) {
+        assert!(
+            sizes.contains(&f64::from(rows)),
+            "{rows} not timed: {sizes:?}"
+        );
+    }
+    assert!(idle.stats().pass_timings.iter().all(|t| t.seconds > 0.0));
+
+    let plain = load_test_model(&GeneratorConfig {
+        draft_max: 0,
+        ..config(2)
+    })
+    .expect("model");
+    wait_calibrated(&plain);
+    assert!(plain.stats().pass_timings.is_empty());
+
+    // A request sent the moment the model is loaded is answered like any other.
+    let busy = load_test_model(&config(2)).expect("model");
+    let prompt = chat_prompt(&busy, "What is the capital of France?");
+    let (text, _, _) = collect(busy.submit(prompt, greedy(16)).expect("submit"));
+    assert!(text.contains("Paris"), "{text}");
+    wait_calibrated(&busy);
+}
+
 fn chat_prompt_messages(model: &dyn TextGenerator, messages: &[ChatMessage]) -> Vec<u32> {
     let rendered = model.render_chat(messages).expect("template");
     model.tokenize(&rendered, true)
