@@ -7,8 +7,8 @@
 //! (65, 96, 109, 95 ms for 1-4 rows; 252 and 201 ms for 15 and 16). A plan that sees those steps
 //! pads a draft to the cheap size; one that averages neighbouring sizes never finds them. So
 //! every size up to `EXACT` rows is its own class (above it, powers of two), each keeping the
-//! decayed mean time of its passes; `calibration_sizes` are timed once when the engine is idle
-//! (see `scheduler`), and passes as served keep every class current. Between timed classes the
+//! decayed mean time of its passes; `calibration_sizes` are timed once before the first request
+//! (see `scheduler::calibrate`), and passes as served keep every class current. Between timed classes the
 //! cost is interpolated; beyond the largest it goes on along its last segment, which for a curve
 //! that bends down overstates the cost: a longer draft is tried only when the guesses promise to
 //! pay even then, and once tried its class is timed.

@@ -112,7 +112,7 @@ fn bucket(matched: usize) -> usize {
 impl MatchOdds {
     /// The chance that a guess from a match of `matched` tokens holds, given that those before
     /// it did.
-    pub(crate) fn rate(&self, matched: usize) -> f32 {
+    fn rate(&self, matched: usize) -> f32 {
         let i = bucket(matched);
         let b = self.buckets[i];
         (b.hits + PRIOR_RATES[i] * PRIOR_WEIGHT) / (b.trials + PRIOR_WEIGHT)
@@ -200,10 +200,11 @@ pub(crate) struct Candidate<'a> {
 }
 
 /// How many of each candidate's guesses go into this step's pass. A guess is worth its chance
-/// of being kept (the product of its slot's rate over it and the guesses before it); every row
+/// of being kept (the product of its rate and the rates of the guesses before it); every row
 /// the pass has anyway counts as one unit of work. Guesses are taken best first, as many as make
-/// the pass's work per unit of its cost (`cost`, timed) highest. `rows`: the rows the pass has
-/// anyway (one per generating slot plus prompt chunks).
+/// the pass's work per unit of its cost (`cost`, timed) highest, if that beats the pass without
+/// them by `MIN_GAIN`. `rows`: the rows the pass has anyway (one per generating slot plus
+/// prompt chunks).
 pub(crate) fn plan(candidates: &[Candidate<'_>], rows: usize, cost: &PassCost) -> Vec<usize> {
     // (worth, slot) for every guess; a slot's guesses come in order, which their falling worth
     // keeps when sorted.
